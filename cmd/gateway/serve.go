@@ -1,0 +1,211 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/scoregate/scoregate/admin"
+	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/proxy"
+)
+
+func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	path := fs.String("config", os.Getenv("GATEWAY_CONFIG"), "configuration `file` (or GATEWAY_CONFIG)")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("serve takes no arguments, only -config FILE")
+	}
+	if *path == "" {
+		return usagef("serve needs -config FILE (or GATEWAY_CONFIG)")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return fmt.Errorf("configuration %s: %w", *path, err)
+	}
+	log := newLogger(cfg.Log, stderr)
+	return serve(ctx, cfg, log, hooks{})
+}
+
+func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	path := fs.String("config", os.Getenv("GATEWAY_CONFIG"), "configuration `file` (or GATEWAY_CONFIG)")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) > 0 {
+		return usagef("check-config takes no arguments, only -config FILE")
+	}
+	if *path == "" {
+		return usagef("check-config needs -config FILE")
+	}
+	_, err = config.Load(*path)
+	var probs config.Problems
+	if errors.As(err, &probs) {
+		for _, p := range probs {
+			fmt.Fprintln(stdout, p)
+		}
+		return fmt.Errorf("%s: %d problem(s)", *path, len(probs))
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "configuration is valid")
+	return nil
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// instance is a running gateway, handed to the ready callback.
+type instance struct {
+	dataAddr  net.Addr
+	adminAddr net.Addr
+	keyPath   string // where the Owner key is kept, "" when it came from GATEWAY_ADMIN_KEY
+}
+
+// hooks let quickstart act at two points of serve.
+type hooks struct {
+	// prepare, if set, runs once the keys are loaded, before anything listens.
+	prepare func(*authn.Keyring) error
+	// ready, if set, runs once both listeners accept connections.
+	ready func(*instance) error
+}
+
+// keyFlushInterval is how often key last-use times are written to the store.
+const keyFlushInterval = 30 * time.Second
+
+// serve runs the gateway for cfg until ctx ends, then shuts down gracefully: /readyz turns 503,
+// the drain delay passes, in-flight requests finish within the shutdown timeout, and the store
+// is closed.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) error {
+	store, err := authn.OpenBolt(cfg.Store.Dir)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	keys, err := authn.NewKeyring(ctx, store, log)
+	if err != nil {
+		return err
+	}
+	ownerKey, keyPath, created, err := authn.OwnerKey(cfg.Store.Dir, os.Getenv("GATEWAY_ADMIN_KEY"))
+	if err != nil {
+		return err
+	}
+	switch {
+	case keyPath == "":
+		log.Info("admin Owner key taken from GATEWAY_ADMIN_KEY")
+	case created:
+		log.Info("admin Owner key generated", "path", keyPath)
+	default:
+		log.Info("admin Owner key read", "path", keyPath)
+	}
+	owner, err := authn.NewOwner(keys, ownerKey)
+	if err != nil {
+		return err
+	}
+	if h.prepare != nil {
+		if err := h.prepare(keys); err != nil {
+			return err
+		}
+	}
+	for _, svc := range cfg.Services {
+		if svc.Auth == config.AuthKey && len(keys.Keys(svc.Name)) == 0 {
+			log.Warn("service has no keys yet, so every request to it gets 401; create one with 'gateway keys regenerate "+svc.Name+" primary'", "service", svc.Name)
+		}
+		if svc.Auth == config.AuthToken {
+			log.Warn("token auth is not available in this version; every request to this service gets 401", "service", svc.Name)
+		}
+	}
+
+	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys), log)
+	if err != nil {
+		return err
+	}
+	adm := admin.New(cfg, keys, owner, log)
+
+	dataLn, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+	}
+	adminLn, err := net.Listen("tcp", cfg.AdminListen)
+	if err != nil {
+		dataLn.Close()
+		return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+	}
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Go(func() {
+		if err := gw.Serve(dataLn); err != nil {
+			errc <- fmt.Errorf("data plane: %w", err)
+		}
+	})
+	wg.Go(func() {
+		if err := adm.Serve(adminLn); err != nil {
+			errc <- fmt.Errorf("admin API: %w", err)
+		}
+	})
+	flushCtx, stopFlush := context.WithCancel(context.Background())
+	flushDone := make(chan struct{})
+	go func() {
+		defer close(flushDone)
+		keys.RunFlusher(flushCtx, keyFlushInterval)
+	}()
+
+	log.Info("gateway started", "listen", dataLn.Addr().String(), "admin_listen", adminLn.Addr().String(),
+		"services", len(cfg.Services), "version", version)
+	var runErr error
+	if h.ready != nil {
+		runErr = h.ready(&instance{dataAddr: dataLn.Addr(), adminAddr: adminLn.Addr(), keyPath: keyPath})
+	}
+	if runErr == nil {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down")
+		case runErr = <-errc:
+		}
+	}
+
+	adm.SetDraining()
+	if d := cfg.Server.DrainDelay; d > 0 && runErr == nil {
+		log.Info("draining", "delay", d.String())
+		time.Sleep(d)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	defer cancel()
+	if err := gw.Shutdown(sctx); err != nil {
+		log.Warn("data plane did not drain in time; open connections were closed", "err", err)
+	}
+	if err := adm.Shutdown(sctx); err != nil {
+		log.Warn("admin API did not stop in time", "err", err)
+	}
+	wg.Wait()
+	stopFlush()
+	<-flushDone
+	if runErr != nil {
+		return runErr
+	}
+	log.Info("stopped")
+	return nil
+}

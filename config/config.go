@@ -1,0 +1,170 @@
+// Package config defines scoregate's YAML configuration: the types with their defaults, loading with
+// unknown keys rejected and GATEWAY_* environment overrides, and a Validate that reports every
+// problem at once as "path.to.field: what is wrong". It opens no sockets and talks to no store.
+package config
+
+import "time"
+
+// Config is the whole gateway configuration, as read from the YAML file.
+type Config struct {
+	// Listen is the data-plane address (host:port), plain HTTP. Default "127.0.0.1:8080".
+	Listen string `yaml:"listen"`
+	// AdminListen is the address of the admin API, /livez and /readyz (host:port). It must differ
+	// from Listen. Default "127.0.0.1:9901".
+	AdminListen string `yaml:"admin_listen"`
+	// ComputeType names where the gateway runs (for example "sidecar" or "edge"); it is recorded
+	// on every request span as ComputeType. Default "sidecar".
+	ComputeType string `yaml:"compute_type"`
+	// Store says where keys and their metadata live.
+	Store Store `yaml:"store"`
+	// Server holds the data-plane listener's timeouts and limits.
+	Server Server `yaml:"server"`
+	// Log configures the gateway's own log on stderr.
+	Log Log `yaml:"log"`
+	// Services are the models the gateway fronts. At least one is required.
+	Services []Service `yaml:"services"`
+}
+
+// Store selects the state backend.
+type Store struct {
+	// Dir is the folder of the embedded store (a single bbolt file, store.db) and of the generated
+	// admin.key. Created with mode 0700 if missing. Default "./data".
+	Dir string `yaml:"dir"`
+	// RedisURL selects the shared Redis store (redis:// or rediss://) for several instances.
+	// Not available in this version: setting it is a validation error. Default "" (embedded store).
+	RedisURL string `yaml:"redis_url"`
+}
+
+// Server holds the data-plane listener's timeouts and limits. fasthttp leaves most of these
+// unlimited by default; scoregate always sets them.
+type Server struct {
+	// ReadTimeout bounds reading one whole request, headers and body. Default 10s.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// WriteTimeout bounds writing one response to the client (it starts when the model has
+	// answered). Default 30s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// IdleTimeout closes a keep-alive connection that carries no request for this long.
+	// Default 60s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// MaxHeaderBytes caps the request line plus headers, in bytes; a larger header block gets 431.
+	// Between 1024 and 1048576. Default 16384.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxBodyBytes is the default cap on a request body, in bytes, for services that set none;
+	// a larger body gets 413. Default 4194304 (4 MiB).
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxResponseBytes caps a model's response body, in bytes; a larger one gets 502.
+	// Default 67108864 (64 MiB).
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// MaxConnsPerIP caps concurrent client connections from one address. 0 means no cap (the
+	// default: a sidecar or a gateway behind a load balancer sees few client addresses).
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// MaxRequestsPerConn closes a client connection after this many requests. 0 means no cap.
+	// Default 0.
+	MaxRequestsPerConn int `yaml:"max_requests_per_conn"`
+	// ShutdownTimeout bounds how long in-flight requests may run after SIGTERM or SIGINT before
+	// the gateway closes their connections. Default 15s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// DrainDelay is how long /readyz reports 503 before the listeners stop accepting, so that
+	// load balancers take the instance out of rotation first. Default 0s.
+	DrainDelay time.Duration `yaml:"drain_delay"`
+	// TrustedProxies lists the addresses or CIDR ranges of proxies in front of the gateway whose
+	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host are kept (the client address is
+	// appended). From any other peer those headers are replaced. Default: none.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+}
+
+// Log configures the gateway's own log, written to stderr.
+type Log struct {
+	// Level is the least severe level written: debug, info, warn or error. Default "info".
+	Level string `yaml:"level"`
+	// Format is "json" (one object a line) or "text". Default "json".
+	Format string `yaml:"format"`
+}
+
+// Auth modes of a service.
+const (
+	AuthKey   = "key"
+	AuthToken = "token"
+	AuthNone  = "none"
+)
+
+// Service is one model behind the gateway, reached at /api/v1/service/{name}/.
+type Service struct {
+	// Name is the service's name in the scoring URL: lowercase letters, digits and dashes,
+	// 1 to 63 characters, starting and ending with a letter or digit. Required.
+	Name string `yaml:"name"`
+	// Auth is how callers authenticate: "key" (a static primary or secondary key), "token"
+	// (an expiring token) or "none". Exactly one per service. Required.
+	Auth string `yaml:"auth"`
+	// Upstreams are the model's base URLs (http://host:port or https://host:port, no path).
+	// Requests are spread over them in turn. At least one is required.
+	Upstreams []string `yaml:"upstreams"`
+	// Timeout bounds one scoring call to the model, from sending the request to the end of
+	// its response; past it the caller gets 504. Default 60s.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxBodyBytes caps a request body for this service, in bytes; a larger one gets 413.
+	// Default: server.max_body_bytes.
+	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxConnsPerUpstream caps the pooled keep-alive connections to each upstream. Default 512.
+	MaxConnsPerUpstream int `yaml:"max_conns_per_upstream"`
+}
+
+// Defaults.
+const (
+	DefaultListen              = "127.0.0.1:8080"
+	DefaultAdminListen         = "127.0.0.1:9901"
+	DefaultComputeType         = "sidecar"
+	DefaultStoreDir            = "./data"
+	DefaultReadTimeout         = 10 * time.Second
+	DefaultWriteTimeout        = 30 * time.Second
+	DefaultIdleTimeout         = 60 * time.Second
+	DefaultMaxHeaderBytes      = 16 << 10
+	DefaultMaxBodyBytes        = 4 << 20
+	DefaultMaxResponseBytes    = 64 << 20
+	DefaultShutdownTimeout     = 15 * time.Second
+	DefaultServiceTimeout      = 60 * time.Second
+	DefaultMaxConnsPerUpstream = 512
+	DefaultLogLevel            = "info"
+	DefaultLogFormat           = "json"
+)
+
+// ApplyDefaults fills every unset field with its documented default.
+func (c *Config) ApplyDefaults() {
+	setDefault(&c.Listen, DefaultListen)
+	setDefault(&c.AdminListen, DefaultAdminListen)
+	setDefault(&c.ComputeType, DefaultComputeType)
+	setDefault(&c.Store.Dir, DefaultStoreDir)
+	s := &c.Server
+	setDefault(&s.ReadTimeout, DefaultReadTimeout)
+	setDefault(&s.WriteTimeout, DefaultWriteTimeout)
+	setDefault(&s.IdleTimeout, DefaultIdleTimeout)
+	setDefault(&s.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	setDefault(&s.MaxBodyBytes, DefaultMaxBodyBytes)
+	setDefault(&s.MaxResponseBytes, DefaultMaxResponseBytes)
+	setDefault(&s.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&c.Log.Level, DefaultLogLevel)
+	setDefault(&c.Log.Format, DefaultLogFormat)
+	for i := range c.Services {
+		svc := &c.Services[i]
+		setDefault(&svc.Timeout, DefaultServiceTimeout)
+		setDefault(&svc.MaxBodyBytes, s.MaxBodyBytes)
+		setDefault(&svc.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream)
+	}
+}
+
+func setDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}
+
+// Service returns the service called name, or nil.
+func (c *Config) Service(name string) *Service {
+	for i := range c.Services {
+		if c.Services[i].Name == name {
+			return &c.Services[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,202 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// Validate checks a configuration with its defaults applied and returns every problem at once,
+// as Problems, or nil.
+func (c *Config) Validate() error {
+	var probs Problems
+	add := func(path, format string, args ...any) {
+		probs = append(probs, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+
+	checkAddr := func(path, addr string) {
+		if addr == "" {
+			add(path, "required (host:port)")
+			return
+		}
+		if _, port, err := net.SplitHostPort(addr); err != nil {
+			add(path, "%q is not host:port", addr)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			add(path, "%q has no valid port", addr)
+		}
+	}
+	checkAddr("listen", c.Listen)
+	checkAddr("admin_listen", c.AdminListen)
+	if c.Listen != "" && c.Listen == c.AdminListen {
+		add("admin_listen", "must differ from listen (%s)", c.Listen)
+	}
+	if c.ComputeType == "" || len(c.ComputeType) > 64 || !printable(c.ComputeType) {
+		add("compute_type", "must be 1 to 64 printable characters")
+	}
+
+	if c.Store.Dir == "" {
+		add("store.dir", "required")
+	}
+	if c.Store.RedisURL != "" {
+		add("store.redis_url", "the Redis store is not available in this version; remove it to use the embedded store in store.dir")
+	}
+
+	s := c.Server
+	positive := func(path string, ok bool) {
+		if !ok {
+			add(path, "must be greater than zero")
+		}
+	}
+	positive("server.read_timeout", s.ReadTimeout > 0)
+	positive("server.write_timeout", s.WriteTimeout > 0)
+	positive("server.idle_timeout", s.IdleTimeout > 0)
+	positive("server.shutdown_timeout", s.ShutdownTimeout > 0)
+	positive("server.max_body_bytes", s.MaxBodyBytes > 0)
+	positive("server.max_response_bytes", s.MaxResponseBytes > 0)
+	if s.MaxHeaderBytes < 1024 || s.MaxHeaderBytes > 1<<20 {
+		add("server.max_header_bytes", "must be between 1024 and 1048576, not %d", s.MaxHeaderBytes)
+	}
+	if s.MaxConnsPerIP < 0 {
+		add("server.max_conns_per_ip", "must not be negative (0 means no cap)")
+	}
+	if s.MaxRequestsPerConn < 0 {
+		add("server.max_requests_per_conn", "must not be negative (0 means no cap)")
+	}
+	if s.DrainDelay < 0 {
+		add("server.drain_delay", "must not be negative")
+	}
+	for i, p := range s.TrustedProxies {
+		if _, err := ParsePrefix(p); err != nil {
+			add(fmt.Sprintf("server.trusted_proxies[%d]", i), "%q is not an IP address or CIDR range", p)
+		}
+	}
+
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level", "%q is not one of debug, info, warn, error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		add("log.format", "%q is not one of json, text", c.Log.Format)
+	}
+
+	if len(c.Services) == 0 {
+		add("services", "at least one service is required")
+	}
+	names := map[string]int{}
+	for i, svc := range c.Services {
+		p := fmt.Sprintf("services[%d]", i)
+		switch {
+		case svc.Name == "":
+			add(p+".name", "required")
+		case !serviceName.MatchString(svc.Name):
+			add(p+".name", "%q must be 1 to 63 lowercase letters, digits or dashes, starting and ending with a letter or digit", svc.Name)
+		default:
+			if j, dup := names[svc.Name]; dup {
+				add(p+".name", "%q is already the name of services[%d]", svc.Name, j)
+			}
+			names[svc.Name] = i
+		}
+		switch svc.Auth {
+		case AuthKey, AuthToken, AuthNone:
+		case "":
+			add(p+".auth", "required: key, token or none")
+		default:
+			add(p+".auth", "%q is not one of key, token, none", svc.Auth)
+		}
+		if len(svc.Upstreams) == 0 {
+			add(p+".upstreams", "at least one upstream URL is required")
+		}
+		seen := map[string]bool{}
+		for j, u := range svc.Upstreams {
+			up := fmt.Sprintf("%s.upstreams[%d]", p, j)
+			if _, err := ParseUpstream(u); err != nil {
+				add(up, "%v", err)
+			} else if seen[u] {
+				add(up, "%q is listed twice", u)
+			}
+			seen[u] = true
+		}
+		positive(p+".timeout", svc.Timeout > 0)
+		positive(p+".max_body_bytes", svc.MaxBodyBytes > 0)
+		positive(p+".max_conns_per_upstream", svc.MaxConnsPerUpstream > 0)
+	}
+
+	if len(probs) == 0 {
+		return nil
+	}
+	return probs
+}
+
+func printable(s string) bool {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// Upstream is a parsed upstream URL.
+type Upstream struct {
+	// Addr is host:port, with the scheme's port filled in when the URL has none.
+	Addr string
+	// TLS is true for https.
+	TLS bool
+}
+
+// ParseUpstream checks an upstream URL: http or https, a host, no user, path, query or fragment.
+func ParseUpstream(raw string) (Upstream, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return Upstream{}, fmt.Errorf("%q is not a URL", raw)
+	}
+	var up Upstream
+	switch u.Scheme {
+	case "http":
+	case "https":
+		up.TLS = true
+	default:
+		return Upstream{}, fmt.Errorf("%q must start with http:// or https://", raw)
+	}
+	switch {
+	case u.Host == "" || u.Hostname() == "":
+		return Upstream{}, fmt.Errorf("%q has no host", raw)
+	case u.User != nil:
+		return Upstream{}, fmt.Errorf("%q must not carry a user or password", raw)
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.Fragment != "":
+		return Upstream{}, fmt.Errorf("%q must not have a path, query or fragment (the gateway forwards /{rest} of the scoring URL)", raw)
+	}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if up.TLS {
+			port = "443"
+		}
+	} else if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return Upstream{}, fmt.Errorf("%q has no valid port", raw)
+	}
+	up.Addr = net.JoinHostPort(u.Hostname(), port)
+	return up, nil
+}
+
+// ParsePrefix reads an address ("10.0.0.1") or CIDR range ("10.0.0.0/8") as a prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		return p.Masked(), err
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}

@@ -1,0 +1,116 @@
+package proxy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Error is a request failure as the client sees it: a status, a stable code and a client-safe
+// message, rendered once into the JSON body of the contract. Cause holds the detail that is only
+// logged, never sent.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	// WWWAuthenticate, when set, is sent as the WWW-Authenticate header.
+	WWWAuthenticate string
+	// RetryAfter, when set, is sent as the Retry-After header, in seconds.
+	RetryAfter int
+	// Cause is the internal detail, for the log only.
+	Cause error
+
+	body []byte
+}
+
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return fmt.Sprintf("%d %s: %v", e.Status, e.Code, e.Cause)
+	}
+	return fmt.Sprintf("%d %s", e.Status, e.Code)
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+// withCause returns a copy of e that carries cause for the log.
+func (e *Error) withCause(cause error) *Error {
+	c := *e
+	c.Cause = cause
+	return &c
+}
+
+func newError(status int, code, message string) *Error {
+	e := &Error{Status: status, Code: code, Message: message}
+	type body struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	e.body, _ = json.Marshal(struct {
+		Error body `json:"error"`
+	}{body{code, message}})
+	return e
+}
+
+const bearerRealm = `Bearer realm="scoregate"`
+
+// The errors of the data plane. Messages never say which part of a credential failed.
+var (
+	errBadRequest       = newError(fasthttp.StatusBadRequest, "BadRequest", "the request could not be parsed")
+	errBadPath          = newError(fasthttp.StatusBadRequest, "BadRequest", "the request path is not valid")
+	errMultipleCreds    = newError(fasthttp.StatusBadRequest, "BadRequest", "send exactly one credential, in one Authorization header")
+	errMissingCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "a valid credential is required"), bearerRealm)
+	errInvalidCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "a valid credential is required"), bearerRealm+`, error="invalid_token"`)
+	errNotFound         = newError(fasthttp.StatusNotFound, "NotFound", "no service is published at this path")
+	errRequestTimeout   = newError(fasthttp.StatusRequestTimeout, "RequestTimeout", "the request was not received in time")
+	errBodyTooLarge     = newError(fasthttp.StatusRequestEntityTooLarge, "PayloadTooLarge", "the request body is larger than this service accepts")
+	errHeadersTooLarge  = newError(fasthttp.StatusRequestHeaderFieldsTooLarge, "RequestHeaderFieldsTooLarge", "the request headers are too large")
+	errInternal         = newError(fasthttp.StatusInternalServerError, "InternalError", "the gateway failed to handle the request")
+	errBadGateway       = newError(fasthttp.StatusBadGateway, "BadGateway", "the model could not be reached or gave an invalid answer")
+	errUpstreamBusy     = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the model is at capacity; retry later"), 1)
+	errGatewayTimeout   = newError(fasthttp.StatusGatewayTimeout, "GatewayTimeout", "the model did not answer in time")
+	errShuttingDown     = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the gateway is shutting down; retry later"), 1)
+	errMethodNotAllowed = newError(fasthttp.StatusBadRequest, "BadRequest", "the request method is not supported")
+)
+
+func withAuth(e *Error, challenge string) *Error {
+	e.WWWAuthenticate = challenge
+	return e
+}
+
+func withRetry(e *Error, seconds int) *Error {
+	e.RetryAfter = seconds
+	return e
+}
+
+// writeError renders err into the response. Anything that is not an *Error is a 500 whose detail
+// is logged.
+func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = errInternal.withCause(err)
+	}
+	resp := &ctx.Response
+	resp.Reset()
+	resp.SetStatusCode(e.Status)
+	resp.Header.SetContentType("application/json")
+	resp.Header.Set("Cache-Control", "no-store")
+	if e.WWWAuthenticate != "" {
+		resp.Header.Set("WWW-Authenticate", e.WWWAuthenticate)
+	}
+	if e.RetryAfter > 0 {
+		resp.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	body := e.body
+	if body == nil { // an *Error built outside this file
+		body = newError(e.Status, e.Code, e.Message).body
+	}
+	resp.SetBodyRaw(body)
+	if e.Status >= 500 && e.Cause != nil {
+		g.log.Warn("request failed", "status", e.Status, "err", e.Cause)
+	} else if e.Cause != nil {
+		g.log.Debug("request refused", "status", e.Status, "err", e.Cause)
+	}
+}

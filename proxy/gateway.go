@@ -1,0 +1,241 @@
+// Package proxy is scoregate's data plane: the fasthttp server, routing of
+// /api/v1/service/{name}/{rest} to the service's model, pooled upstream connections, header
+// hygiene, request ids, error bodies and graceful shutdown. It asks authn whether a credential is
+// good and never inspects credentials itself.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/config"
+)
+
+// Authenticator decides whether a request's credential is good for a service. *authn.Authenticator
+// satisfies it.
+type Authenticator interface {
+	Authenticate(service, mode string, authorization [][]byte) (authn.Caller, error)
+}
+
+// Gateway is the data-plane server.
+type Gateway struct {
+	services       map[string]*service
+	auth           Authenticator
+	log            *slog.Logger
+	trustedProxies []netip.Prefix
+	scheme         string
+	server         *fasthttp.Server
+	draining       atomic.Bool
+}
+
+// New builds a Gateway for cfg, with one connection pool per upstream. cfg must be valid.
+func New(cfg *config.Config, auth Authenticator, log *slog.Logger) (*Gateway, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	g := &Gateway{
+		services: make(map[string]*service, len(cfg.Services)),
+		auth:     auth,
+		log:      log,
+		scheme:   "http",
+	}
+	for _, p := range cfg.Server.TrustedProxies {
+		prefix, err := config.ParsePrefix(p)
+		if err != nil {
+			return nil, fmt.Errorf("server.trusted_proxies: %w", err)
+		}
+		g.trustedProxies = append(g.trustedProxies, prefix)
+	}
+	maxBody := cfg.Server.MaxBodyBytes
+	for _, sc := range cfg.Services {
+		svc := &service{name: sc.Name, auth: sc.Auth, maxBody: sc.MaxBodyBytes, timeout: sc.Timeout}
+		for _, raw := range sc.Upstreams {
+			up, err := newUpstream(raw, sc, cfg.Server.MaxResponseBytes)
+			if err != nil {
+				return nil, fmt.Errorf("service %s: %w", sc.Name, err)
+			}
+			svc.upstreams = append(svc.upstreams, up)
+		}
+		g.services[sc.Name] = svc
+		maxBody = max(maxBody, sc.MaxBodyBytes)
+	}
+	s := cfg.Server
+	g.server = &fasthttp.Server{
+		Handler:                      g.serve,
+		ErrorHandler:                 g.serveParseError,
+		HeaderReceived:               g.headerReceived,
+		ReadTimeout:                  s.ReadTimeout,
+		WriteTimeout:                 s.WriteTimeout,
+		IdleTimeout:                  s.IdleTimeout,
+		ReadBufferSize:               s.MaxHeaderBytes,
+		MaxRequestBodySize:           int(maxBody),
+		MaxConnsPerIP:                s.MaxConnsPerIP,
+		MaxRequestsPerConn:           s.MaxRequestsPerConn,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		DisablePreParseMultipartForm: true,
+		SecureErrorLogMessage:        true,
+		CloseOnShutdown:              true,
+		TCPKeepalive:                 true,
+		Logger:                       fasthttpLogger{log},
+	}
+	return g, nil
+}
+
+// Serve accepts data-plane connections on ln until Shutdown.
+func (g *Gateway) Serve(ln net.Listener) error {
+	return g.server.Serve(ln)
+}
+
+// Shutdown stops accepting connections, lets in-flight requests finish until ctx ends, then
+// closes what is left.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.draining.Store(true)
+	return g.server.ShutdownWithContext(ctx)
+}
+
+// Handler returns the data-plane request handler, for tests and embedding.
+func (g *Gateway) Handler() fasthttp.RequestHandler { return g.serve }
+
+// serve handles one data-plane request: route, authenticate, forward; then the response gets its
+// request id headers, whatever happened.
+func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
+	var idBuf [requestIDMaxLen]byte
+	id := requestID(&ctx.Request.Header, idBuf[:0])
+	if err := g.handle(ctx, id); err != nil {
+		g.writeError(ctx, err)
+	}
+	g.finish(ctx, id)
+}
+
+func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte) error {
+	svc, forward, err := g.route(ctx)
+	if err != nil {
+		return err
+	}
+	if err := g.authenticate(ctx, svc); err != nil {
+		return err
+	}
+	return g.forward(ctx, svc, forward, id)
+}
+
+// route finds the service of the request and the target to forward to the model.
+func (g *Gateway) route(ctx *fasthttp.RequestCtx) (*service, []byte, error) {
+	if ctx.IsConnect() {
+		return nil, nil, errMethodNotAllowed
+	}
+	name, forward, ok, valid := splitTarget(ctx.Request.Header.RequestURI())
+	switch {
+	case !valid:
+		return nil, nil, errBadPath
+	case !ok:
+		return nil, nil, errNotFound
+	}
+	svc := g.services[string(name)]
+	if svc == nil {
+		return nil, nil, errNotFound
+	}
+	return svc, forward, nil
+}
+
+// authenticate asks authn about the request's credential. Only the Authorization header is read:
+// a credential anywhere else (query string, body, cookie) counts for nothing.
+func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, svc *service) error {
+	_, err := g.auth.Authenticate(svc.name, svc.auth, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, authn.ErrNoCredential):
+		return errMissingCred
+	case errors.Is(err, authn.ErrMultipleCredentials):
+		return errMultipleCreds
+	case errors.Is(err, authn.ErrInvalidCredential):
+		return errInvalidCred
+	default:
+		return errInternal.withCause(err)
+	}
+}
+
+// forward sends the request to one of the service's upstreams and puts the model's answer in the
+// response. The client's request is reused as the outbound one (no copy of the body).
+func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []byte) error {
+	up := svc.pick()
+	req := &ctx.Request
+	var xffBuf [128]byte
+	if !g.cleanRequest(&req.Header, peerAddr(ctx), xffBuf[:0]) {
+		return errBadRequest
+	}
+	req.Header.Del(HeaderRequestID)
+	req.Header.SetBytesV(HeaderRequestID, id)
+	req.SetRequestURIBytes(target)
+	req.Header.SetHost(up.host)
+	req.URI().SetScheme(up.scheme)
+
+	if err := up.client.DoTimeout(req, &ctx.Response, svc.timeout); err != nil {
+		return upstreamError(err)
+	}
+	cleanResponse(&ctx.Response.Header)
+	return nil
+}
+
+// finish sets the headers every response carries.
+func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte) {
+	h := &ctx.Response.Header
+	h.SetBytesV(HeaderRequestID, id)
+	h.SetBytesV(HeaderMSRequestID, id)
+	if v := ctx.Request.Header.Peek(HeaderClientRequestID); len(v) > 0 && validRequestID(v) {
+		h.SetBytesV(HeaderClientRequestID, v)
+	}
+	if g.draining.Load() {
+		h.SetConnectionClose()
+	}
+}
+
+// headerReceived sets the body limit of the request's service before the body is read.
+func (g *Gateway) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	name, _, ok, valid := splitTarget(h.RequestURI())
+	if !ok || !valid {
+		return fasthttp.RequestConfig{}
+	}
+	if svc := g.services[string(name)]; svc != nil {
+		return fasthttp.RequestConfig{MaxRequestBodySize: int(svc.maxBody)}
+	}
+	return fasthttp.RequestConfig{}
+}
+
+// serveParseError answers a request fasthttp could not read, before any handler ran.
+func (g *Gateway) serveParseError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.As(err, &small):
+		g.writeError(ctx, errHeadersTooLarge)
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		g.writeError(ctx, errBodyTooLarge)
+	case errors.As(err, &netErr) && netErr.Timeout():
+		g.writeError(ctx, errRequestTimeout)
+	default:
+		g.writeError(ctx, errBadRequest.withCause(err))
+	}
+	var idBuf [requestIDMaxLen]byte
+	id := newRequestID(idBuf[:0])
+	h := &ctx.Response.Header
+	h.SetBytesV(HeaderRequestID, id)
+	h.SetBytesV(HeaderMSRequestID, id)
+}
+
+// fasthttpLogger sends fasthttp's own messages to the gateway's log. fasthttp runs with
+// SecureErrorLogMessage, so these never quote request bytes.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+}

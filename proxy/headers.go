@@ -1,0 +1,185 @@
+package proxy
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+
+	"github.com/valyala/fasthttp"
+)
+
+// hopHeaders are the hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy Proxy-Connection and
+// Keep-Alive and the h2c upgrade's HTTP2-Settings), removed in both directions.
+var hopHeaders = []string{
+	"Connection",
+	"Proxy-Connection",
+	"Keep-Alive",
+	"Proxy-Authenticate",
+	"Proxy-Authorization",
+	"Te",
+	"Trailer",
+	"Transfer-Encoding",
+	"Upgrade",
+	"Http2-Settings",
+}
+
+// requestOnlyHeaders are removed from every request before it reaches the model: the credential,
+// the forwarding headers the gateway sets itself, and headers some servers honour to rewrite the
+// URL or method behind the gateway's back.
+var requestOnlyHeaders = []string{
+	"Authorization",
+	"Forwarded",
+	"X-Real-Ip",
+	"X-Original-Url",
+	"X-Rewrite-Url",
+	"X-Http-Method-Override",
+	"X-Http-Method",
+	"X-Method-Override",
+}
+
+var forwardedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}
+
+// framing headers are never removed because a Connection header names them: fasthttp sets them
+// from the body it forwards.
+func isFraming(name []byte) bool {
+	return bytes.EqualFold(name, []byte("Host")) || bytes.EqualFold(name, []byte("Content-Length")) ||
+		bytes.EqualFold(name, []byte("Content-Type"))
+}
+
+// maxNominated bounds how many names a Connection header may nominate for removal; beyond that the
+// request is refused rather than parsed without limit.
+const maxNominated = 32
+
+// headerNames collects header names to delete after a visit (deleting while visiting is unsafe).
+type headerNames struct {
+	n     int
+	names [maxNominated][]byte
+	buf   [512]byte
+	used  int
+}
+
+func (h *headerNames) add(name []byte) bool {
+	if h.n == maxNominated || h.used+len(name) > len(h.buf) {
+		return false
+	}
+	start := h.used
+	h.used += copy(h.buf[h.used:], name)
+	h.names[h.n] = h.buf[start:h.used]
+	h.n++
+	return true
+}
+
+// connectionNominated gathers the names listed in every Connection header value.
+func connectionNominated(values [][]byte, out *headerNames) bool {
+	for _, v := range values {
+		for len(v) > 0 {
+			var tok []byte
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				tok, v = v[:i], v[i+1:]
+			} else {
+				tok, v = v, nil
+			}
+			tok = bytes.TrimSpace(tok)
+			if len(tok) == 0 || bytes.EqualFold(tok, []byte("close")) || bytes.EqualFold(tok, []byte("keep-alive")) || isFraming(tok) {
+				continue
+			}
+			if !out.add(tok) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// cleanRequest readies the client's request headers for the model: hop-by-hop headers and the
+// ones the Connection header names, the credential, and header names with '_' (which CGI-style
+// servers fold into '-' names) are removed; X-Forwarded-* are set by the gateway, kept from the
+// client only when peer is a trusted proxy. It returns false when the headers cannot be cleaned
+// (too many nominated names, or a name with '_' beyond the bound).
+func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, xffBuf []byte) bool {
+	var drop headerNames
+	if !connectionNominated(h.PeekAll("Connection"), &drop) {
+		return false
+	}
+	for k := range h.All() {
+		if bytes.IndexByte(k, '_') >= 0 && !drop.add(k) {
+			return false
+		}
+	}
+	trusted := g.trusted(peer)
+	// Keep the client's forwarding headers from a trusted proxy, gathered before removal.
+	xff := xffBuf[:0]
+	var proto, host []byte
+	if trusted {
+		for _, v := range h.PeekAll("X-Forwarded-For") {
+			if len(xff) > 0 {
+				xff = append(xff, ", "...)
+			}
+			xff = append(xff, v...)
+		}
+		proto = append(proto, h.Peek("X-Forwarded-Proto")...)
+		host = append(host, h.Peek("X-Forwarded-Host")...)
+	}
+	for i := 0; i < drop.n; i++ {
+		h.DelBytes(drop.names[i])
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+	for _, name := range requestOnlyHeaders {
+		h.Del(name)
+	}
+	for _, name := range forwardedHeaders {
+		h.Del(name)
+	}
+	h.ResetConnectionClose()
+
+	if len(xff) > 0 {
+		xff = append(xff, ", "...)
+	}
+	xff = peer.AppendTo(xff)
+	h.SetBytesV("X-Forwarded-For", xff)
+	if len(proto) == 0 {
+		proto = append(proto, g.scheme...)
+	}
+	h.SetBytesV("X-Forwarded-Proto", proto)
+	if len(host) == 0 {
+		host = h.Host()
+	}
+	if len(host) > 0 {
+		h.SetBytesV("X-Forwarded-Host", host)
+	}
+	return true
+}
+
+// cleanResponse removes hop-by-hop headers, and the ones the model's Connection header names, from
+// the model's response before it reaches the client.
+func cleanResponse(h *fasthttp.ResponseHeader) {
+	var drop headerNames
+	connectionNominated(h.PeekAll("Connection"), &drop) // past the bound, the rest stay; none are the gateway's
+	for i := 0; i < drop.n; i++ {
+		h.DelBytes(drop.names[i])
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+	// The model closing its connection says nothing about the client's.
+	h.ResetConnectionClose()
+}
+
+func (g *Gateway) trusted(peer netip.Addr) bool {
+	for _, p := range g.trustedProxies {
+		if p.Contains(peer) {
+			return true
+		}
+	}
+	return false
+}
+
+// peerAddr is the client's address, without allocating.
+func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr().Unmap()
+	}
+	return netip.IPv4Unspecified()
+}

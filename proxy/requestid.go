@@ -1,0 +1,57 @@
+package proxy
+
+import (
+	"crypto/rand"
+
+	"github.com/valyala/fasthttp"
+)
+
+// Request id headers. Every response carries the id under both names; a valid incoming
+// X-Request-Id is kept (so a caller's id follows the request), otherwise the gateway makes one.
+// The model receives it as X-Request-Id. A caller's X-Ms-Client-Request-Id is echoed back.
+const (
+	HeaderRequestID       = "X-Request-Id"
+	HeaderMSRequestID     = "X-Ms-Request-Id"
+	HeaderClientRequestID = "X-Ms-Client-Request-Id"
+)
+
+// requestIDMaxLen bounds an accepted incoming request id.
+const requestIDMaxLen = 64
+
+// validRequestID accepts 1 to 64 letters, digits and - _ . : (a UUID, a trace id, a ULID).
+func validRequestID(v []byte) bool {
+	if len(v) == 0 || len(v) > requestIDMaxLen {
+		return false
+	}
+	for _, c := range v {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}
+
+// requestID appends the request's id to dst: the incoming X-Request-Id when it is valid, else a
+// new one.
+func requestID(h *fasthttp.RequestHeader, dst []byte) []byte {
+	if v := h.Peek(HeaderRequestID); validRequestID(v) {
+		return append(dst, v...)
+	}
+	return newRequestID(dst)
+}
+
+// newRequestID appends a random (version 4) UUID to dst.
+func newRequestID(dst []byte) []byte {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	const hexDigits = "0123456789abcdef"
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			dst = append(dst, '-')
+		}
+		dst = append(dst, hexDigits[c>>4], hexDigits[c&0x0f])
+	}
+	return dst
+}
