@@ -40,24 +40,47 @@ func (ps Problems) Error() string {
 const EnvPrefix = "GATEWAY_"
 
 // Load reads the YAML file at path, applies GATEWAY_* overrides from the environment and the
-// defaults, and validates the result. Every problem is returned at once, as Problems.
+// defaults, and validates the result. Every problem is returned at once, as Problems: those found
+// while decoding (unknown keys, wrong types) and those Validate finds in the rest of the file.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
 	c, err := Parse(data, os.LookupEnv)
-	if err != nil {
+	var probs Problems
+	if err != nil && (!errors.As(err, &probs) || c == nil) {
 		return nil, err
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
+	if verr := c.Validate(); verr != nil {
+		probs = merge(probs, verr.(Problems))
+	}
+	if len(probs) > 0 {
+		return nil, probs
 	}
 	return c, nil
 }
 
+// merge appends to found the problems of more that are not about a field found already reports
+// (a field dropped for a decoding problem would otherwise be reported again as missing).
+func merge(found, more Problems) Problems {
+	out := found
+next:
+	for _, p := range more {
+		for _, f := range found {
+			if p.Path == f.Path || strings.HasPrefix(p.Path, f.Path+".") || strings.HasPrefix(p.Path, f.Path+"[") {
+				continue next
+			}
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
 // Parse decodes YAML, applies overrides from lookupEnv (os.LookupEnv, or nil for none) and the
-// defaults. It does not validate. Unknown keys, wrong types and bad overrides come back as Problems.
+// defaults. It does not validate. Unknown keys, wrong types and bad overrides come back as
+// Problems, together with the configuration decoded from the rest of the file (the fields with
+// problems left at their defaults); the configuration is nil only when the file is not YAML.
 func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) {
 	var root yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
@@ -69,37 +92,35 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 	}
 	var probs Problems
 	checkNode(&root, reflect.TypeOf(Config{}), "", &probs)
-	if len(probs) > 0 {
-		return nil, probs
-	}
 	var c Config
 	if err := root.Decode(&c); err != nil {
-		// checkNode has already looked at every field; this is a safety net.
-		return nil, Problems{{Path: "(file)", Message: err.Error()}}
+		// checkNode has dropped every field it could not decode; this is a safety net.
+		return nil, append(probs, Problem{Path: "(file)", Message: err.Error()})
 	}
 	if lookupEnv != nil {
 		applyEnv(reflect.ValueOf(&c).Elem(), "", lookupEnv, &probs)
-		if len(probs) > 0 {
-			return nil, probs
-		}
 	}
 	c.ApplyDefaults()
+	if len(probs) > 0 {
+		return &c, probs
+	}
 	return &c, nil
 }
 
 var durationType = reflect.TypeOf(time.Duration(0))
 
 // checkNode walks node against the Go type t and records unknown keys, duplicate keys and values
-// of the wrong type, each at its field path, so that one run reports all of them.
-func checkNode(node *yaml.Node, t reflect.Type, path string, probs *Problems) {
+// of the wrong type, each at its field path, so that one run reports all of them. It returns false
+// for a node that cannot be decoded into t; the caller drops it, so that the rest still decodes.
+func checkNode(node *yaml.Node, t reflect.Type, path string, probs *Problems) bool {
 	for node.Kind == yaml.AliasNode && node.Alias != nil {
 		node = node.Alias
 	}
 	if node.Kind == yaml.DocumentNode {
-		if len(node.Content) > 0 {
-			checkNode(node.Content[0], t, path, probs)
+		if len(node.Content) > 0 && !checkNode(node.Content[0], t, path, probs) {
+			node.Content = nil
 		}
-		return
+		return true
 	}
 	at := func(msg string) {
 		p := path
@@ -109,48 +130,54 @@ func checkNode(node *yaml.Node, t reflect.Type, path string, probs *Problems) {
 		*probs = append(*probs, Problem{Path: p, Message: fmt.Sprintf("%s (line %d)", msg, node.Line)})
 	}
 	if node.Kind == yaml.ScalarNode && node.Tag == "!!null" {
-		return // an empty value leaves the default
+		return true // an empty value leaves the default
 	}
 	switch {
 	case t.Kind() == reflect.Struct && t != durationType:
 		if node.Kind != yaml.MappingNode {
 			at("expected a mapping of fields")
-			return
+			return false
 		}
 		seen := map[string]bool{}
+		kept := node.Content[:0:0]
 		for i := 0; i+1 < len(node.Content); i += 2 {
 			k, v := node.Content[i], node.Content[i+1]
 			name := k.Value
 			fpath := join(path, name)
 			f, ok := fieldByTag(t, name)
-			if !ok {
+			switch {
+			case !ok:
 				*probs = append(*probs, Problem{Path: fpath, Message: fmt.Sprintf("unknown field (line %d)", k.Line)})
-				continue
-			}
-			if seen[name] {
+			case seen[name]:
 				*probs = append(*probs, Problem{Path: fpath, Message: fmt.Sprintf("given twice (line %d)", k.Line)})
-				continue
+			case checkNode(v, f.Type, fpath, probs):
+				kept = append(kept, k, v)
 			}
 			seen[name] = true
-			checkNode(v, f.Type, fpath, probs)
 		}
+		node.Content = kept
 	case t.Kind() == reflect.Slice:
 		if node.Kind != yaml.SequenceNode {
 			at("expected a list")
-			return
+			return false
 		}
 		for i, item := range node.Content {
-			checkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), probs)
+			if !checkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), probs) {
+				// keep the indexes of the items after it: an empty item stands in
+				node.Content[i] = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}
+			}
 		}
 	default:
 		if node.Kind != yaml.ScalarNode {
 			at("expected a single value, not a " + kindName(node.Kind))
-			return
+			return false
 		}
 		if err := node.Decode(reflect.New(t).Interface()); err != nil {
 			at(fmt.Sprintf("%q is not %s", node.Value, typeName(t)))
+			return false
 		}
 	}
+	return true
 }
 
 func join(path, name string) string {

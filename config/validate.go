@@ -33,7 +33,7 @@ func (c *Config) Validate() error {
 	}
 	checkAddr("listen", c.Listen)
 	checkAddr("admin_listen", c.AdminListen)
-	if c.Listen != "" && c.Listen == c.AdminListen {
+	if c.Listen != "" && c.Listen == c.AdminListen && !strings.HasSuffix(c.Listen, ":0") {
 		add("admin_listen", "must differ from listen (%s)", c.Listen)
 	}
 	if c.ComputeType == "" || len(c.ComputeType) > 64 || !printable(c.ComputeType) {

@@ -1,0 +1,236 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func noEnv(string) (string, bool) { return "", false }
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestContractMinimalConfig(t *testing.T) {
+	data, err := os.ReadFile("testdata/minimal.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(data, noEnv)
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	want := &Config{
+		Listen:      "127.0.0.1:8080",
+		AdminListen: "127.0.0.1:9901",
+		ComputeType: "sidecar",
+		Store:       Store{Dir: "./data"},
+		Server: Server{
+			ReadTimeout:      10 * time.Second,
+			WriteTimeout:     30 * time.Second,
+			IdleTimeout:      60 * time.Second,
+			MaxHeaderBytes:   16384,
+			MaxBodyBytes:     4 << 20,
+			MaxResponseBytes: 64 << 20,
+			ShutdownTimeout:  15 * time.Second,
+		},
+		Log: Log{Level: "info", Format: "json"},
+		Services: []Service{{
+			Name:                "iris",
+			Auth:                "key",
+			Upstreams:           []string{"http://127.0.0.1:5001"},
+			Timeout:             60 * time.Second,
+			MaxBodyBytes:        4 << 20,
+			MaxConnsPerUpstream: 512,
+		}},
+	}
+	if diff := cmp.Diff(want, c); diff != "" {
+		t.Errorf("config (-want +got):\n%s", diff)
+	}
+}
+
+// The acceptance case: a file with three mistakes reports all three, each at its path.
+func TestLoadReportsEveryProblemWithItsPath(t *testing.T) {
+	_, err := Load("testdata/three-mistakes.yaml")
+	probs, ok := err.(Problems)
+	if !ok {
+		t.Fatalf("Load error = %v (%T), want Problems", err, err)
+	}
+	var paths []string
+	for _, p := range probs {
+		paths = append(paths, p.Path)
+	}
+	// The unknown field and the bad duration are found while decoding, the bad auth mode and the
+	// upstreams missing (for want of the misspelt key) by Validate over the rest of the file.
+	want := []string{"services[0].upstream", "services[0].timeout", "services[0].auth", "services[0].upstreams"}
+	if diff := cmp.Diff(want, paths); diff != "" {
+		t.Errorf("problem paths (-want +got):\n%s\nall: %v", diff, probs)
+	}
+}
+
+func TestParseProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string // "path: message prefix"
+	}{
+		{"unknown top-level key is named with its line", "lisen: x\nservices: []\n", []string{"lisen: unknown field (line 1)"}},
+		{"unknown nested key", "server:\n  read_timeot: 1s\n", []string{"server.read_timeot: unknown field (line 2)"}},
+		{"duration that is not one", "server:\n  read_timeout: ten\n", []string{`server.read_timeout: "ten" is not a duration`}},
+		{"number that is not one", "server:\n  max_header_bytes: lots\n", []string{`server.max_header_bytes: "lots" is not a whole number`}},
+		{"mapping where a value belongs", "listen: {a: b}\n", []string{"listen: expected a single value, not a mapping"}},
+		{"list expected", "services: iris\n", []string{"services: expected a list"}},
+		{"key given twice", "listen: a:1\nlisten: b:2\n", []string{"listen: given twice"}},
+		{"every problem at once", "lisen: x\nserver:\n  idle: 1s\n  read_timeout: x\nservices:\n  - nam: a\n", []string{
+			"lisen: unknown field", "server.idle: unknown field", `server.read_timeout: "x" is not`, "services[0].nam: unknown field",
+		}},
+		{"not YAML", "listen: [\n", []string{"(file): not valid YAML"}},
+		{"empty file", "", []string{"(file): is empty"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.yaml), noEnv)
+			if c == nil && !strings.HasPrefix(tt.want[0], "(file)") {
+				t.Errorf("Parse returned no configuration beside its problems")
+			}
+			probs, ok := err.(Problems)
+			if !ok {
+				t.Fatalf("err = %v (%T), want Problems", err, err)
+			}
+			if len(probs) != len(tt.want) {
+				t.Fatalf("got %d problems %v, want %d", len(probs), probs, len(tt.want))
+			}
+			for i, p := range probs {
+				if !strings.HasPrefix(p.String(), tt.want[i]) {
+					t.Errorf("problem %d = %q, want prefix %q", i, p, tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+func validBase() string {
+	return `
+services:
+  - name: iris
+    auth: key
+    upstreams: ["http://127.0.0.1:5001"]
+`
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []string
+	}{
+		{"defaults alone are valid", validBase(), nil},
+		{"no services", "listen: 127.0.0.1:1\n", []string{"services: at least one service is required"}},
+		{"auth mode unknown", strings.Replace(validBase(), "auth: key", "auth: keys", 1), []string{`services[0].auth: "keys" is not one of key, token, none`}},
+		{"auth mode missing", strings.Replace(validBase(), "auth: key", "", 1), []string{"services[0].auth: required"}},
+		{"upstream not http", strings.Replace(validBase(), "http://127.0.0.1:5001", "ftp://h:1", 1), []string{`services[0].upstreams[0]: "ftp://h:1" must start with http:// or https://`}},
+		{"upstream with path", strings.Replace(validBase(), "http://127.0.0.1:5001", "http://h:1/score", 1), []string{`services[0].upstreams[0]: "http://h:1/score" must not have a path`}},
+		{"upstream with password", strings.Replace(validBase(), "http://127.0.0.1:5001", "http://u:p@h:1", 1), []string{`services[0].upstreams[0]: "http://u:p@h:1" must not carry a user`}},
+		{"service name with capitals", strings.Replace(validBase(), "name: iris", "name: Iris", 1), []string{`services[0].name: "Iris" must be`}},
+		{"service name with slash", strings.Replace(validBase(), "name: iris", "name: a/b", 1), []string{`services[0].name: "a/b" must be`}},
+		{"duplicate service", validBase() + "  - name: iris\n    auth: none\n    upstreams: [\"http://h:2\"]\n", []string{`services[1].name: "iris" is already the name of services[0]`}},
+		{"same address twice", "listen: 127.0.0.1:9\nadmin_listen: 127.0.0.1:9\n" + validBase(), []string{"admin_listen: must differ from listen"}},
+		{"listen without port", "listen: localhost\n" + validBase(), []string{`listen: "localhost" is not host:port`}},
+		{"header cap too small", "server:\n  max_header_bytes: 10\n" + validBase(), []string{"server.max_header_bytes: must be between 1024 and 1048576, not 10"}},
+		{"negative timeout", "server:\n  read_timeout: -1s\n" + validBase(), []string{"server.read_timeout: must be greater than zero"}},
+		{"trusted proxy not an address", "server:\n  trusted_proxies: [10.0.0.0/8, nope]\n" + validBase(), []string{`server.trusted_proxies[1]: "nope" is not an IP address or CIDR range`}},
+		{"redis not yet available", "store:\n  redis_url: redis://127.0.0.1:6379/0\n" + validBase(), []string{"store.redis_url: the Redis store is not available"}},
+		{"log level", "log:\n  level: loud\n" + validBase(), []string{`log.level: "loud" is not one of`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.yaml), noEnv)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			err = c.Validate()
+			if tt.want == nil {
+				if err != nil {
+					t.Fatalf("Validate = %v, want nil", err)
+				}
+				return
+			}
+			probs, ok := err.(Problems)
+			if !ok {
+				t.Fatalf("Validate = %v (%T), want Problems", err, err)
+			}
+			if len(probs) != len(tt.want) {
+				t.Fatalf("got %d problems %v, want %d", len(probs), probs, len(tt.want))
+			}
+			for i, p := range probs {
+				if !strings.HasPrefix(p.String(), tt.want[i]) {
+					t.Errorf("problem %d = %q, want prefix %q", i, p, tt.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	c, err := Parse([]byte(validBase()), envOf(map[string]string{
+		"GATEWAY_LISTEN":                 "0.0.0.0:80",
+		"GATEWAY_SERVER_READ_TIMEOUT":    "3s",
+		"GATEWAY_SERVER_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.1",
+		"GATEWAY_STORE_DIR":              "/var/lib/scoregate",
+		"GATEWAY_SERVICES":               "ignored: lists of services come from the file",
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "0.0.0.0:80" || c.Server.ReadTimeout != 3*time.Second || c.Store.Dir != "/var/lib/scoregate" {
+		t.Errorf("overrides not applied: %+v", c)
+	}
+	if diff := cmp.Diff([]string{"10.0.0.0/8", "192.168.1.1"}, c.Server.TrustedProxies); diff != "" {
+		t.Errorf("trusted proxies (-want +got):\n%s", diff)
+	}
+	if len(c.Services) != 1 {
+		t.Errorf("services changed by the environment: %+v", c.Services)
+	}
+
+	_, err = Parse([]byte(validBase()), envOf(map[string]string{"GATEWAY_SERVER_IDLE_TIMEOUT": "forever"}))
+	if err == nil || !strings.Contains(err.Error(), `server.idle_timeout: from GATEWAY_SERVER_IDLE_TIMEOUT: "forever" is not a duration`) {
+		t.Errorf("bad override error = %v", err)
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	if got := EnvName("server.max_body_bytes"); got != "GATEWAY_SERVER_MAX_BODY_BYTES" {
+		t.Errorf("EnvName = %q", got)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, name := range []string{"testdata/minimal.yaml", "testdata/three-mistakes.yaml"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("services:\n  - &a {name: x}\n  - *a\n"))
+	f.Add([]byte("server: [1, 2]\n"))
+	f.Add([]byte("listen: !!binary aGVsbG8=\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data, noEnv)
+		if err != nil {
+			if _, ok := err.(Problems); !ok {
+				t.Fatalf("Parse error %T is not Problems: %v", err, err)
+			}
+		}
+		if c != nil {
+			_ = c.Validate() // must not panic
+		}
+	})
+}
