@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -52,10 +53,27 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("GET /v1/services", s.authed(s.listServices))
 	mux.Handle("GET /v1/services/{name}/keys", s.authed(s.listKeys))
 	mux.Handle("POST /v1/services/{name}/keys/{slot}/regenerate", s.authed(s.regenerateKey))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		// No route: say so in JSON, with 405 when the path exists for another method.
+		var allow []string
+		for _, m := range []string{http.MethodGet, http.MethodPost, http.MethodDelete} {
+			r2 := r.Clone(r.Context())
+			r2.Method = m
+			if _, pattern := mux.Handler(r2); pattern != "" {
+				allow = append(allow, m)
+			}
+		}
+		if len(allow) > 0 {
+			w.Header().Set("Allow", strings.Join(allow, ", "))
+			writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "this endpoint does not take "+r.Method)
+			return
+		}
 		writeError(w, http.StatusNotFound, "NotFound", "no such admin endpoint")
 	})
-	return mux
 }
 
 // Serve answers admin requests on ln until Shutdown.

@@ -1,0 +1,205 @@
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
+
+	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/config"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const ownerKey = "owner-key-for-tests-0123456789abcdefghij"
+
+func newTestServer(t *testing.T) (*Server, *httptest.Server, *authn.Keyring) {
+	t.Helper()
+	store, err := authn.OpenBolt(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	keys, err := authn.NewKeyring(context.Background(), store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, err := authn.NewOwner(keys, ownerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &config.Config{Services: []config.Service{
+		{Name: "iris", Auth: config.AuthKey, Upstreams: []string{"http://127.0.0.1:5001"}},
+		{Name: "open", Auth: config.AuthNone, Upstreams: []string{"http://127.0.0.1:5002", "http://127.0.0.1:5003"}},
+	}}
+	cfg.ApplyDefaults()
+	s := New(cfg, keys, owner, nil)
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(hs.Close)
+	return s, hs, keys
+}
+
+func call(t *testing.T, hs *httptest.Server, method, path, key string) (int, http.Header, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, hs.URL+path, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := hs.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := resp.Body.Read(buf)
+		b.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	return resp.StatusCode, resp.Header, b.String()
+}
+
+func TestAdminRequiresTheOwnerKey(t *testing.T) {
+	_, hs, keys := newTestServer(t)
+	serviceKey, _ := keys.Regenerate(context.Background(), "iris", authn.SlotPrimary)
+	paths := []struct{ method, path string }{
+		{"GET", "/v1/services"},
+		{"GET", "/v1/services/iris/keys"},
+		{"POST", "/v1/services/iris/keys/primary/regenerate"},
+	}
+	for _, p := range paths {
+		for name, key := range map[string]string{"no key": "", "wrong key": "owner-key-for-tests-0123456789abcdefghiX", "a service key": serviceKey} {
+			t.Run(p.path+" "+name, func(t *testing.T) {
+				status, h, body := call(t, hs, p.method, p.path, key)
+				if status != 401 || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") || !strings.Contains(body, `"code": "Unauthorized"`) {
+					t.Errorf("%d %q %s", status, h.Get("WWW-Authenticate"), body)
+				}
+			})
+		}
+	}
+	// The refused regeneration changed nothing.
+	if _, ok := keys.Verify("iris", []byte(serviceKey)); !ok {
+		t.Error("a refused admin call replaced the key")
+	}
+}
+
+func TestAdminKeys(t *testing.T) {
+	_, hs, keys := newTestServer(t)
+
+	status, _, body := call(t, hs, "GET", "/v1/services/iris/keys", ownerKey)
+	if status != 200 || strings.TrimSpace(body) != "{\n  \"primary\": null,\n  \"secondary\": null\n}" {
+		t.Fatalf("keys before any: %d %s", status, body)
+	}
+
+	status, h, body := call(t, hs, "POST", "/v1/services/iris/keys/primary/regenerate", ownerKey)
+	var nk NewKey
+	if status != 200 || json.Unmarshal([]byte(body), &nk) != nil || nk.Name != "primary" {
+		t.Fatalf("regenerate: %d %s", status, body)
+	}
+	if h.Get("Cache-Control") != "no-store" {
+		t.Errorf("a response carrying a key may be cached: Cache-Control %q", h.Get("Cache-Control"))
+	}
+	if _, ok := keys.Verify("iris", []byte(nk.Key)); !ok {
+		t.Fatal("the key the API returned does not work")
+	}
+
+	// KEY-16: the secret is shown once; listing gives metadata only.
+	status, _, body = call(t, hs, "GET", "/v1/services/iris/keys", ownerKey)
+	if status != 200 || strings.Contains(body, nk.Key) || strings.Contains(body, nk.Key[17:]) {
+		t.Fatalf("list: %d %s", status, body)
+	}
+	var ks KeySet
+	if err := json.Unmarshal([]byte(body), &ks); err != nil || ks.Primary == nil || ks.Secondary != nil || ks.Primary.ID != nk.Key[4:16] {
+		t.Fatalf("list decoded %+v (%v)", ks, err)
+	}
+
+	tests := []struct {
+		name, method, path string
+		status             int
+	}{
+		{"unknown service", "GET", "/v1/services/nope/keys", 404},
+		{"service without keys", "GET", "/v1/services/open/keys", 409},
+		{"unknown slot", "POST", "/v1/services/iris/keys/tertiary/regenerate", 404},
+		{"regenerate with GET", "GET", "/v1/services/iris/keys/primary/regenerate", 405},
+		{"unknown endpoint", "GET", "/v1/nothing", 404},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status, h, body := call(t, hs, tt.method, tt.path, ownerKey)
+			if status != tt.status {
+				t.Errorf("%d %s, want %d", status, body, tt.status)
+			}
+			if h.Get("Content-Type") != "application/json" {
+				t.Errorf("Content-Type %q", h.Get("Content-Type"))
+			}
+		})
+	}
+}
+
+func TestAdminServices(t *testing.T) {
+	_, hs, _ := newTestServer(t)
+	status, _, body := call(t, hs, "GET", "/v1/services", ownerKey)
+	var got []ServiceInfo
+	if status != 200 || json.Unmarshal([]byte(body), &got) != nil {
+		t.Fatalf("%d %s", status, body)
+	}
+	want := []ServiceInfo{
+		{Name: "iris", Auth: "key", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5001", Health: "unchecked"}}},
+		{Name: "open", Auth: "none", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5002", Health: "unchecked"}, {URL: "http://127.0.0.1:5003", Health: "unchecked"}}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("services (-want +got):\n%s", diff)
+	}
+}
+
+func TestProbes(t *testing.T) {
+	s, hs, _ := newTestServer(t)
+	if status, _, _ := call(t, hs, "GET", "/livez", ""); status != 200 {
+		t.Errorf("livez %d", status)
+	}
+	if status, _, _ := call(t, hs, "GET", "/readyz", ""); status != 200 {
+		t.Errorf("readyz %d", status)
+	}
+	s.SetDraining()
+	if status, _, body := call(t, hs, "GET", "/readyz", ""); status != 503 || !strings.Contains(body, "draining") {
+		t.Errorf("readyz while draining: %d %s", status, body)
+	}
+	if status, _, _ := call(t, hs, "GET", "/livez", ""); status != 200 {
+		t.Errorf("livez while draining %d", status)
+	}
+}
+
+func TestClient(t *testing.T) {
+	_, hs, _ := newTestServer(t)
+	c, err := NewClient(hs.URL, ownerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nk NewKey
+	if err := c.Do(context.Background(), "POST", "/v1/services/iris/keys/secondary/regenerate", nil, &nk); err != nil || nk.Name != "secondary" {
+		t.Fatalf("Do = %v, %+v", err, nk)
+	}
+	err = c.Do(context.Background(), "GET", "/v1/services/nope/keys", nil, nil)
+	apiErr, ok := err.(*APIError)
+	if !ok || apiErr.Status != 404 || apiErr.Code != "NotFound" {
+		t.Fatalf("error = %#v", err)
+	}
+	bad, _ := NewClient(hs.URL, "wrong-key-wrong-key-wrong-key-wrong-key")
+	if err := bad.Do(context.Background(), "GET", "/v1/services", nil, nil); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Fatalf("wrong key: %v", err)
+	}
+	if _, err := NewClient("127.0.0.1:9901", ""); err == nil {
+		t.Fatal("an admin URL without a scheme was accepted")
+	}
+	c.HTTP.CloseIdleConnections()
+	bad.HTTP.CloseIdleConnections()
+}
