@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -19,20 +21,33 @@ import (
 
 // Server is the admin API.
 type Server struct {
-	cfg      *config.Config
-	keys     *authn.Keyring
-	owner    *authn.Owner
-	log      *slog.Logger
-	draining atomic.Bool
-	srv      *http.Server
+	cfg        *config.Config
+	keys       *authn.Keyring
+	principals *authn.Principals
+	tokens     *authn.Tokens
+	activity   *authn.ActivityLog
+	log        *slog.Logger
+	draining   atomic.Bool
+	srv        *http.Server
 }
 
-// New returns the admin API for cfg. owner checks the Owner's key on every /v1 call.
-func New(cfg *config.Config, keys *authn.Keyring, owner *authn.Owner, log *slog.Logger) *Server {
+// Deps are what the admin API acts on.
+type Deps struct {
+	Keys       *authn.Keyring
+	Principals *authn.Principals
+	Tokens     *authn.Tokens
+	Activity   *authn.ActivityLog
+	Log        *slog.Logger
+}
+
+// New returns the admin API for cfg. Every /v1 call needs a principal's key, and the permission
+// its role grants.
+func New(cfg *config.Config, d Deps) *Server {
+	log := d.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, keys: keys, owner: owner, log: log}
+	s := &Server{cfg: cfg, keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, log: log}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -50,9 +65,15 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", s.livez)
 	mux.HandleFunc("GET /readyz", s.readyz)
-	mux.Handle("GET /v1/services", s.authed(s.listServices))
-	mux.Handle("GET /v1/services/{name}/keys", s.authed(s.listKeys))
-	mux.Handle("POST /v1/services/{name}/keys/{slot}/regenerate", s.authed(s.regenerateKey))
+	mux.Handle("GET /v1/services", s.authed(authn.ServicesRead, authn.OpServicesRead, s.listServices))
+	mux.Handle("GET /v1/services/{name}/keys", s.authed(authn.ServicesRead, authn.OpServicesRead, s.listKeys))
+	mux.Handle("POST /v1/services/{name}/keys/{slot}/regenerate", s.authed(authn.KeysRegenerate, authn.OpKeyRegenerate, s.regenerateKey))
+	mux.Handle("POST /v1/services/{name}/token", s.authed(0, "", s.mintToken)) // Mint checks and records
+	mux.Handle("POST /v1/tokens/revoke", s.authed(authn.TokensRevoke, authn.OpTokenRevoke, s.revokeToken))
+	mux.Handle("GET /v1/principals", s.authed(authn.PrincipalsManage, authn.OpPrincipalsRead, s.listPrincipals))
+	mux.Handle("POST /v1/principals", s.authed(authn.PrincipalsManage, authn.OpPrincipalCreate, s.createPrincipal))
+	mux.Handle("DELETE /v1/principals/{name}", s.authed(authn.PrincipalsManage, authn.OpPrincipalDelete, s.deletePrincipal))
+	mux.Handle("GET /v1/activity", s.authed(authn.ActivityRead, authn.OpActivityRead, s.listActivity))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
 			mux.ServeHTTP(w, r)
@@ -103,19 +124,24 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }
 
-// authed lets a call through only with the Owner's key.
-func (s *Server) authed(h http.HandlerFunc) http.Handler {
+// handler is an admin endpoint, called with the authenticated principal.
+type handler func(w http.ResponseWriter, r *http.Request, p authn.Principal)
+
+// authed lets a call through with a principal's key whose role grants perm (0: any principal).
+// A refusal for want of the permission is 403, and is recorded in the activity log as op.
+func (s *Server) authed(perm authn.Permission, op string, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		values := r.Header.Values("Authorization")
 		authz := make([][]byte, len(values))
 		for i, v := range values {
 			authz[i] = []byte(v)
 		}
-		switch err := s.owner.Authenticate(authz); {
+		p, err := s.principals.Authenticate(authz)
+		switch {
 		case err == nil:
-			h(w, r)
 		case errors.Is(err, authn.ErrMultipleCredentials):
 			writeError(w, http.StatusBadRequest, "BadRequest", "send exactly one credential, in one Authorization header")
+			return
 		default:
 			challenge := `Bearer realm="scoregate-admin"`
 			if !errors.Is(err, authn.ErrNoCredential) {
@@ -123,8 +149,31 @@ func (s *Server) authed(h http.HandlerFunc) http.Handler {
 			}
 			w.Header().Set("WWW-Authenticate", challenge)
 			writeError(w, http.StatusUnauthorized, "Unauthorized", "a valid admin credential is required")
+			return
 		}
+		if perm != 0 && !p.Can(perm) {
+			s.activity.Record(r.Context(), op, p.Name, target(r), authn.ResultDenied)
+			writeForbidden(w, p)
+			return
+		}
+		h(w, r, p)
 	})
+}
+
+// target names what a call acts on, for the activity log.
+func target(r *http.Request) string {
+	name, slot := r.PathValue("name"), r.PathValue("slot")
+	switch {
+	case slot != "":
+		return name + "/" + slot
+	case name != "":
+		return name
+	}
+	return r.URL.Path
+}
+
+func writeForbidden(w http.ResponseWriter, p authn.Principal) {
+	writeError(w, http.StatusForbidden, "Forbidden", "the role "+p.Role+" does not allow this")
 }
 
 // ServiceInfo is one service in GET /v1/services.
@@ -141,7 +190,7 @@ type UpstreamInfo struct {
 	Health string `json:"health"`
 }
 
-func (s *Server) listServices(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) listServices(w http.ResponseWriter, _ *http.Request, _ authn.Principal) {
 	out := make([]ServiceInfo, 0, len(s.cfg.Services))
 	for _, svc := range s.cfg.Services {
 		info := ServiceInfo{Name: svc.Name, Auth: svc.Auth}
@@ -174,7 +223,7 @@ type KeySet struct {
 	Secondary *authn.KeyMeta `json:"secondary"`
 }
 
-func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, _ authn.Principal) {
 	svc := s.keyService(w, r)
 	if svc == nil {
 		return
@@ -196,7 +245,7 @@ type NewKey struct {
 	Key  string `json:"key"`
 }
 
-func (s *Server) regenerateKey(w http.ResponseWriter, r *http.Request) {
+func (s *Server) regenerateKey(w http.ResponseWriter, r *http.Request, p authn.Principal) {
 	svc := s.keyService(w, r)
 	if svc == nil {
 		return
@@ -210,12 +259,181 @@ func (s *Server) regenerateKey(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	key, err := s.keys.Regenerate(ctx, svc.Name, slot)
 	if err != nil {
+		s.activity.Record(ctx, authn.OpKeyRegenerate, p.Name, target(r), authn.ResultFailed)
 		s.log.Error("regenerating key", "service", svc.Name, "slot", slot, "err", err)
 		writeError(w, http.StatusInternalServerError, "InternalError", "the key could not be regenerated")
 		return
 	}
-	s.log.Info("key regenerated", "service", svc.Name, "slot", slot)
+	s.activity.Record(ctx, authn.OpKeyRegenerate, p.Name, target(r), authn.ResultSuccess)
+	s.log.Info("key regenerated", "service", svc.Name, "slot", slot, "by", p.Name)
 	writeJSON(w, http.StatusOK, NewKey{Name: slot, Key: key})
+}
+
+func (s *Server) mintToken(w http.ResponseWriter, r *http.Request, p authn.Principal) {
+	name := r.PathValue("name")
+	if s.cfg.Service(name) == nil {
+		writeError(w, http.StatusNotFound, "NotFound", "no such service")
+		return
+	}
+	resp, err := s.tokens.Mint(r.Context(), p, name)
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, resp)
+	case errors.Is(err, authn.ErrForbidden):
+		writeForbidden(w, p)
+	case errors.Is(err, authn.ErrNotTokenService):
+		writeError(w, http.StatusConflict, "Conflict", "this service does not use token auth")
+	default:
+		s.log.Error("minting a token", "service", name, "err", err)
+		writeError(w, http.StatusInternalServerError, "InternalError", "the token could not be made")
+	}
+}
+
+// RevokeRequest names a token to revoke: the token itself, or its jti and expiry (and issuer,
+// when it is not the gateway's own).
+type RevokeRequest struct {
+	Token string `json:"token,omitempty"`
+	JTI   string `json:"jti,omitempty"`
+	Exp   int64  `json:"exp,omitempty"`
+	Iss   string `json:"iss,omitempty"`
+}
+
+func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p authn.Principal) {
+	var req RevokeRequest
+	if !readJSON(w, r, &req) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	var jti string
+	var err error
+	switch {
+	case req.Token != "" && req.JTI == "":
+		var c authn.TokenClaims
+		c, err = s.tokens.RevokeToken(ctx, req.Token)
+		jti = c.ID
+		if err != nil && jti == "" {
+			writeError(w, http.StatusBadRequest, "BadRequest", "token is not a JWT with a jti")
+			return
+		}
+	case req.JTI != "" && req.Token == "" && req.Exp > 0:
+		jti = req.JTI
+		err = s.tokens.Revoke(ctx, req.Iss, req.JTI, time.Unix(req.Exp, 0))
+	default:
+		writeError(w, http.StatusBadRequest, "BadRequest", `send {"token": "<jwt>"} or {"jti": "...", "exp": <unix seconds>}`)
+		return
+	}
+	if err != nil {
+		s.activity.Record(ctx, authn.OpTokenRevoke, p.Name, "jti:"+jti, authn.ResultFailed)
+		s.log.Error("revoking a token", "err", err)
+		writeError(w, http.StatusInternalServerError, "InternalError", "the revocation could not be saved")
+		return
+	}
+	s.activity.Record(ctx, authn.OpTokenRevoke, p.Name, "jti:"+jti, authn.ResultSuccess)
+	writeJSON(w, http.StatusOK, map[string]string{"revoked": jti})
+}
+
+// PrincipalInfo describes a principal, without its key.
+type PrincipalInfo struct {
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	CreatedAt time.Time `json:"createdAt"`
+}
+
+// NewPrincipal is the answer of POST /v1/principals: the key, shown this once.
+type NewPrincipal struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+	Key  string `json:"key"`
+}
+
+func (s *Server) listPrincipals(w http.ResponseWriter, _ *http.Request, _ authn.Principal) {
+	ps := s.principals.List()
+	out := make([]PrincipalInfo, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, PrincipalInfo{Name: p.Name, Role: p.Role, CreatedAt: p.CreatedAt})
+	}
+	slices.SortFunc(out, func(a, b PrincipalInfo) int { return strings.Compare(a.Name, b.Name) })
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) createPrincipal(w http.ResponseWriter, r *http.Request, p authn.Principal) {
+	var req struct {
+		Name string `json:"name"`
+		Role string `json:"role"`
+	}
+	if !readJSON(w, r, &req) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	created, key, err := s.principals.Create(ctx, req.Name, req.Role)
+	switch {
+	case err == nil:
+		s.activity.Record(ctx, authn.OpPrincipalCreate, p.Name, req.Name, authn.ResultSuccess)
+		writeJSON(w, http.StatusCreated, NewPrincipal{Name: created.Name, Role: created.Role, Key: key})
+	case errors.Is(err, authn.ErrBadName), errors.Is(err, authn.ErrUnknownRole):
+		writeError(w, http.StatusBadRequest, "BadRequest", err.Error())
+	case errors.Is(err, authn.ErrPrincipalExists):
+		writeError(w, http.StatusConflict, "Conflict", err.Error())
+	default:
+		s.activity.Record(ctx, authn.OpPrincipalCreate, p.Name, req.Name, authn.ResultFailed)
+		s.log.Error("creating a principal", "err", err)
+		writeError(w, http.StatusInternalServerError, "InternalError", "the principal could not be created")
+	}
+}
+
+func (s *Server) deletePrincipal(w http.ResponseWriter, r *http.Request, p authn.Principal) {
+	name := r.PathValue("name")
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	err := s.principals.Delete(ctx, name)
+	switch {
+	case err == nil:
+		s.activity.Record(ctx, authn.OpPrincipalDelete, p.Name, name, authn.ResultSuccess)
+		w.WriteHeader(http.StatusNoContent)
+	case errors.Is(err, authn.ErrPrincipalUnknown):
+		writeError(w, http.StatusNotFound, "NotFound", "no such principal")
+	case errors.Is(err, authn.ErrForbidden):
+		writeError(w, http.StatusBadRequest, "BadRequest", "the built-in owner cannot be deleted")
+	default:
+		s.activity.Record(ctx, authn.OpPrincipalDelete, p.Name, name, authn.ResultFailed)
+		s.log.Error("deleting a principal", "err", err)
+		writeError(w, http.StatusInternalServerError, "InternalError", "the principal could not be deleted")
+	}
+}
+
+func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, _ authn.Principal) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeError(w, http.StatusBadRequest, "BadRequest", "limit must be a whole number from 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	recs, err := s.activity.List(r.Context(), limit)
+	if err != nil {
+		s.log.Error("reading the activity log", "err", err)
+		writeError(w, http.StatusInternalServerError, "InternalError", "the activity log could not be read")
+		return
+	}
+	if recs == nil {
+		recs = []authn.Activity{}
+	}
+	writeJSON(w, http.StatusOK, recs)
+}
+
+// readJSON decodes a small JSON body into v, or answers 400 and returns false.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, "BadRequest", "the body must be a JSON object of the documented fields")
+		return false
+	}
+	return true
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

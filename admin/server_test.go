@@ -19,30 +19,51 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 const ownerKey = "owner-key-for-tests-0123456789abcdefghij"
 
+type testEnv struct {
+	keys       *authn.Keyring
+	principals *authn.Principals
+	tokens     *authn.Tokens
+}
+
 func newTestServer(t *testing.T) (*Server, *httptest.Server, *authn.Keyring) {
+	s, hs, env := newTestEnv(t)
+	return s, hs, env.keys
+}
+
+func newTestEnv(t *testing.T) (*Server, *httptest.Server, *testEnv) {
 	t.Helper()
 	store, err := authn.OpenBolt(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	keys, err := authn.NewKeyring(context.Background(), store, nil)
+	ctx := context.Background()
+	keys, err := authn.NewKeyring(ctx, store, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	owner, err := authn.NewOwner(keys, ownerKey)
-	if err != nil {
-		t.Fatal(err)
+	cfg := &config.Config{
+		Roles: []config.Role{{Name: "auditor", Permissions: []string{config.PermActivityRead}}},
+		Services: []config.Service{
+			{Name: "iris", Auth: config.AuthKey, Upstreams: []string{"http://127.0.0.1:5001"}},
+			{Name: "open", Auth: config.AuthNone, Upstreams: []string{"http://127.0.0.1:5002", "http://127.0.0.1:5003"}},
+			{Name: "scoring", Auth: config.AuthToken, Upstreams: []string{"http://127.0.0.1:5004"}},
+		},
 	}
-	cfg := &config.Config{Services: []config.Service{
-		{Name: "iris", Auth: config.AuthKey, Upstreams: []string{"http://127.0.0.1:5001"}},
-		{Name: "open", Auth: config.AuthNone, Upstreams: []string{"http://127.0.0.1:5002", "http://127.0.0.1:5003"}},
-	}}
 	cfg.ApplyDefaults()
-	s := New(cfg, keys, owner, nil)
+	principals, err := authn.NewPrincipals(ctx, store, keys, authn.NewRoles(cfg), ownerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	activity := authn.NewActivityLog(store, nil)
+	tokens, err := authn.NewTokens(ctx, cfg, store, principals, nil, authn.WithActivity(activity))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity})
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
-	return s, hs, keys
+	return s, hs, &testEnv{keys: keys, principals: principals, tokens: tokens}
 }
 
 func call(t *testing.T, hs *httptest.Server, method, path, key string) (int, http.Header, string) {
@@ -155,6 +176,7 @@ func TestAdminServices(t *testing.T) {
 	want := []ServiceInfo{
 		{Name: "iris", Auth: "key", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5001", Health: "unchecked"}}},
 		{Name: "open", Auth: "none", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5002", Health: "unchecked"}, {URL: "http://127.0.0.1:5003", Health: "unchecked"}}},
+		{Name: "scoring", Auth: "token", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5004", Health: "unchecked"}}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("services (-want +got):\n%s", diff)

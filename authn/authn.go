@@ -5,10 +5,8 @@
 package authn
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
+	"context"
 	"errors"
-	"fmt"
 
 	"github.com/scoregate/scoregate/config"
 )
@@ -29,16 +27,30 @@ var (
 type Caller struct {
 	// KeySlot is "primary" or "secondary" for a service key, empty otherwise.
 	KeySlot string
+	// Token holds the claims of a token, for token-mode services.
+	Token TokenClaims
 }
 
 // Authenticator checks data-plane credentials.
 type Authenticator struct {
-	keys *Keyring
+	keys   *Keyring
+	tokens *Tokens
 }
 
+// AuthenticatorOption adds to an Authenticator.
+type AuthenticatorOption func(*Authenticator)
+
+// WithTokens lets token-mode services accept tokens checked by t. Without it they refuse every
+// request.
+func WithTokens(t *Tokens) AuthenticatorOption { return func(a *Authenticator) { a.tokens = t } }
+
 // NewAuthenticator returns an Authenticator over keys.
-func NewAuthenticator(keys *Keyring) *Authenticator {
-	return &Authenticator{keys: keys}
+func NewAuthenticator(keys *Keyring, opts ...AuthenticatorOption) *Authenticator {
+	a := &Authenticator{keys: keys}
+	for _, o := range opts {
+		o(a)
+	}
+	return a
 }
 
 // Authenticate checks the credential in authorization (every Authorization header value of the
@@ -59,11 +71,32 @@ func (a *Authenticator) Authenticate(service, mode string, authorization [][]byt
 			return Caller{}, ErrInvalidCredential
 		}
 		return Caller{KeySlot: slot}, nil
+	case config.AuthToken:
+		if a.tokens == nil {
+			return Caller{}, ErrInvalidCredential
+		}
+		claims, err := a.tokens.Verify(service, cred)
+		if err != nil {
+			return Caller{}, err
+		}
+		return Caller{Token: claims}, nil
 	default:
-		// Token-mode services accept no key; token validation is not built yet, so every
-		// credential is refused rather than let through.
 		return Caller{}, ErrInvalidCredential
 	}
+}
+
+// MintToken makes a token for the principal whose key is the Bearer credential in authorization,
+// to call service. Errors: those of Authenticate for the principal's key, ErrForbidden,
+// ErrNotTokenService.
+func (a *Authenticator) MintToken(ctx context.Context, service string, authorization [][]byte) (TokenResponse, error) {
+	if a.tokens == nil {
+		return TokenResponse{}, ErrNotTokenService
+	}
+	p, err := a.tokens.principals.Authenticate(authorization)
+	if err != nil {
+		return TokenResponse{}, err
+	}
+	return a.tokens.Mint(ctx, p, service)
 }
 
 // bearer returns the credential of the single "Bearer <token68>" Authorization header. The scheme
@@ -122,38 +155,5 @@ func isToken68(b []byte) bool {
 	return true
 }
 
-// Owner checks the Owner's admin key. It keeps only the key's hash.
-type Owner struct {
-	hasher *hasher
-	hash   [sha256.Size]byte
-}
-
 // MinAdminKeyLen is the shortest Owner key accepted from GATEWAY_ADMIN_KEY.
 const MinAdminKeyLen = 32
-
-// NewOwner returns an Owner checker for key, hashed with the keyring's installation secret.
-func NewOwner(keys *Keyring, key string) (*Owner, error) {
-	if len(key) < MinAdminKeyLen {
-		return nil, fmt.Errorf("the admin key must be at least %d characters", MinAdminKeyLen)
-	}
-	if !isToken68([]byte(key)) {
-		return nil, errors.New("the admin key must be letters, digits and - . _ ~ + / only, so that it can be sent as a Bearer credential")
-	}
-	o := &Owner{hasher: keys.hasher}
-	o.hasher.sum(&o.hash, []byte(key))
-	return o, nil
-}
-
-// Authenticate checks an admin request's Authorization header values.
-func (o *Owner) Authenticate(authorization [][]byte) error {
-	cred, err := bearer(authorization)
-	if err != nil {
-		return err
-	}
-	var sum [sha256.Size]byte
-	o.hasher.sum(&sum, cred)
-	if subtle.ConstantTimeCompare(sum[:], o.hash[:]) != 1 {
-		return ErrInvalidCredential
-	}
-	return nil
-}

@@ -3,6 +3,7 @@ package authn
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,7 +24,11 @@ var _ Store = (*BoltStore)(nil)
 
 var (
 	bucketMeta = []byte("meta")
-	bucketKeys = []byte("keys")
+	bucketKeys        = []byte("keys")
+	bucketPrincipals  = []byte("principals")
+	bucketSigningKeys = []byte("signing-keys")
+	bucketRevocations = []byte("revocations")
+	bucketActivity    = []byte("activity")
 	metaSecret = []byte("hash-secret")
 )
 
@@ -44,7 +49,7 @@ func OpenBolt(dir string) (*BoltStore, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketKeys} {
+		for _, b := range [][]byte{bucketMeta, bucketKeys, bucketPrincipals, bucketSigningKeys, bucketRevocations, bucketActivity} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -153,6 +158,169 @@ func (s *BoltStore) TouchKeys(_ context.Context, used map[string]time.Time) erro
 	})
 	if err != nil {
 		return fmt.Errorf("recording key use: %w", err)
+	}
+	return nil
+}
+
+// Principals implements Store.
+func (s *BoltStore) Principals(context.Context) ([]PrincipalRecord, error) {
+	return readAll[PrincipalRecord](s.db, bucketPrincipals)
+}
+
+// PutPrincipal implements Store.
+func (s *BoltStore) PutPrincipal(_ context.Context, rec PrincipalRecord) error {
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPrincipals)
+		if b.Get([]byte(rec.Name)) != nil {
+			return ErrPrincipalExists
+		}
+		return b.Put([]byte(rec.Name), v)
+	})
+}
+
+// DeletePrincipal implements Store.
+func (s *BoltStore) DeletePrincipal(_ context.Context, name string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketPrincipals)
+		if b.Get([]byte(name)) == nil {
+			return ErrPrincipalUnknown
+		}
+		return b.Delete([]byte(name))
+	})
+}
+
+// SigningKeys implements Store.
+func (s *BoltStore) SigningKeys(context.Context) ([]SigningKeyRecord, error) {
+	return readAll[SigningKeyRecord](s.db, bucketSigningKeys)
+}
+
+// PutSigningKey implements Store.
+func (s *BoltStore) PutSigningKey(_ context.Context, rec SigningKeyRecord) error {
+	return putJSON(s.db, bucketSigningKeys, []byte(rec.KID), rec)
+}
+
+// DeleteSigningKey implements Store.
+func (s *BoltStore) DeleteSigningKey(_ context.Context, kid string) error {
+	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSigningKeys).Delete([]byte(kid)) })
+}
+
+// Revocations implements Store. Expired revocations are dropped as they are read.
+func (s *BoltStore) Revocations(context.Context) ([]Revocation, error) {
+	all, err := readAll[Revocation](s.db, bucketRevocations)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	live := all[:0]
+	var expired [][]byte
+	for _, r := range all {
+		if r.Expires.Before(now) {
+			expired = append(expired, revocationKey(r))
+			continue
+		}
+		live = append(live, r)
+	}
+	if len(expired) > 0 {
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			b := tx.Bucket(bucketRevocations)
+			for _, k := range expired {
+				if err := b.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return nil, fmt.Errorf("dropping expired revocations: %w", err)
+		}
+	}
+	return live, nil
+}
+
+func revocationKey(r Revocation) []byte { return []byte(r.Issuer + "\x00" + r.JTI) }
+
+// PutRevocation implements Store.
+func (s *BoltStore) PutRevocation(_ context.Context, r Revocation) error {
+	return putJSON(s.db, bucketRevocations, revocationKey(r), r)
+}
+
+// activityLimit bounds the embedded activity log; older records are dropped.
+const activityLimit = 100000
+
+// AppendActivity implements Store.
+func (s *BoltStore) AppendActivity(_ context.Context, a Activity) error {
+	v, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketActivity)
+		seq, err := b.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := b.Put(binary.BigEndian.AppendUint64(nil, seq), v); err != nil {
+			return err
+		}
+		if seq%1000 == 0 && seq > activityLimit { // trim now and then
+			c := b.Cursor()
+			for k, _ := c.First(); k != nil && binary.BigEndian.Uint64(k) <= seq-activityLimit; k, _ = c.Next() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+}
+
+// Activity implements Store.
+func (s *BoltStore) Activity(_ context.Context, limit int) ([]Activity, error) {
+	var out []Activity
+	err := s.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketActivity).Cursor()
+		for k, v := c.Last(); k != nil && len(out) < limit; k, v = c.Prev() {
+			var a Activity
+			if err := json.Unmarshal(v, &a); err != nil {
+				return err
+			}
+			out = append(out, a)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func readAll[T any](db *bolt.DB, bucket []byte) ([]T, error) {
+	var out []T
+	err := db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucket).ForEach(func(k, v []byte) error {
+			var rec T
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("record %q: %w", k, err)
+			}
+			out = append(out, rec)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", bucket, err)
+	}
+	return out, nil
+}
+
+func putJSON(db *bolt.DB, bucket, key []byte, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	err = db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put(key, b) })
+	if err != nil {
+		return fmt.Errorf("saving to %s: %w", bucket, err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -285,25 +286,61 @@ func TestOwner(t *testing.T) {
 	if err != nil || got != env || path != "" {
 		t.Fatalf("OwnerKey(env) = %q, %q, %v", got, path, err)
 	}
-	if _, err := NewOwner(k, env); err == nil {
+	roles := NewRoles(&config.Config{})
+	if _, err := NewPrincipals(context.Background(), store, k, roles, env); err == nil {
 		t.Error("an admin key that cannot travel as a Bearer credential was accepted")
 	}
 
-	o, err := NewOwner(k, key)
+	ps, err := NewPrincipals(context.Background(), store, k, roles, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := o.Authenticate([][]byte{[]byte("Bearer " + key)}); err != nil {
-		t.Errorf("the Owner key was refused: %v", err)
+	authn := func(h string) (Principal, error) { return ps.Authenticate([][]byte{[]byte(h)}) }
+	if p, err := authn("Bearer " + key); err != nil || p.Name != OwnerName || !p.Can(PrincipalsManage) {
+		t.Errorf("the Owner key: %+v, %v", p, err)
 	}
-	if err := o.Authenticate([][]byte{[]byte("Bearer " + key[:len(key)-1] + "x")}); !errors.Is(err, ErrInvalidCredential) {
+	if _, err := authn("Bearer " + key[:len(key)-1] + "x"); !errors.Is(err, ErrInvalidCredential) {
 		t.Errorf("a wrong Owner key: %v", err)
 	}
-	if err := o.Authenticate(nil); !errors.Is(err, ErrNoCredential) {
+	if _, err := ps.Authenticate(nil); !errors.Is(err, ErrNoCredential) {
 		t.Errorf("no Owner key: %v", err)
 	}
 	service := regenerate(t, k, "iris", SlotPrimary)
-	if err := o.Authenticate([][]byte{[]byte("Bearer " + service)}); !errors.Is(err, ErrInvalidCredential) {
+	if _, err := authn("Bearer " + service); !errors.Is(err, ErrInvalidCredential) {
 		t.Errorf("a service key opened the admin API: %v", err)
+	}
+
+	// Principals: created with a role, their key shown once, deleted for good.
+	reader, readerKey, err := ps.Create(context.Background(), "alice", "reader")
+	if err != nil || reader.Role != "reader" || !strings.HasPrefix(readerKey, PrincipalKeyPrefix) {
+		t.Fatalf("Create = %+v, %v", reader, err)
+	}
+	if p, err := authn("Bearer " + readerKey); err != nil || p.Name != "alice" || p.Can(KeysRegenerate) || !p.Can(TokensMint) {
+		t.Fatalf("reader key: %+v, %v", p, err)
+	}
+	for _, bad := range []struct{ name, role string }{{"alice", "reader"}, {OwnerName, "reader"}, {"bob", "admin"}, {"bad name", "reader"}, {"", "reader"}} {
+		if _, _, err := ps.Create(context.Background(), bad.name, bad.role); err == nil {
+			t.Errorf("Create(%q, %q) succeeded", bad.name, bad.role)
+		}
+	}
+	// Principals survive a restart.
+	ps2, err := NewPrincipals(context.Background(), store, k, roles, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := ps2.Authenticate([][]byte{[]byte("Bearer " + readerKey)}); err != nil || p.Name != "alice" {
+		t.Fatalf("after reload: %+v, %v", p, err)
+	}
+	if err := ps.Delete(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := authn("Bearer " + readerKey); !errors.Is(err, ErrInvalidCredential) {
+		t.Errorf("a deleted principal's key: %v", err)
+	}
+	if err := ps.Delete(context.Background(), "alice"); !errors.Is(err, ErrPrincipalUnknown) {
+		t.Errorf("deleting twice: %v", err)
+	}
+	if err := ps.Delete(context.Background(), OwnerName); err == nil {
+		t.Error("the owner was deleted")
 	}
 }

@@ -21,8 +21,88 @@ type Config struct {
 	Server Server `yaml:"server"`
 	// Log configures the gateway's own log on stderr.
 	Log Log `yaml:"log"`
+	// Tokens configures the tokens the gateway mints and checks for token-mode services.
+	Tokens Tokens `yaml:"tokens"`
+	// Roles are custom roles, each a named list of permissions, beside the built-in owner,
+	// contributor and reader. Default: none.
+	Roles []Role `yaml:"roles"`
 	// Services are the models the gateway fronts. At least one is required.
 	Services []Service `yaml:"services"`
+}
+
+// Tokens configures token issuance and validation.
+type Tokens struct {
+	// Issuer is the iss claim of the tokens the gateway mints, matched exactly when they come
+	// back. Default "scoregate".
+	Issuer string `yaml:"issuer"`
+	// Lifetime is how long a minted token is valid, for services that set no token_lifetime.
+	// Default 1h.
+	Lifetime time.Duration `yaml:"lifetime"`
+	// RefreshAfter is how long after minting a client should fetch a fresh token
+	// (refreshAfterTimeUtc), for services that set no token_refresh_after. Default 30m.
+	RefreshAfter time.Duration `yaml:"refresh_after"`
+	// Leeway is the clock skew allowed when checking exp, nbf and iat. At most 60s. Default 30s.
+	Leeway time.Duration `yaml:"leeway"`
+	// MaxLifetime refuses any token, minted here or by an external issuer, whose exp is further
+	// than this after its iat. Default 24h.
+	MaxLifetime time.Duration `yaml:"max_lifetime"`
+	// MaxBytes refuses a longer token before parsing it. Default 8192.
+	MaxBytes int `yaml:"max_bytes"`
+	// KeyRotation is how often the gateway makes a new signing key. Older keys keep verifying
+	// the tokens they signed until those expire. Default 168h (7 days).
+	KeyRotation time.Duration `yaml:"key_rotation"`
+	// CacheEntries bounds the verified-token cache. Default 100000.
+	CacheEntries int `yaml:"cache_entries"`
+}
+
+// Issuer is an external OpenID Connect issuer whose tokens a token-mode service also accepts.
+type Issuer struct {
+	// Issuer is the exact iss claim of its tokens. Required.
+	Issuer string `yaml:"issuer"`
+	// JWKSURL is where its signing keys are published (http or https). Required.
+	JWKSURL string `yaml:"jwks_url"`
+	// Audience is the aud claim its tokens must carry for this service. Required.
+	Audience string `yaml:"audience"`
+	// Algorithms are the signature algorithms accepted from it: RS256, RS384, RS512, PS256,
+	// PS384, PS512, ES256, ES384, ES512 or EdDSA. HMAC algorithms are never accepted.
+	// Default [RS256].
+	Algorithms []string `yaml:"algorithms"`
+	// RefreshInterval is how often its keys are fetched again in the background. Default 15m.
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+}
+
+// Role is a custom role: a name and the permissions it grants.
+type Role struct {
+	// Name of the role, used in POST /v1/principals. Lowercase letters, digits and dashes; not
+	// owner, contributor or reader. Required.
+	Name string `yaml:"name"`
+	// Permissions granted, from: services:read, services:call, tokens:mint, keys:regenerate,
+	// tokens:revoke, principals:manage, activity:read. At least one.
+	Permissions []string `yaml:"permissions"`
+}
+
+// Permissions, as written in custom roles.
+const (
+	PermServicesRead     = "services:read"
+	PermServicesCall     = "services:call"
+	PermTokensMint       = "tokens:mint"
+	PermKeysRegenerate   = "keys:regenerate"
+	PermTokensRevoke     = "tokens:revoke"
+	PermPrincipalsManage = "principals:manage"
+	PermActivityRead     = "activity:read"
+)
+
+// AllPermissions lists every permission.
+var AllPermissions = []string{PermServicesRead, PermServicesCall, PermTokensMint, PermKeysRegenerate,
+	PermTokensRevoke, PermPrincipalsManage, PermActivityRead}
+
+// BuiltinRoles are the roles every installation has, after Azure ML's role table: all three may
+// call services, mint tokens and read services and the activity log; contributor and owner may
+// also regenerate keys and revoke tokens; only owner manages principals.
+var BuiltinRoles = map[string][]string{
+	"reader":      {PermServicesRead, PermServicesCall, PermTokensMint, PermActivityRead},
+	"contributor": {PermServicesRead, PermServicesCall, PermTokensMint, PermActivityRead, PermKeysRegenerate, PermTokensRevoke},
+	"owner":       AllPermissions,
 }
 
 // Store selects the state backend.
@@ -107,6 +187,15 @@ type Service struct {
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxConnsPerUpstream caps the pooled keep-alive connections to each upstream. Default 512.
 	MaxConnsPerUpstream int `yaml:"max_conns_per_upstream"`
+	// TokenLifetime is how long tokens minted for this service are valid (token mode only).
+	// Default tokens.lifetime.
+	TokenLifetime time.Duration `yaml:"token_lifetime"`
+	// TokenRefreshAfter is when, after minting, a client should fetch a fresh token (token mode
+	// only). Less than token_lifetime. Default tokens.refresh_after.
+	TokenRefreshAfter time.Duration `yaml:"token_refresh_after"`
+	// Issuers are external OpenID Connect issuers whose tokens this service also accepts
+	// (token mode only). Default: none, only the gateway's own tokens.
+	Issuers []Issuer `yaml:"issuers"`
 }
 
 // Defaults.
@@ -124,6 +213,16 @@ const (
 	DefaultShutdownTimeout     = 15 * time.Second
 	DefaultServiceTimeout      = 60 * time.Second
 	DefaultMaxConnsPerUpstream = 512
+	DefaultTokenIssuer         = "scoregate"
+	DefaultTokenLifetime       = time.Hour
+	DefaultTokenRefreshAfter   = 30 * time.Minute
+	DefaultTokenLeeway         = 30 * time.Second
+	MaxTokenLeeway             = 60 * time.Second
+	DefaultTokenMaxLifetime    = 24 * time.Hour
+	DefaultTokenMaxBytes       = 8192
+	DefaultKeyRotation         = 7 * 24 * time.Hour
+	DefaultTokenCacheEntries   = 100000
+	DefaultIssuerRefresh       = 15 * time.Minute
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "json"
 )
@@ -144,11 +243,31 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&s.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
+	t := &c.Tokens
+	setDefault(&t.Issuer, DefaultTokenIssuer)
+	setDefault(&t.Lifetime, DefaultTokenLifetime)
+	setDefault(&t.RefreshAfter, DefaultTokenRefreshAfter)
+	setDefault(&t.Leeway, DefaultTokenLeeway)
+	setDefault(&t.MaxLifetime, DefaultTokenMaxLifetime)
+	setDefault(&t.MaxBytes, DefaultTokenMaxBytes)
+	setDefault(&t.KeyRotation, DefaultKeyRotation)
+	setDefault(&t.CacheEntries, DefaultTokenCacheEntries)
 	for i := range c.Services {
 		svc := &c.Services[i]
 		setDefault(&svc.Timeout, DefaultServiceTimeout)
 		setDefault(&svc.MaxBodyBytes, s.MaxBodyBytes)
 		setDefault(&svc.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream)
+		if svc.Auth == AuthToken {
+			setDefault(&svc.TokenLifetime, t.Lifetime)
+			setDefault(&svc.TokenRefreshAfter, min(t.RefreshAfter, svc.TokenLifetime/2))
+		}
+		for j := range svc.Issuers {
+			is := &svc.Issuers[j]
+			if len(is.Algorithms) == 0 {
+				is.Algorithms = []string{"RS256"}
+			}
+			setDefault(&is.RefreshInterval, DefaultIssuerRefresh)
+		}
 	}
 }
 
@@ -157,6 +276,19 @@ func setDefault[T comparable](field *T, def T) {
 	if *field == zero {
 		*field = def
 	}
+}
+
+// RolePermissions returns the permissions of a built-in or custom role, and whether it exists.
+func (c *Config) RolePermissions(name string) ([]string, bool) {
+	if p, ok := BuiltinRoles[name]; ok {
+		return p, true
+	}
+	for _, r := range c.Roles {
+		if r.Name == name {
+			return r.Permissions, true
+		}
+	}
+	return nil, false
 }
 
 // Service returns the service called name, or nil.

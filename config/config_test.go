@@ -42,6 +42,16 @@ func TestContractMinimalConfig(t *testing.T) {
 			ShutdownTimeout:  15 * time.Second,
 		},
 		Log: Log{Level: "info", Format: "json"},
+		Tokens: Tokens{
+			Issuer:       "scoregate",
+			Lifetime:     time.Hour,
+			RefreshAfter: 30 * time.Minute,
+			Leeway:       30 * time.Second,
+			MaxLifetime:  24 * time.Hour,
+			MaxBytes:     8192,
+			KeyRotation:  7 * 24 * time.Hour,
+			CacheEntries: 100000,
+		},
 		Services: []Service{{
 			Name:                "iris",
 			Auth:                "key",
@@ -148,6 +158,19 @@ func TestValidate(t *testing.T) {
 		{"trusted proxy not an address", "server:\n  trusted_proxies: [10.0.0.0/8, nope]\n" + validBase(), []string{`server.trusted_proxies[1]: "nope" is not an IP address or CIDR range`}},
 		{"redis not yet available", "store:\n  redis_url: redis://127.0.0.1:6379/0\n" + validBase(), []string{"store.redis_url: the Redis store is not available"}},
 		{"log level", "log:\n  level: loud\n" + validBase(), []string{`log.level: "loud" is not one of`}},
+		{"leeway over a minute", "tokens:\n  leeway: 2m\n" + validBase(), []string{"tokens.leeway: must be between 0s and 1m0s"}},
+		{"custom role", "roles:\n  - name: scorer\n    permissions: [tokens:mint, services:call]\n" + validBase(), nil},
+		{"custom role shadows a built-in one", "roles:\n  - name: owner\n    permissions: [tokens:mint]\n" + validBase(), []string{`roles[0].name: "owner" is a built-in role`}},
+		{"custom role with an unknown permission", "roles:\n  - name: scorer\n    permissions: [tokens:mint, everything]\n" + validBase(), []string{`roles[0].permissions[1]: "everything" is not one of`}},
+		{"custom role without permissions", "roles:\n  - name: scorer\n" + validBase(), []string{"roles[0].permissions: at least one"}},
+		{"token settings on a key service", strings.Replace(validBase(), "auth: key", "auth: key\n    token_lifetime: 1h", 1), []string{"services[0].token_lifetime: only a service with auth: token"}},
+		{"refresh after the token expires", strings.Replace(validBase(), "auth: key", "auth: token\n    token_lifetime: 10m\n    token_refresh_after: 20m", 1), []string{"services[0].token_refresh_after: must be greater than zero and less than token_lifetime"}},
+		{"external issuer", strings.Replace(validBase(), "auth: key", "auth: token\n    issuers:\n      - issuer: https://idp.example\n        jwks_url: https://idp.example/keys\n        audience: api://iris\n        algorithms: [ES256]", 1), nil},
+		{"external issuer with HMAC and no audience", strings.Replace(validBase(), "auth: key", "auth: token\n    issuers:\n      - issuer: https://idp.example\n        jwks_url: file:///etc/keys\n        algorithms: [HS256]", 1), []string{
+			`services[0].issuers[0].jwks_url: "file:///etc/keys" must be an http:// or https:// URL`,
+			"services[0].issuers[0].audience: required",
+			`services[0].issuers[0].algorithms[0]: "HS256" is not one of`,
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,9 +6,13 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
+
+// ExternalAlgorithms are the signature algorithms an external issuer may use.
+var ExternalAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 
 var serviceName = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
@@ -88,6 +92,50 @@ func (c *Config) Validate() error {
 		add("log.format", "%q is not one of json, text", c.Log.Format)
 	}
 
+	t := c.Tokens
+	if t.Issuer == "" || !printable(t.Issuer) {
+		add("tokens.issuer", "must be printable text")
+	}
+	positive("tokens.lifetime", t.Lifetime > 0)
+	positive("tokens.refresh_after", t.RefreshAfter > 0)
+	positive("tokens.key_rotation", t.KeyRotation > 0)
+	positive("tokens.cache_entries", t.CacheEntries > 0)
+	if t.Leeway < 0 || t.Leeway > MaxTokenLeeway {
+		add("tokens.leeway", "must be between 0s and %s, not %s", MaxTokenLeeway, t.Leeway)
+	}
+	if t.MaxLifetime <= 0 {
+		add("tokens.max_lifetime", "must be greater than zero")
+	} else if t.Lifetime > t.MaxLifetime {
+		add("tokens.lifetime", "%s is longer than tokens.max_lifetime (%s)", t.Lifetime, t.MaxLifetime)
+	}
+	if t.MaxBytes < 512 || t.MaxBytes > 65536 {
+		add("tokens.max_bytes", "must be between 512 and 65536, not %d", t.MaxBytes)
+	}
+
+	roles := map[string]bool{}
+	for i, r := range c.Roles {
+		p := fmt.Sprintf("roles[%d]", i)
+		switch _, builtin := BuiltinRoles[r.Name]; {
+		case r.Name == "":
+			add(p+".name", "required")
+		case builtin:
+			add(p+".name", "%q is a built-in role", r.Name)
+		case !serviceName.MatchString(r.Name):
+			add(p+".name", "%q must be lowercase letters, digits or dashes", r.Name)
+		case roles[r.Name]:
+			add(p+".name", "%q is defined twice", r.Name)
+		}
+		roles[r.Name] = true
+		if len(r.Permissions) == 0 {
+			add(p+".permissions", "at least one permission is required")
+		}
+		for j, perm := range r.Permissions {
+			if !slices.Contains(AllPermissions, perm) {
+				add(fmt.Sprintf("%s.permissions[%d]", p, j), "%q is not one of %s", perm, strings.Join(AllPermissions, ", "))
+			}
+		}
+	}
+
 	if len(c.Services) == 0 {
 		add("services", "at least one service is required")
 	}
@@ -124,6 +172,46 @@ func (c *Config) Validate() error {
 				add(up, "%q is listed twice", u)
 			}
 			seen[u] = true
+		}
+		if svc.Auth == AuthToken {
+			switch {
+			case svc.TokenLifetime <= 0:
+				add(p+".token_lifetime", "must be greater than zero")
+			case svc.TokenLifetime > t.MaxLifetime:
+				add(p+".token_lifetime", "%s is longer than tokens.max_lifetime (%s)", svc.TokenLifetime, t.MaxLifetime)
+			case svc.TokenRefreshAfter <= 0 || svc.TokenRefreshAfter >= svc.TokenLifetime:
+				add(p+".token_refresh_after", "must be greater than zero and less than token_lifetime (%s)", svc.TokenLifetime)
+			}
+		} else {
+			if svc.TokenLifetime != 0 {
+				add(p+".token_lifetime", "only a service with auth: token has tokens")
+			}
+			if svc.TokenRefreshAfter != 0 {
+				add(p+".token_refresh_after", "only a service with auth: token has tokens")
+			}
+			if len(svc.Issuers) > 0 {
+				add(p+".issuers", "only a service with auth: token accepts tokens")
+			}
+		}
+		for j, is := range svc.Issuers {
+			ip := fmt.Sprintf("%s.issuers[%d]", p, j)
+			if is.Issuer == "" {
+				add(ip+".issuer", "required (the exact iss of its tokens)")
+			} else if is.Issuer == t.Issuer {
+				add(ip+".issuer", "%q is the gateway's own issuer (tokens.issuer)", is.Issuer)
+			}
+			if u, err := url.Parse(is.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				add(ip+".jwks_url", "%q must be an http:// or https:// URL", is.JWKSURL)
+			}
+			if is.Audience == "" {
+				add(ip+".audience", "required (the aud its tokens carry for this service)")
+			}
+			for k, alg := range is.Algorithms {
+				if !slices.Contains(ExternalAlgorithms, alg) {
+					add(fmt.Sprintf("%s.algorithms[%d]", ip, k), "%q is not one of %s (HMAC is never accepted)", alg, strings.Join(ExternalAlgorithms, ", "))
+				}
+			}
+			positive(ip+".refresh_interval", is.RefreshInterval > 0)
 		}
 		positive(p+".timeout", svc.Timeout > 0)
 		positive(p+".max_body_bytes", svc.MaxBodyBytes > 0)

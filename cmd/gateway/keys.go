@@ -46,19 +46,12 @@ func (f *adminFlags) client() (*admin.Client, error) {
 }
 
 func cmdKeys(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("keys", flag.ContinueOnError)
-	var af adminFlags
-	af.register(fs)
-	pos, err := parseFlags(fs, args, stderr)
+	c, pos, err := adminCommand("keys", args, stderr, nil)
 	if err != nil {
 		return err
 	}
 	if len(pos) == 0 {
 		return usagef("keys needs a subcommand: list SERVICE, or regenerate SERVICE primary|secondary")
-	}
-	c, err := af.client()
-	if err != nil {
-		return err
 	}
 	switch pos[0] {
 	case "list":

@@ -42,6 +42,10 @@ Usage:
   gateway check-config -config FILE
   gateway keys list SERVICE            (admin API client; -admin URL, GATEWAY_ADMIN_KEY)
   gateway keys regenerate SERVICE primary|secondary
+  gateway principals list | create NAME ROLE | delete NAME
+  gateway token SERVICE
+  gateway revoke -token JWT | -jti ID -exp UNIX_SECONDS
+  gateway activity [-limit N]
   gateway version
 `
 
@@ -78,6 +82,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdCheckConfig(args, stdout, stderr)
 	case "keys":
 		return cmdKeys(ctx, args, stdout, stderr)
+	case "principals":
+		return cmdPrincipals(ctx, args, stdout, stderr)
+	case "token":
+		return cmdToken(ctx, args, stdout, stderr)
+	case "revoke":
+		return cmdRevoke(ctx, args, stdout, stderr)
+	case "activity":
+		return cmdActivity(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

@@ -95,6 +95,10 @@ type hooks struct {
 // keyFlushInterval is how often key last-use times are written to the store.
 const keyFlushInterval = 30 * time.Second
 
+// tokenMaintenanceInterval is how often signing keys are rotated when due and expired
+// revocations dropped.
+const tokenMaintenanceInterval = time.Minute
+
 // serve runs the gateway for cfg until ctx ends, then shuts down gracefully: /readyz turns 503,
 // the drain delay passes, in-flight requests finish within the shutdown timeout, and the store
 // is closed.
@@ -120,7 +124,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 	default:
 		log.Info("admin Owner key read", "path", keyPath)
 	}
-	owner, err := authn.NewOwner(keys, ownerKey)
+	principals, err := authn.NewPrincipals(ctx, store, keys, authn.NewRoles(cfg), ownerKey)
+	if err != nil {
+		return err
+	}
+	activity := authn.NewActivityLog(store, log)
+	tokens, err := authn.NewTokens(ctx, cfg, store, principals, log, authn.WithActivity(activity))
 	if err != nil {
 		return err
 	}
@@ -133,16 +142,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 		if svc.Auth == config.AuthKey && len(keys.Keys(svc.Name)) == 0 {
 			log.Warn("service has no keys yet, so every request to it gets 401; create one with 'gateway keys regenerate "+svc.Name+" primary'", "service", svc.Name)
 		}
-		if svc.Auth == config.AuthToken {
-			log.Warn("token auth is not available in this version; every request to this service gets 401", "service", svc.Name)
-		}
 	}
 
-	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys), log)
+	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authn.WithTokens(tokens)), log)
 	if err != nil {
 		return err
 	}
-	adm := admin.New(cfg, keys, owner, log)
+	adm := admin.New(cfg, admin.Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Log: log})
 
 	dataLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -167,11 +173,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 		}
 	})
 	flushCtx, stopFlush := context.WithCancel(context.Background())
-	flushDone := make(chan struct{})
-	go func() {
-		defer close(flushDone)
-		keys.RunFlusher(flushCtx, keyFlushInterval)
-	}()
+	var background sync.WaitGroup
+	background.Go(func() { keys.RunFlusher(flushCtx, keyFlushInterval) })
+	background.Go(func() { tokens.RunMaintenance(flushCtx, tokenMaintenanceInterval) })
 
 	log.Info("gateway started", "listen", dataLn.Addr().String(), "admin_listen", adminLn.Addr().String(),
 		"services", len(cfg.Services), "version", version)
@@ -202,7 +206,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 	}
 	wg.Wait()
 	stopFlush()
-	<-flushDone
+	background.Wait()
 	if runErr != nil {
 		return runErr
 	}

@@ -1,0 +1,218 @@
+package authn
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// jwksSource is an external issuer's signing keys, fetched from its JWKS URL. Keys are cached and
+// refreshed in the background once older than the refresh interval; an unknown kid fetches them
+// again at once, but not more often than minRefetch; when the issuer cannot be reached the keys
+// already known keep serving.
+type jwksSource struct {
+	issuer, url string
+	client      *http.Client
+	log         *slog.Logger
+	refresh     time.Duration
+	minRefetch  time.Duration
+
+	keys        atomic.Pointer[map[string]jwk]
+	fetchedAt   atomic.Int64 // unix nanoseconds of the last successful fetch
+	refreshing  atomic.Bool
+	mu          sync.Mutex // one fetch at a time
+	lastAttempt time.Time  // guarded by mu
+}
+
+type jwk struct {
+	key crypto.PublicKey
+	alg string // "" when the JWK names none: any algorithm of the key's type
+}
+
+var _ KeySource = (*jwksSource)(nil)
+
+// JWKS fetching bounds.
+const (
+	jwksFetchTimeout = 5 * time.Second
+	jwksMaxBytes     = 1 << 20
+)
+
+// jwksMinRefetch is the least time between two fetches caused by unknown kids (a variable for
+// tests).
+var jwksMinRefetch = 30 * time.Second
+
+func newJWKSSource(issuer, url string, refresh time.Duration, log *slog.Logger) (*jwksSource, error) {
+	if url == "" {
+		return nil, errors.New("no jwks_url")
+	}
+	s := &jwksSource{
+		issuer:     issuer,
+		url:        url,
+		client:     &http.Client{Timeout: jwksFetchTimeout},
+		log:        log,
+		refresh:    refresh,
+		minRefetch: jwksMinRefetch,
+	}
+	empty := map[string]jwk{}
+	s.keys.Store(&empty)
+	return s, nil
+}
+
+// Key implements KeySource.
+func (s *jwksSource) Key(ctx context.Context, kid string) (crypto.PublicKey, string, error) {
+	fetched := s.fetchedAt.Load()
+	if fetched != 0 && time.Since(time.Unix(0, fetched)) > s.refresh && s.refreshing.CompareAndSwap(false, true) {
+		go func() { // refresh in the background; callers keep the keys they have
+			defer s.refreshing.Store(false)
+			fctx, cancel := context.WithTimeout(context.Background(), jwksFetchTimeout)
+			defer cancel()
+			s.fetch(fctx, true)
+		}()
+	}
+	if k, ok := (*s.keys.Load())[kid]; ok {
+		return k.key, k.alg, nil
+	}
+	// Unknown kid: the issuer may have rotated. Fetch again, at a bounded rate.
+	if !s.fetch(ctx, false) {
+		return nil, "", ErrUnknownKey
+	}
+	if k, ok := (*s.keys.Load())[kid]; ok {
+		return k.key, k.alg, nil
+	}
+	return nil, "", ErrUnknownKey
+}
+
+// fetch loads the key set. Unless force, it does nothing (and returns false) when the last
+// attempt was under minRefetch ago.
+func (s *jwksSource) fetch(ctx context.Context, force bool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !force && !s.lastAttempt.IsZero() && time.Since(s.lastAttempt) < s.minRefetch {
+		return false
+	}
+	s.lastAttempt = time.Now()
+	keys, err := s.get(ctx)
+	if err != nil {
+		s.log.Warn("fetching an issuer's keys; the keys already known keep serving", "issuer", s.issuer, "err", err)
+		return false
+	}
+	s.keys.Store(&keys)
+	s.fetchedAt.Store(time.Now().UnixNano())
+	return true
+}
+
+func (s *jwksSource) get(ctx context.Context) (map[string]jwk, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s answered %d", s.url, resp.StatusCode)
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, jwksMaxBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > jwksMaxBytes {
+		return nil, fmt.Errorf("%s: key set over %d bytes", s.url, jwksMaxBytes)
+	}
+	return parseJWKS(body)
+}
+
+// parseJWKS reads a JSON Web Key Set (RFC 7517). Keys that are not for signatures, have no kid,
+// or are of an unsupported type are skipped; a set with no usable key is an error.
+func parseJWKS(body []byte) (map[string]jwk, error) {
+	var set struct {
+		Keys []struct {
+			Kty string `json:"kty"`
+			Kid string `json:"kid"`
+			Use string `json:"use"`
+			Alg string `json:"alg"`
+			N   string `json:"n"`
+			E   string `json:"e"`
+			Crv string `json:"crv"`
+			X   string `json:"x"`
+			Y   string `json:"y"`
+		} `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &set); err != nil {
+		return nil, fmt.Errorf("not a JWKS: %w", err)
+	}
+	out := map[string]jwk{}
+	b64 := base64.RawURLEncoding
+	for _, k := range set.Keys {
+		if k.Kid == "" || (k.Use != "" && k.Use != "sig") {
+			continue
+		}
+		switch k.Kty {
+		case "RSA":
+			n, err1 := b64.DecodeString(k.N)
+			e, err2 := b64.DecodeString(k.E)
+			if err1 != nil || err2 != nil || len(e) == 0 || len(e) > 4 {
+				continue
+			}
+			pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
+			if pub.N.BitLen() < 2048 || pub.E < 3 {
+				continue // too weak to trust
+			}
+			out[k.Kid] = jwk{key: pub, alg: k.Alg}
+		case "EC":
+			var curve elliptic.Curve
+			alg := ""
+			switch k.Crv {
+			case "P-256":
+				curve, alg = elliptic.P256(), "ES256"
+			case "P-384":
+				curve, alg = elliptic.P384(), "ES384"
+			case "P-521":
+				curve, alg = elliptic.P521(), "ES512"
+			default:
+				continue
+			}
+			x, err1 := b64.DecodeString(k.X)
+			y, err2 := b64.DecodeString(k.Y)
+			size := (curve.Params().BitSize + 7) / 8
+			if err1 != nil || err2 != nil || len(x) != size || len(y) != size {
+				continue
+			}
+			pub, err := ecdsa.ParseUncompressedPublicKey(curve, append(append([]byte{4}, x...), y...))
+			if err != nil {
+				continue // not on the curve
+			}
+			if k.Alg != "" && k.Alg != alg {
+				continue
+			}
+			out[k.Kid] = jwk{key: pub, alg: alg}
+		case "OKP":
+			x, err := b64.DecodeString(k.X)
+			if k.Crv != "Ed25519" || err != nil || len(x) != ed25519.PublicKeySize {
+				continue
+			}
+			out[k.Kid] = jwk{key: ed25519.PublicKey(x), alg: "EdDSA"}
+		}
+	}
+	if len(out) == 0 {
+		return nil, errors.New("the key set has no usable signing key")
+	}
+	return out, nil
+}
