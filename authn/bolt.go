@@ -23,13 +23,13 @@ type BoltStore struct {
 var _ Store = (*BoltStore)(nil)
 
 var (
-	bucketMeta = []byte("meta")
+	bucketMeta        = []byte("meta")
 	bucketKeys        = []byte("keys")
 	bucketPrincipals  = []byte("principals")
 	bucketSigningKeys = []byte("signing-keys")
 	bucketRevocations = []byte("revocations")
 	bucketActivity    = []byte("activity")
-	metaSecret = []byte("hash-secret")
+	metaSecret        = []byte("hash-secret")
 )
 
 // StoreFile is the embedded store's file name inside its folder.
