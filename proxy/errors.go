@@ -20,6 +20,8 @@ type Error struct {
 	WWWAuthenticate string
 	// RetryAfter, when set, is sent as the Retry-After header, in seconds.
 	RetryAfter int
+	// Close, when set, closes the client's connection after the response.
+	Close bool
 	// Cause is the internal detail, for the log only.
 	Cause error
 
@@ -59,6 +61,7 @@ const bearerRealm = `Bearer realm="scoregate"`
 // The errors of the data plane. Messages never say which part of a credential failed.
 var (
 	errBadRequest       = newError(fasthttp.StatusBadRequest, "BadRequest", "the request could not be parsed")
+	errBadFraming       = withClose(newError(fasthttp.StatusBadRequest, "BadRequest", "the request could not be parsed"))
 	errBadPath          = newError(fasthttp.StatusBadRequest, "BadRequest", "the request path is not valid")
 	errMultipleCreds    = newError(fasthttp.StatusBadRequest, "BadRequest", "send exactly one credential, in one Authorization header")
 	errMissingCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "a valid credential is required"), bearerRealm)
@@ -77,6 +80,11 @@ var (
 
 func withAuth(e *Error, challenge string) *Error {
 	e.WWWAuthenticate = challenge
+	return e
+}
+
+func withClose(e *Error) *Error {
+	e.Close = true
 	return e
 }
 
@@ -102,6 +110,9 @@ func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	if e.RetryAfter > 0 {
 		resp.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	if e.Close {
+		resp.SetConnectionClose()
 	}
 	body := e.body
 	if body == nil { // an *Error built outside this file

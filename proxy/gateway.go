@@ -117,6 +117,9 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 }
 
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte) error {
+	if err := checkRequestHeader(&ctx.Request.Header); err != nil {
+		return err
+	}
 	svc, forward, err := g.route(ctx)
 	if err != nil {
 		return err

@@ -183,3 +183,68 @@ func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 	}
 	return netip.IPv4Unspecified()
 }
+
+// checkRequestHeader refuses what fasthttp lets through but the gateway must not forward:
+//   - a Transfer-Encoding other than chunked: fasthttp accepts "identity" and then drops the
+//     header, so a proxy in front could frame the body differently (HTTP-05); the connection is
+//     closed, as its framing cannot be trusted;
+//   - a Host that is not host[:port] (RFC 9112 §3.2, HTTP-23): fasthttp checks ports and
+//     brackets but passes bytes such as '@', ',' or non-ASCII, which would reach the model as
+//     X-Forwarded-Host.
+func checkRequestHeader(h *fasthttp.RequestHeader) error {
+	if !validHost(h.Host()) {
+		return errBadRequest
+	}
+	if nonChunkedTransferEncoding(h.RawHeaders()) {
+		return errBadFraming
+	}
+	return nil
+}
+
+// nonChunkedTransferEncoding reports whether a raw header block has a Transfer-Encoding line
+// whose value is not exactly "chunked".
+func nonChunkedTransferEncoding(raw []byte) bool {
+	const name = "Transfer-Encoding"
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		if len(line) <= len(name) || line[len(name)] != ':' || !bytes.EqualFold(line[:len(name)], []byte(name)) {
+			continue
+		}
+		if !bytes.EqualFold(bytes.TrimSpace(line[len(name)+1:]), []byte("chunked")) {
+			return true
+		}
+	}
+	return false
+}
+
+// validHost reports whether a Host value (possibly empty, for HTTP/1.0) has only the bytes of
+// RFC 3986 host[:port]: unreserved, sub-delims except ',', '%', ':', '[' and ']'.
+func validHost(host []byte) bool {
+	for _, c := range host {
+		if !hostChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var hostChar = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "-._~!$&'()*+;=%:[]" {
+		t[c] = true
+	}
+	return t
+}()

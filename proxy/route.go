@@ -27,7 +27,7 @@ func splitTarget(target []byte) (name, forward []byte, ok, valid bool) {
 	if slash < 0 {
 		// /api/v1/service/{name} and /api/v1/service/{name}?q reach the model at / and /?q.
 		name = rest[:end]
-		forward = rest[end:]
+		forward = append([]byte{'/'}, rest[end:]...)
 	} else {
 		name = rest[:slash]
 		forward = rest[slash:]
