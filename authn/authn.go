@@ -1,7 +1,9 @@
-// Package authn decides who a caller is: it parses the Authorization header, checks service keys
-// (primary and secondary, stored only as keyed hashes) and the Owner's admin key, and declares the
-// Store its backends satisfy. It sees a request only as plain values (the service name and the
-// Authorization header values), never as an HTTP server's types, so every listener shares it.
+// Package authn decides who a caller is and what it may do: it parses the Authorization header,
+// checks service keys (primary and secondary, stored only as keyed hashes), principals and their
+// roles, mints and checks tokens (with signing-key rotation, revocation, external issuers and a
+// verified-token cache), keeps the activity log, and declares the Store its backends satisfy. It
+// sees a request only as plain values (the service name and the Authorization header values),
+// never as an HTTP server's types, so every listener shares it.
 package authn
 
 import (

@@ -66,6 +66,7 @@ var (
 	errMultipleCreds    = newError(fasthttp.StatusBadRequest, "BadRequest", "send exactly one credential, in one Authorization header")
 	errMissingCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "a valid credential is required"), bearerRealm)
 	errInvalidCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "a valid credential is required"), bearerRealm+`, error="invalid_token"`)
+	errForbidden        = newError(fasthttp.StatusForbidden, "Forbidden", "the caller's role does not allow this")
 	errNotFound         = newError(fasthttp.StatusNotFound, "NotFound", "no service is published at this path")
 	errRequestTimeout   = newError(fasthttp.StatusRequestTimeout, "RequestTimeout", "the request was not received in time")
 	errBodyTooLarge     = newError(fasthttp.StatusRequestEntityTooLarge, "PayloadTooLarge", "the request body is larger than this service accepts")

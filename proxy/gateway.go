@@ -5,7 +5,9 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,10 +21,11 @@ import (
 	"github.com/scoregate/scoregate/config"
 )
 
-// Authenticator decides whether a request's credential is good for a service. *authn.Authenticator
-// satisfies it.
+// Authenticator decides whether a request's credential is good for a service, and mints tokens
+// for principals. *authn.Authenticator satisfies it.
 type Authenticator interface {
 	Authenticate(service, mode string, authorization [][]byte) (authn.Caller, error)
+	MintToken(ctx context.Context, service string, authorization [][]byte) (authn.TokenResponse, error)
 }
 
 // Gateway is the data-plane server.
@@ -99,7 +102,13 @@ func (g *Gateway) Serve(ln net.Listener) error {
 // closes what is left.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.draining.Store(true)
-	return g.server.ShutdownWithContext(ctx)
+	err := g.server.ShutdownWithContext(ctx)
+	for _, svc := range g.services {
+		for _, up := range svc.upstreams {
+			up.client.CloseIdleConnections()
+		}
+	}
+	return err
 }
 
 // Handler returns the data-plane request handler, for tests and embedding.
@@ -123,6 +132,9 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte) error {
 	svc, forward, err := g.route(ctx)
 	if err != nil {
 		return err
+	}
+	if svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward) {
+		return g.mintToken(ctx, svc)
 	}
 	if err := g.authenticate(ctx, svc); err != nil {
 		return err
@@ -162,9 +174,44 @@ func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, svc *service) error {
 		return errMultipleCreds
 	case errors.Is(err, authn.ErrInvalidCredential):
 		return errInvalidCred
+	case errors.Is(err, authn.ErrForbidden):
+		return errForbidden
 	default:
 		return errInternal.withCause(err)
 	}
+}
+
+// isTokenPath reports whether the forward target is /token (with or without a query).
+func isTokenPath(target []byte) bool {
+	return string(target) == "/token" || bytes.HasPrefix(target, []byte("/token?"))
+}
+
+// mintToken answers POST /api/v1/service/{name}/token for a token-mode service: the caller's
+// principal key buys a token for this service (Azure ML's token endpoint). It never reaches the
+// model.
+func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
+	resp, err := g.auth.MintToken(context.Background(), svc.name, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
+	switch {
+	case err == nil:
+	case errors.Is(err, authn.ErrNoCredential):
+		return errMissingCred
+	case errors.Is(err, authn.ErrMultipleCredentials):
+		return errMultipleCreds
+	case errors.Is(err, authn.ErrInvalidCredential):
+		return errInvalidCred
+	case errors.Is(err, authn.ErrForbidden):
+		return errForbidden
+	default:
+		return errInternal.withCause(err)
+	}
+	body, err := json.Marshal(resp)
+	if err != nil {
+		return errInternal.withCause(err)
+	}
+	ctx.Response.Header.SetContentType("application/json")
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.Response.SetBody(body)
+	return nil
 }
 
 // forward sends the request to one of the service's upstreams and puts the model's answer in the
