@@ -26,6 +26,7 @@ type Server struct {
 	principals *authn.Principals
 	tokens     *authn.Tokens
 	activity   *authn.ActivityLog
+	ready      func() (bool, string)
 	log        *slog.Logger
 	draining   atomic.Bool
 	srv        *http.Server
@@ -37,7 +38,9 @@ type Deps struct {
 	Principals *authn.Principals
 	Tokens     *authn.Tokens
 	Activity   *authn.ActivityLog
-	Log        *slog.Logger
+	// Ready, if set, reports whether the gateway can decide requests, and why not.
+	Ready func() (bool, string)
+	Log   *slog.Logger
 }
 
 // New returns the admin API for cfg. Every /v1 call needs a principal's key, and the permission
@@ -47,7 +50,7 @@ func New(cfg *config.Config, d Deps) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, log: log}
+	s := &Server{cfg: cfg, keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, log: log}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -120,6 +123,12 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if s.draining.Load() {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "draining"})
 		return
+	}
+	if s.ready != nil {
+		if ok, why := s.ready(); !ok {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": why})
+			return
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 }

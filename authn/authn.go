@@ -23,6 +23,9 @@ var (
 	ErrInvalidCredential = errors.New("invalid credential")
 	// ErrMultipleCredentials: the request carries more than one Authorization header. (400)
 	ErrMultipleCredentials = errors.New("more than one credential")
+	// ErrUnavailable: the gateway's copy of the shared state is older than its staleness bound,
+	// so it cannot decide. (503 with Retry-After, never 401)
+	ErrUnavailable = errors.New("the shared state is not current; cannot decide")
 )
 
 // Caller is who made an authenticated request.
@@ -37,6 +40,7 @@ type Caller struct {
 type Authenticator struct {
 	keys   *Keyring
 	tokens *Tokens
+	fresh  func() bool
 }
 
 // AuthenticatorOption adds to an Authenticator.
@@ -45,6 +49,12 @@ type AuthenticatorOption func(*Authenticator)
 // WithTokens lets token-mode services accept tokens checked by t. Without it they refuse every
 // request.
 func WithTokens(t *Tokens) AuthenticatorOption { return func(a *Authenticator) { a.tokens = t } }
+
+// WithFreshness makes every decision wait on fresh(): while it reports false, Authenticate and
+// MintToken return ErrUnavailable instead of deciding on a stale copy of the shared state.
+func WithFreshness(fresh func() bool) AuthenticatorOption {
+	return func(a *Authenticator) { a.fresh = fresh }
+}
 
 // NewAuthenticator returns an Authenticator over keys.
 func NewAuthenticator(keys *Keyring, opts ...AuthenticatorOption) *Authenticator {
@@ -65,6 +75,9 @@ func (a *Authenticator) Authenticate(service, mode string, authorization [][]byt
 	cred, err := bearer(authorization)
 	if err != nil {
 		return Caller{}, err
+	}
+	if a.fresh != nil && !a.fresh() {
+		return Caller{}, ErrUnavailable
 	}
 	switch mode {
 	case config.AuthKey:
@@ -93,6 +106,9 @@ func (a *Authenticator) Authenticate(service, mode string, authorization [][]byt
 func (a *Authenticator) MintToken(ctx context.Context, service string, authorization [][]byte) (TokenResponse, error) {
 	if a.tokens == nil {
 		return TokenResponse{}, ErrNotTokenService
+	}
+	if a.fresh != nil && !a.fresh() {
+		return TokenResponse{}, ErrUnavailable
 	}
 	p, err := a.tokens.principals.Authenticate(authorization)
 	if err != nil {

@@ -110,10 +110,36 @@ type Store struct {
 	// Dir is the folder of the embedded store (a single bbolt file, store.db) and of the generated
 	// admin.key. Created with mode 0700 if missing. Default "./data".
 	Dir string `yaml:"dir"`
-	// RedisURL selects the shared Redis store (redis:// or rediss://) for several instances.
-	// Not available in this version: setting it is a validation error. Default "" (embedded store).
+	// RedisURL selects the shared Redis store for several instances: redis:// or rediss:// (TLS),
+	// with user, password and database, e.g. "redis://gateway:secret@10.0.0.5:6379/0".
+	// Default "" (the embedded store in dir).
 	RedisURL string `yaml:"redis_url"`
+	// RedisAddrs selects Redis Cluster (several host:port seeds) or, with RedisMasterName, the
+	// Sentinel addresses. Use either this or redis_url. Default: none.
+	RedisAddrs []string `yaml:"redis_addrs"`
+	// RedisMasterName is the Sentinel master name; with redis_addrs it selects Sentinel.
+	RedisMasterName string `yaml:"redis_master_name"`
+	// RedisUsername and RedisPassword authenticate with redis_addrs (with redis_url, put them in
+	// the URL). Prefer GATEWAY_STORE_REDIS_PASSWORD to writing the password in the file.
+	RedisUsername string `yaml:"redis_username"`
+	RedisPassword string `yaml:"redis_password"`
+	// RedisTLS uses TLS with redis_addrs (with redis_url, use rediss://). Default false.
+	RedisTLS bool `yaml:"redis_tls"`
+	// RedisPrefix starts every key and channel the gateway uses, in braces so that in a cluster
+	// they share one hash slot. Default "{scoregate}:".
+	RedisPrefix string `yaml:"redis_prefix"`
+	// RedisTimeout bounds every single Redis call. Default 250ms.
+	RedisTimeout time.Duration `yaml:"redis_timeout"`
+	// StalenessBound is how old an instance's copy of the shared state may grow while Redis is
+	// unreachable before it stops deciding (503 with Retry-After, never 401). Default 5s.
+	StalenessBound time.Duration `yaml:"staleness_bound"`
+	// ResyncInterval is how often an instance checks that its copy is current (and reloads it
+	// when a change notice was missed). Under staleness_bound. Default 1s.
+	ResyncInterval time.Duration `yaml:"resync_interval"`
 }
+
+// Shared reports whether the store is Redis (shared by several instances).
+func (s Store) Shared() bool { return s.RedisURL != "" || len(s.RedisAddrs) > 0 }
 
 // Server holds the data-plane listener's timeouts and limits. fasthttp leaves most of these
 // unlimited by default; scoregate always sets them.
@@ -223,6 +249,10 @@ const (
 	DefaultKeyRotation         = 7 * 24 * time.Hour
 	DefaultTokenCacheEntries   = 100000
 	DefaultIssuerRefresh       = 15 * time.Minute
+	DefaultRedisPrefix         = "{scoregate}:"
+	DefaultRedisTimeout        = 250 * time.Millisecond
+	DefaultStalenessBound      = 5 * time.Second
+	DefaultResyncInterval      = time.Second
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "json"
 )
@@ -233,6 +263,10 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.AdminListen, DefaultAdminListen)
 	setDefault(&c.ComputeType, DefaultComputeType)
 	setDefault(&c.Store.Dir, DefaultStoreDir)
+	setDefault(&c.Store.RedisPrefix, DefaultRedisPrefix)
+	setDefault(&c.Store.RedisTimeout, DefaultRedisTimeout)
+	setDefault(&c.Store.StalenessBound, DefaultStalenessBound)
+	setDefault(&c.Store.ResyncInterval, DefaultResyncInterval)
 	s := &c.Server
 	setDefault(&s.ReadTimeout, DefaultReadTimeout)
 	setDefault(&s.WriteTimeout, DefaultWriteTimeout)

@@ -24,6 +24,11 @@ func (c *Config) Validate() error {
 		probs = append(probs, Problem{Path: path, Message: fmt.Sprintf(format, args...)})
 	}
 
+	positive := func(path string, ok bool) {
+		if !ok {
+			add(path, "must be greater than zero")
+		}
+	}
 	checkAddr := func(path, addr string) {
 		if addr == "" {
 			add(path, "required (host:port)")
@@ -47,16 +52,32 @@ func (c *Config) Validate() error {
 	if c.Store.Dir == "" {
 		add("store.dir", "required")
 	}
-	if c.Store.RedisURL != "" {
-		add("store.redis_url", "the Redis store is not available in this version; remove it to use the embedded store in store.dir")
+	st := c.Store
+	switch {
+	case st.RedisURL != "" && len(st.RedisAddrs) > 0:
+		add("store.redis_addrs", "use either store.redis_url or store.redis_addrs, not both")
+	case st.RedisURL != "":
+		if u, err := url.Parse(st.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+			add("store.redis_url", "must look like redis://[user:password@]host:port/db or rediss://…")
+		}
+	}
+	if st.RedisMasterName != "" && len(st.RedisAddrs) == 0 {
+		add("store.redis_master_name", "needs store.redis_addrs (the Sentinel addresses)")
+	}
+	for i, a := range st.RedisAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			add(fmt.Sprintf("store.redis_addrs[%d]", i), "%q is not host:port", a)
+		}
+	}
+	if st.Shared() {
+		positive("store.redis_timeout", st.RedisTimeout > 0)
+		positive("store.resync_interval", st.ResyncInterval > 0)
+		if st.StalenessBound <= st.ResyncInterval {
+			add("store.staleness_bound", "must be longer than store.resync_interval (%s)", st.ResyncInterval)
+		}
 	}
 
 	s := c.Server
-	positive := func(path string, ok bool) {
-		if !ok {
-			add(path, "must be greater than zero")
-		}
-	}
 	positive("server.read_timeout", s.ReadTimeout > 0)
 	positive("server.write_timeout", s.WriteTimeout > 0)
 	positive("server.idle_timeout", s.IdleTimeout > 0)

@@ -74,8 +74,8 @@ var (
 	errInternal         = newError(fasthttp.StatusInternalServerError, "InternalError", "the gateway failed to handle the request")
 	errBadGateway       = newError(fasthttp.StatusBadGateway, "BadGateway", "the model could not be reached or gave an invalid answer")
 	errUpstreamBusy     = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the model is at capacity; retry later"), 1)
+	errUndecidable      = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the gateway cannot check credentials right now; retry later"), 2)
 	errGatewayTimeout   = newError(fasthttp.StatusGatewayTimeout, "GatewayTimeout", "the model did not answer in time")
-	errShuttingDown     = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the gateway is shutting down; retry later"), 1)
 	errMethodNotAllowed = newError(fasthttp.StatusBadRequest, "BadRequest", "the request method is not supported")
 )
 

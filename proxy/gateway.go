@@ -176,6 +176,8 @@ func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, svc *service) error {
 		return errInvalidCred
 	case errors.Is(err, authn.ErrForbidden):
 		return errForbidden
+	case errors.Is(err, authn.ErrUnavailable):
+		return errUndecidable
 	default:
 		return errInternal.withCause(err)
 	}
@@ -201,6 +203,8 @@ func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
 		return errInvalidCred
 	case errors.Is(err, authn.ErrForbidden):
 		return errForbidden
+	case errors.Is(err, authn.ErrUnavailable):
+		return errUndecidable
 	default:
 		return errInternal.withCause(err)
 	}

@@ -400,13 +400,13 @@ func respondByPath(r *recorder, w io.Writer, req *seenRequest) bool {
 			"X-Kept: yes\r\n"+
 			"Content-Length: "+strconv.Itoa(len(okBody))+"\r\n\r\n"+okBody)
 	case "/dup-cl":
-		_, err = io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc")
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc") // the connection is dropped after it either way
 		return false
 	case "/te-gzip":
-		_, err = io.WriteString(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc")
+		io.WriteString(w, "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc") // the connection is dropped after it either way
 		return false
 	case "/garbage":
-		_, err = io.WriteString(w, "SSH-2.0-OpenSSH_9.6\r\n\r\n")
+		io.WriteString(w, "SSH-2.0-OpenSSH_9.6\r\n\r\n") // the connection is dropped after it either way
 		return false
 	case "/close-early":
 		return false // the model drops the connection without answering

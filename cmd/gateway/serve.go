@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/scoregate/scoregate/admin"
@@ -103,9 +106,21 @@ const tokenMaintenanceInterval = time.Minute
 // the drain delay passes, in-flight requests finish within the shutdown timeout, and the store
 // is closed.
 func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) error {
-	store, err := authn.OpenBolt(cfg.Store.Dir)
-	if err != nil {
-		return err
+	var store authn.Store
+	var redisStore *authn.RedisStore
+	if cfg.Store.Shared() {
+		authn.SetRedisLogger(log)
+		var err error
+		if redisStore, err = waitForRedis(ctx, cfg, log); err != nil {
+			return err
+		}
+		store = redisStore
+	} else {
+		bolt, err := authn.OpenBolt(cfg.Store.Dir)
+		if err != nil {
+			return err
+		}
+		store = bolt
 	}
 	defer store.Close()
 	keys, err := authn.NewKeyring(ctx, store, log)
@@ -144,11 +159,24 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 		}
 	}
 
-	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authn.WithTokens(tokens)), log)
+	authOpts := []authn.AuthenticatorOption{authn.WithTokens(tokens)}
+	deps := admin.Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Log: log}
+	var replica *authn.Replica
+	if redisStore != nil {
+		replica = authn.NewReplica(redisStore, keys, principals, tokens, cfg.Store.ResyncInterval, cfg.Store.StalenessBound, log)
+		authOpts = append(authOpts, authn.WithFreshness(replica.Fresh))
+		deps.Ready = func() (bool, string) {
+			if replica.Fresh() {
+				return true, ""
+			}
+			return false, fmt.Sprintf("shared state is %s old (bound %s): %s", replica.Age().Round(time.Millisecond), cfg.Store.StalenessBound, replica.Problem())
+		}
+	}
+	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log)
 	if err != nil {
 		return err
 	}
-	adm := admin.New(cfg, admin.Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Log: log})
+	adm := admin.New(cfg, deps)
 
 	dataLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -176,6 +204,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 	var background sync.WaitGroup
 	background.Go(func() { keys.RunFlusher(flushCtx, keyFlushInterval) })
 	background.Go(func() { tokens.RunMaintenance(flushCtx, tokenMaintenanceInterval) })
+	if replica != nil {
+		background.Go(func() { replica.Run(flushCtx) })
+	}
 
 	log.Info("gateway started", "listen", dataLn.Addr().String(), "admin_listen", adminLn.Addr().String(),
 		"services", len(cfg.Services), "version", version)
@@ -212,4 +243,51 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// waitForRedis connects to the shared store, trying again every second until it answers or ctx
+// ends. Meanwhile the admin listener answers /livez 200 and /readyz 503, and the data plane does
+// not listen: nothing is decided on state the gateway has not read.
+func waitForRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*authn.RedisStore, error) {
+	s, err := authn.OpenRedis(ctx, cfg.Store)
+	if err == nil {
+		return s, nil
+	}
+	log.Error("the Redis store is unreachable; waiting for it (readyz answers 503)", "err", err)
+	var lastErr atomic.Pointer[string]
+	msg := err.Error()
+	lastErr.Store(&msg)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status": "ok"}` + "\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		b, _ := json.Marshal(map[string]string{"status": "not ready", "reason": "waiting for the Redis store: " + *lastErr.Load()})
+		w.Write(append(b, '\n'))
+	})
+	waitSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, lerr := net.Listen("tcp", cfg.AdminListen)
+	if lerr != nil {
+		return nil, fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, lerr)
+	}
+	go waitSrv.Serve(ln)
+	defer waitSrv.Close()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("stopped while waiting for the Redis store: %w", err)
+		case <-t.C:
+		}
+		if s, err = authn.OpenRedis(ctx, cfg.Store); err == nil {
+			log.Info("the Redis store answers")
+			return s, nil
+		}
+		msg := err.Error()
+		lastErr.Store(&msg)
+	}
 }

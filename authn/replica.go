@@ -1,0 +1,250 @@
+package authn
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Replica keeps an instance's in-memory copy of the shared state (keys, principals, signing keys,
+// revocations) current, and says how current it is. Change notices arrive by pub/sub and are
+// applied at once; every resync interval the store's generation counter is read, and any gap
+// (a notice lost while disconnected, or a reconnect) triggers a full reload. The copy counts as
+// current from the last successful check; once that is older than the staleness bound, Fresh is
+// false and the gateway stops deciding (503) until Redis answers again and the copy is reloaded.
+type Replica struct {
+	store      *RedisStore
+	keys       *Keyring
+	principals *Principals
+	tokens     *Tokens
+	interval   time.Duration
+	bound      time.Duration
+	log        *slog.Logger
+
+	mu       sync.Mutex   // serialises reloads and applied notices
+	applied  atomic.Int64 // generation the copy reflects
+	syncedAt atomic.Int64 // unix nanoseconds when the copy was last known current
+	problem  atomic.Pointer[string]
+	resyncs  atomic.Int64
+	loggedAt atomic.Int64 // unix nanoseconds of the last "not current" log line
+}
+
+// NewReplica returns a Replica over the given parts, which must already be loaded from store; the
+// copy counts as current from now.
+func NewReplica(store *RedisStore, keys *Keyring, principals *Principals, tokens *Tokens, interval, bound time.Duration, log *slog.Logger) *Replica {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	r := &Replica{store: store, keys: keys, principals: principals, tokens: tokens, interval: interval, bound: bound, log: log}
+	r.syncedAt.Store(time.Now().UnixNano())
+	return r
+}
+
+// Fresh reports whether the copy is within the staleness bound. It is cheap enough for every
+// request.
+func (r *Replica) Fresh() bool {
+	return time.Now().UnixNano()-r.syncedAt.Load() <= int64(r.bound)
+}
+
+// Age is how long ago the copy was last known current.
+func (r *Replica) Age() time.Duration {
+	return time.Duration(time.Now().UnixNano() - r.syncedAt.Load())
+}
+
+// Problem says why the copy is not current, or "".
+func (r *Replica) Problem() string {
+	if p := r.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// Resyncs counts full reloads (for tests and metrics).
+func (r *Replica) Resyncs() int64 { return r.resyncs.Load() }
+
+// setProblem records why the copy is not current ("" once it is again). It logs when the trouble
+// starts, every 30 seconds while it lasts, and when it ends.
+func (r *Replica) setProblem(msg string) {
+	if msg == "" {
+		if r.problem.Swap(nil) != nil {
+			r.log.Info("shared state is current again")
+		}
+		return
+	}
+	old := r.problem.Swap(&msg)
+	now := time.Now().UnixNano()
+	if old == nil || now-r.loggedAt.Load() > int64(30*time.Second) {
+		r.loggedAt.Store(now)
+		r.log.Warn("shared state is not current", "problem", msg, "age", r.Age().Round(time.Millisecond).String(),
+			"staleness_bound", r.bound.String(), "deciding", r.Fresh())
+	}
+}
+
+// Resync reloads everything from the store.
+func (r *Replica) Resync(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.resyncLocked(ctx)
+}
+
+func (r *Replica) resyncLocked(ctx context.Context) error {
+	gen, err := r.store.Generation(ctx)
+	if err != nil {
+		return err
+	}
+	if gen < r.applied.Load() {
+		// The counter went back: Redis lost data. Keep the copy and refuse to decide.
+		return ErrStoreLost
+	}
+	if err := r.keys.Reload(ctx); err != nil {
+		return err
+	}
+	if err := r.principals.Reload(ctx); err != nil {
+		return err
+	}
+	if err := r.tokens.Reload(ctx); err != nil {
+		return err
+	}
+	r.applied.Store(gen)
+	r.syncedAt.Store(time.Now().UnixNano())
+	r.resyncs.Add(1)
+	r.setProblem("")
+	return nil
+}
+
+// check reads the generation: when the copy already reflects it, the copy is current now;
+// otherwise it is reloaded.
+func (r *Replica) check(ctx context.Context) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	gen, err := r.store.Generation(ctx)
+	if err != nil {
+		return err
+	}
+	if gen == r.applied.Load() {
+		r.syncedAt.Store(time.Now().UnixNano())
+		r.setProblem("")
+		return nil
+	}
+	return r.resyncLocked(ctx)
+}
+
+// apply handles one change notice: "<generation> <kind> [<detail>]". A notice that does not
+// follow the applied generation means one was missed: reload everything.
+func (r *Replica) apply(ctx context.Context, payload string) {
+	genStr, rest, _ := strings.Cut(payload, " ")
+	kind, detail, _ := strings.Cut(rest, " ")
+	gen, err := strconv.ParseInt(genStr, 10, 64)
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	applied := r.applied.Load()
+	if gen <= applied {
+		return // already reflected by a reload
+	}
+	if gen != applied+1 {
+		if err := r.resyncLocked(ctx); err != nil {
+			r.setProblem("reloading after a missed change: " + err.Error())
+		}
+		return
+	}
+	switch kind {
+	case "revoke":
+		expStr, member, _ := strings.Cut(detail, " ")
+		iss, jti, ok := strings.Cut(member, "\x00")
+		exp, err := strconv.ParseInt(expStr, 10, 64)
+		if !ok || err != nil {
+			err = r.resyncLocked(ctx)
+			if err != nil {
+				r.setProblem("reloading: " + err.Error())
+			}
+			return
+		}
+		r.tokens.revoked.add(revocationID(iss, jti), time.UnixMilli(exp))
+	case "keys":
+		err = r.keys.Reload(ctx)
+	case "principals":
+		err = r.principals.Reload(ctx)
+	case "signing":
+		err = r.tokens.Reload(ctx)
+	default:
+		err = r.resyncLocked(ctx)
+	}
+	if err != nil {
+		r.setProblem("applying a change: " + err.Error())
+		return
+	}
+	r.applied.Store(gen)
+}
+
+// Run keeps the copy current until ctx ends: it listens for change notices and checks the
+// generation every interval.
+func (r *Replica) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { r.listen(ctx) })
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, max(r.interval, 5*time.Second))
+		err := r.check(cctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			r.setProblem("checking the shared state: " + err.Error())
+		}
+	}
+}
+
+// listen applies change notices. A (re)subscription may have missed notices, so it is followed by
+// a full reload.
+func (r *Replica) listen(ctx context.Context) {
+	ps := r.store.subscribe(ctx)
+	defer ps.Close()
+	for ctx.Err() == nil {
+		msg, err := ps.ReceiveTimeout(ctx, r.interval)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var netErr interface{ Timeout() bool }
+			if errors.As(err, &netErr) && netErr.Timeout() {
+				ps.Ping(ctx) // keeps the connection checked; a dead one reconnects on the next receive
+				continue
+			}
+			select { // back off a little before reconnecting
+			case <-ctx.Done():
+				return
+			case <-time.After(r.interval / 4):
+			}
+			continue
+		}
+		switch m := msg.(type) {
+		case *redis.Subscription:
+			if m.Kind == "subscribe" {
+				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				if err := r.Resync(cctx); err != nil {
+					r.setProblem("reloading after subscribing: " + err.Error())
+				}
+				cancel()
+			}
+		case *redis.Message:
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			r.apply(cctx, m.Payload)
+			cancel()
+		}
+	}
+}
