@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -80,14 +81,14 @@ func (s *jwksSource) Key(ctx context.Context, kid string) (crypto.PublicKey, str
 			defer s.refreshing.Store(false)
 			fctx, cancel := context.WithTimeout(context.Background(), jwksFetchTimeout)
 			defer cancel()
-			s.fetch(fctx, true)
+			s.fetch(fctx, s.refresh) // a failed refresh is retried at the next interval, not at once
 		}()
 	}
 	if k, ok := (*s.keys.Load())[kid]; ok {
 		return k.key, k.alg, nil
 	}
 	// Unknown kid: the issuer may have rotated. Fetch again, at a bounded rate.
-	if !s.fetch(ctx, false) {
+	if !s.fetch(ctx, s.minRefetch) {
 		return nil, "", ErrUnknownKey
 	}
 	if k, ok := (*s.keys.Load())[kid]; ok {
@@ -96,12 +97,12 @@ func (s *jwksSource) Key(ctx context.Context, kid string) (crypto.PublicKey, str
 	return nil, "", ErrUnknownKey
 }
 
-// fetch loads the key set. Unless force, it does nothing (and returns false) when the last
-// attempt was under minRefetch ago.
-func (s *jwksSource) fetch(ctx context.Context, force bool) bool {
+// fetch loads the key set. It does nothing (and returns false) when the last attempt, successful
+// or not, was under every ago.
+func (s *jwksSource) fetch(ctx context.Context, every time.Duration) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !force && !s.lastAttempt.IsZero() && time.Since(s.lastAttempt) < s.minRefetch {
+	if !s.lastAttempt.IsZero() && time.Since(s.lastAttempt) < every {
 		return false
 	}
 	s.lastAttempt = time.Now()
@@ -174,6 +175,9 @@ func parseJWKS(body []byte) (map[string]jwk, error) {
 			pub := &rsa.PublicKey{N: new(big.Int).SetBytes(n), E: int(new(big.Int).SetBytes(e).Int64())}
 			if pub.N.BitLen() < 2048 || pub.E < 3 {
 				continue // too weak to trust
+			}
+			if k.Alg != "" && !slices.Contains([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, k.Alg) {
+				continue // like an EC key's, the alg must fit the key (and be a signature's)
 			}
 			out[k.Kid] = jwk{key: pub, alg: k.Alg}
 		case "EC":

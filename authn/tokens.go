@@ -398,7 +398,7 @@ func (t *Tokens) verify(service string, token []byte, now time.Time) (TokenClaim
 	if svc == nil {
 		return fail()
 	}
-	parts := bytes.Split(token, []byte("."))
+	parts := bytes.SplitN(token, []byte("."), 4) // not Split: a flood of dots must not allocate a slice per dot
 	if len(parts) != 3 || len(parts[0]) == 0 || len(parts[1]) == 0 || len(parts[2]) == 0 {
 		return fail()
 	}
@@ -436,8 +436,13 @@ func (t *Tokens) verify(service string, token []byte, now time.Time) (TokenClaim
 	}
 	var peek struct {
 		Iss string `json:"iss"`
+		// golang-jwt's NumericDate also takes a number in a string; RFC 7519 allows only a number.
+		Exp json.RawMessage `json:"exp"`
+		Nbf json.RawMessage `json:"nbf"`
+		Iat json.RawMessage `json:"iat"`
 	}
-	if json.Unmarshal(payload, &peek) != nil {
+	quoted := func(r json.RawMessage) bool { return len(r) > 0 && r[0] == '"' }
+	if json.Unmarshal(payload, &peek) != nil || quoted(peek.Exp) || quoted(peek.Nbf) || quoted(peek.Iat) {
 		return fail()
 	}
 
