@@ -139,7 +139,7 @@ func (s *RedisStore) Generation(ctx context.Context) (int64, error) {
 
 // write runs fn in a transaction that also bumps the generation, then publishes a change notice
 // of kind with detail. With Sentinel it waits (within the timeout) for a replica to have the write,
-// so a failover right after is less likely to lose it.
+// and reports the write as failed when none has, so that a failover cannot silently lose it.
 func (s *RedisStore) write(ctx context.Context, kind, detail string, fn func(p redis.Pipeliner)) error {
 	ctx, cancel := s.call(ctx)
 	defer cancel()
@@ -153,7 +153,12 @@ func (s *RedisStore) write(ctx context.Context, kind, detail string, fn func(p r
 		return err
 	}
 	if s.sentinel {
-		s.client.Do(ctx, "WAIT", 1, s.timeout.Milliseconds()) // best effort
+		// A write no replica has seen can vanish in a failover (or have gone to a master that
+		// was just demoted): report it as failed, so the caller tries again.
+		n, err := s.client.Do(ctx, "WAIT", 1, max(s.timeout.Milliseconds()/2, 1)).Int64()
+		if err != nil || n < 1 {
+			return errors.New("the write was not confirmed by a replica; try again")
+		}
 	}
 	msg := strconv.FormatInt(gen.Val(), 10) + " " + kind
 	if detail != "" {

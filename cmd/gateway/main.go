@@ -40,6 +40,7 @@ Usage:
   gateway quickstart [-listen ADDR] [-admin-listen ADDR] [-dir DIR]
   gateway serve -config FILE           (or GATEWAY_CONFIG=FILE)
   gateway check-config -config FILE
+  gateway store copy -config FILE      (copy the embedded store into the Redis store)
   gateway keys list SERVICE            (admin API client; -admin URL, GATEWAY_ADMIN_KEY)
   gateway keys regenerate SERVICE primary|secondary
   gateway principals list | create NAME ROLE | delete NAME
@@ -90,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRevoke(ctx, args, stdout, stderr)
 	case "activity":
 		return cmdActivity(ctx, args, stdout, stderr)
+	case "store":
+		return cmdStore(ctx, args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, versionString())
 		return nil

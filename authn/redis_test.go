@@ -1,0 +1,437 @@
+package authn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/redistest"
+)
+
+func init() { SetRedisLogger(slog.New(slog.DiscardHandler)) } // go-redis would write to stderr
+
+// instance is one gateway's authn stack over a shared store, as `gateway serve` builds it.
+type instance struct {
+	store      *RedisStore
+	keys       *Keyring
+	principals *Principals
+	tokens     *Tokens
+	replica    *Replica
+	auth       *Authenticator
+	cancel     context.CancelFunc
+	done       chan struct{}
+}
+
+func redisConfig(t testing.TB, storeCfg config.Store) *config.Config {
+	t.Helper()
+	cfg := &config.Config{
+		Store: storeCfg,
+		Services: []config.Service{
+			{Name: "iris", Auth: config.AuthKey, Upstreams: []string{"http://127.0.0.1:1"}},
+			{Name: "scoring", Auth: config.AuthToken, Upstreams: []string{"http://127.0.0.1:2"}},
+		},
+	}
+	cfg.Store.ResyncInterval = 100 * time.Millisecond
+	cfg.Store.StalenessBound = time.Second
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func startInstance(t testing.TB, cfg *config.Config) *instance {
+	t.Helper()
+	ctx := context.Background()
+	store, err := OpenRedis(ctx, cfg.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := &instance{store: store, done: make(chan struct{})}
+	if in.keys, err = NewKeyring(ctx, store, nil); err != nil {
+		t.Fatal(err)
+	}
+	if in.principals, err = NewPrincipals(ctx, store, in.keys, NewRoles(cfg), testOwnerKey); err != nil {
+		t.Fatal(err)
+	}
+	if in.tokens, err = NewTokens(ctx, cfg, store, in.principals, nil); err != nil {
+		t.Fatal(err)
+	}
+	in.replica = NewReplica(store, in.keys, in.principals, in.tokens, cfg.Store.ResyncInterval, cfg.Store.StalenessBound, nil)
+	in.auth = NewAuthenticator(in.keys, WithTokens(in.tokens), WithFreshness(in.replica.Fresh))
+	rctx, cancel := context.WithCancel(ctx)
+	in.cancel = cancel
+	go func() { defer close(in.done); in.replica.Run(rctx) }()
+	t.Cleanup(in.stop)
+	return in
+}
+
+func (in *instance) stop() {
+	if in.cancel != nil {
+		in.cancel()
+		<-in.done
+		in.cancel = nil
+		in.store.Close()
+	}
+}
+
+func (in *instance) checkKey(key string) error {
+	_, err := in.auth.Authenticate("iris", config.AuthKey, [][]byte{[]byte("Bearer " + key)})
+	return err
+}
+
+func (in *instance) checkToken(tok string) error {
+	_, err := in.auth.Authenticate("scoring", config.AuthToken, [][]byte{[]byte("Bearer " + tok)})
+	return err
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		if cond() {
+			return time.Since(start)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s", what, within)
+	return 0
+}
+
+// sharedStateSuite runs the shared-state cases against one Redis deployment.
+func sharedStateSuite(t *testing.T, storeCfg config.Store) {
+	cfg := redisConfig(t, storeCfg)
+	a, b, c := startInstance(t, cfg), startInstance(t, cfg), startInstance(t, cfg)
+	ctx := context.Background()
+
+	t.Run("a key regenerated on one instance fails on the others", func(t *testing.T) {
+		old, err := a.keys.Regenerate(ctx, "iris", SlotPrimary)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secondary, err := a.keys.Regenerate(ctx, "iris", SlotSecondary)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []*instance{b, c} {
+			eventually(t, 2*time.Second, "new key accepted elsewhere", func() bool { return in.checkKey(old) == nil && in.checkKey(secondary) == nil })
+		}
+		if _, err := a.keys.Regenerate(ctx, "iris", SlotPrimary); err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []*instance{b, c} {
+			eventually(t, 2*time.Second, "old key refused elsewhere", func() bool { return errors.Is(in.checkKey(old), ErrInvalidCredential) })
+			if err := in.checkKey(secondary); err != nil {
+				t.Fatalf("secondary refused after the primary rotated: %v", err)
+			}
+		}
+	})
+
+	t.Run("a token revoked on one instance fails on the others", func(t *testing.T) {
+		p, _, err := a.principals.Create(ctx, "rita-"+fmt.Sprint(time.Now().UnixNano()), "reader")
+		if err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Second, "principal known elsewhere", func() bool { _, ok := c.principals.Lookup(p.Name); return ok })
+		tok, err := b.tokens.Mint(ctx, p, "scoring")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []*instance{a, b, c} {
+			eventually(t, 2*time.Second, "token accepted", func() bool { return in.checkToken(tok.AccessToken) == nil })
+		}
+		if _, err := a.tokens.RevokeToken(ctx, tok.AccessToken); err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range []*instance{b, c} {
+			eventually(t, 2*time.Second, "revoked token refused elsewhere", func() bool { return errors.Is(in.checkToken(tok.AccessToken), ErrInvalidCredential) })
+		}
+		// Deleting the principal elsewhere stops a fresh token of it too.
+		tok2, _ := b.tokens.Mint(ctx, p, "scoring")
+		if err := a.principals.Delete(ctx, p.Name); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 2*time.Second, "deleted principal's token refused elsewhere", func() bool { return errors.Is(c.checkToken(tok2.AccessToken), ErrInvalidCredential) })
+	})
+}
+
+func TestSharedStateSingleRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	sharedStateSuite(t, config.Store{RedisURL: srv.URL()})
+}
+
+func TestSharedStateRedisCluster(t *testing.T) {
+	cl := redistest.Cluster(t, 3)
+	sharedStateSuite(t, config.Store{RedisAddrs: cl.Addrs})
+}
+
+func TestSharedStateRedisSentinel(t *testing.T) {
+	sn := redistest.Sentinel(t)
+	storeCfg := config.Store{RedisAddrs: sn.SentinelAddrs, RedisMasterName: sn.MasterName}
+	sharedStateSuite(t, storeCfg)
+
+	// REV-12 / REV-17: a revocation written just before a failover survives it (writes wait for
+	// the replica), and instances follow the new master.
+	cfg := redisConfig(t, storeCfg)
+	cfg.Store.StalenessBound = 10 * time.Second
+	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	ctx := context.Background()
+	p, _, err := a.principals.Create(ctx, "failover-"+fmt.Sprint(time.Now().UnixNano()), "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := a.tokens.Mint(ctx, p, "scoring")
+	after, _ := a.tokens.Mint(ctx, p, "scoring")
+	if _, err := a.tokens.RevokeToken(ctx, before.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	sn.Failover(t)
+	healed := eventually(t, 30*time.Second, "the old master rejoins as a replica", func() bool {
+		return strings.Contains(sn.Master.Do(t, "INFO", "replication"), "connected_slaves:1")
+	})
+	t.Logf("the old master rejoined as a replica %s after the failover", healed.Round(time.Millisecond))
+	fresh := startInstance(t, cfg) // loads everything from the new master
+	if err := fresh.checkToken(before.AccessToken); !errors.Is(err, ErrInvalidCredential) {
+		t.Fatalf("the revocation was lost in the failover: %v", err)
+	}
+	eventually(t, 10*time.Second, "a write after the failover", func() bool {
+		_, err := a.tokens.RevokeToken(ctx, after.AccessToken)
+		return err == nil
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for !errors.Is(b.checkToken(after.AccessToken), ErrInvalidCredential) {
+		if time.Now().After(deadline) {
+			g, err := b.store.Generation(ctx)
+			t.Fatalf("the new revocation did not reach b through the new master: b applied %d, reads %d (%v), problem %q, age %s",
+				b.replica.applied.Load(), g, err, b.replica.Problem(), b.replica.Age())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Acceptance 2, at the authn level: with Redis stopped, known credentials keep working for the
+// staleness bound, revocations made before stay enforced, then every decision is ErrUnavailable
+// (never ErrInvalidCredential for a good credential); when Redis is back the instance resumes.
+func TestRedisOutageWithinAndPastTheBound(t *testing.T) {
+	srv := redistest.Start(t, redistest.WithAOF())
+	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
+	cfg.Store.StalenessBound = 1500 * time.Millisecond
+	a := startInstance(t, cfg)
+	ctx := context.Background()
+	key, _ := a.keys.Regenerate(ctx, "iris", SlotPrimary)
+	p, _, _ := a.principals.Create(ctx, "rita", "reader")
+	revoked, _ := a.tokens.Mint(ctx, p, "scoring")
+	if _, err := a.tokens.RevokeToken(ctx, revoked.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop(t)
+	stoppedAt := time.Now()
+	sawUnavailable := false
+	for time.Since(stoppedAt) < 4*time.Second && !sawUnavailable {
+		err := a.checkKey(key)
+		inBound := time.Since(stoppedAt) < cfg.Store.StalenessBound-cfg.Store.ResyncInterval
+		switch {
+		case err == nil:
+		case errors.Is(err, ErrUnavailable):
+			if inBound {
+				t.Fatalf("503 after %s, inside the bound", time.Since(stoppedAt))
+			}
+			sawUnavailable = true
+		default:
+			t.Fatalf("a good key got %v during the outage", err)
+		}
+		if err := a.checkToken(revoked.AccessToken); err == nil {
+			t.Fatal("a revoked token was accepted during the outage")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !sawUnavailable {
+		t.Fatal("the instance kept deciding past the staleness bound")
+	}
+	srv.Restart(t)
+	eventually(t, 5*time.Second, "deciding again after Redis returned", func() bool { return a.checkKey(key) == nil })
+	if err := a.checkToken(revoked.AccessToken); !errors.Is(err, ErrInvalidCredential) {
+		t.Fatalf("revoked token after the outage: %v", err)
+	}
+}
+
+// Acceptance 3: a revocation made while an instance was cut off from Redis is enforced by it
+// within one resync after it reconnects. Instance b reaches Redis through a TCP relay the test
+// cuts and restores.
+func TestRevocationWhileCutOffIsEnforcedAfterReconnect(t *testing.T) {
+	srv := redistest.Start(t)
+	relay := newRelay(t, srv.Addr)
+	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
+	cfgB := redisConfig(t, config.Store{RedisURL: "redis://" + relay.addr + "/0"})
+	cfgB.Store.StalenessBound = 10 * time.Second // b keeps deciding while cut off
+	a, b := startInstance(t, cfg), startInstance(t, cfgB)
+	ctx := context.Background()
+	p, _, _ := a.principals.Create(ctx, "rita", "reader")
+	eventually(t, 2*time.Second, "principal known to b", func() bool { _, ok := b.principals.Lookup("rita"); return ok })
+	tok, _ := a.tokens.Mint(ctx, p, "scoring")
+	if err := b.checkToken(tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+
+	relay.cut()
+	if _, err := a.tokens.RevokeToken(ctx, tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * cfgB.Store.ResyncInterval)
+	if err := b.checkToken(tok.AccessToken); err != nil {
+		t.Fatalf("b should still decide on its (stale, within bound) copy: %v", err)
+	}
+	resyncs := b.replica.Resyncs()
+	relay.restore()
+	d := eventually(t, 5*time.Second, "b enforces the revocation it missed", func() bool {
+		return errors.Is(b.checkToken(tok.AccessToken), ErrInvalidCredential)
+	})
+	if b.replica.Resyncs() <= resyncs {
+		t.Error("no full resync after reconnecting")
+	}
+	t.Logf("enforced %s after reconnecting (resync interval %s)", d.Round(time.Millisecond), cfgB.Store.ResyncInterval)
+}
+
+// A notice lost while the subscription looked healthy is caught by the generation check.
+func TestMissedNoticeIsCaughtByTheGenerationCheck(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
+	a := startInstance(t, cfg)
+	ctx := context.Background()
+	p, _, _ := a.principals.Create(ctx, "rita", "reader")
+	tok, _ := a.tokens.Mint(ctx, p, "scoring")
+	claims, err := a.tokens.Verify("scoring", []byte(tok.AccessToken))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Write a revocation straight into Redis with no notice.
+	exp := time.Now().Add(time.Hour).UnixMilli()
+	rc := a.store.client
+	if err := rc.ZAdd(ctx, cfg.Store.RedisPrefix+"revoked", redis.Z{Score: float64(exp), Member: claims.Issuer + "\x00" + claims.ID}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.Incr(ctx, cfg.Store.RedisPrefix+"gen").Err(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "the missed revocation is enforced", func() bool {
+		return errors.Is(a.checkToken(tok.AccessToken), ErrInvalidCredential)
+	})
+}
+
+// relay forwards TCP connections to a target until cut; restore accepts again.
+type relay struct {
+	t      testing.TB
+	addr   string
+	target string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newRelay(t testing.TB, target string) *relay {
+	r := &relay{t: t, target: target}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.addr = ln.Addr().String()
+	r.serve(ln)
+	t.Cleanup(r.cut)
+	return r
+}
+
+func (r *relay) serve(ln net.Listener) {
+	r.mu.Lock()
+	r.ln = ln
+	r.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", r.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			r.mu.Lock()
+			r.conns = append(r.conns, c, u)
+			r.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+}
+
+func (r *relay) cut() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ln != nil {
+		r.ln.Close()
+		r.ln = nil
+	}
+	for _, c := range r.conns {
+		c.Close()
+	}
+	r.conns = nil
+}
+
+func (r *relay) restore() {
+	ln, err := net.Listen("tcp", r.addr)
+	if err != nil {
+		r.t.Fatalf("relay: listening again on %s: %v", r.addr, err)
+	}
+	r.serve(ln)
+}
+
+// REV-11: Redis losing its data (FLUSHALL) makes the instance refuse to decide, not forget.
+func TestRedisDataLossFailsClosed(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
+	a := startInstance(t, cfg)
+	key, _ := a.keys.Regenerate(context.Background(), "iris", SlotPrimary)
+	if err := a.checkKey(key); err != nil {
+		t.Fatal(err)
+	}
+	srv.Do(t, "FLUSHALL")
+	eventually(t, 5*time.Second, "undecidable after the data loss", func() bool { return errors.Is(a.checkKey(key), ErrUnavailable) })
+	if a.replica.Problem() == "" {
+		t.Error("no reason given for not deciding")
+	}
+}
+
+// REV-05: a revocation stays in Redis at least until the token's expiry plus the leeway, and is
+// gone after.
+func TestRevocationLifetimeInRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
+	a := startInstance(t, cfg)
+	ctx := context.Background()
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	if err := a.tokens.Revoke(ctx, "", "jti-1", exp); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.tokens.Revoke(ctx, "", "jti-old", time.Now().Add(-time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	revs, err := a.store.Revocations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(revs) != 1 || revs[0].JTI != "jti-1" || revs[0].Expires.Before(exp.Add(cfg.Tokens.Leeway)) {
+		t.Fatalf("revocations = %+v", revs)
+	}
+}

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/config"
+)
+
+// cmdStore is "gateway store copy -config FILE": it copies the embedded store in store.dir into
+// the Redis store the same file names, for a deployment outgrowing one node. The gateway using
+// store.dir must be stopped (the embedded store allows one process).
+func cmdStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("store", flag.ContinueOnError)
+	path := fs.String("config", os.Getenv("GATEWAY_CONFIG"), "configuration `file` naming both store.dir and the Redis store")
+	pos, err := parseFlags(fs, args, stderr)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || pos[0] != "copy" || *path == "" {
+		return usagef("usage: gateway store copy -config FILE")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return fmt.Errorf("configuration %s: %w", *path, err)
+	}
+	if !cfg.Store.Shared() {
+		return fmt.Errorf("%s names no Redis store (store.redis_url or store.redis_addrs) to copy into", *path)
+	}
+	bolt, err := authn.OpenBolt(cfg.Store.Dir)
+	if err != nil {
+		return err
+	}
+	defer bolt.Close()
+	snap, err := authn.Export(ctx, bolt)
+	if err != nil {
+		return fmt.Errorf("reading %s: %w", cfg.Store.Dir, err)
+	}
+	rs, err := authn.OpenRedis(ctx, cfg.Store)
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	if err := rs.Import(ctx, snap); err != nil {
+		return fmt.Errorf("copying into Redis: %w", err)
+	}
+	fmt.Fprintf(stdout, "copied %d keys, %d principals, %d signing keys, %d revocations and %d activity records from %s into Redis\n",
+		len(snap.Keys), len(snap.Principals), len(snap.SigningKeys), len(snap.Revocations), len(snap.Activity), cfg.Store.Dir)
+	return nil
+}
