@@ -3,6 +3,7 @@ package authn
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -100,6 +101,9 @@ func BenchmarkVerifyTokenCachedParallel(b *testing.B) {
 func BenchmarkRevocationCheck(b *testing.B) {
 	for _, n := range []int{10, 1_000_000} {
 		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.ReadMemStats(&before)
 			s := newRevocationSet()
 			exp := time.Now().Add(time.Hour)
 			r := rand.New(rand.NewPCG(1, uint64(n)))
@@ -118,6 +122,9 @@ func BenchmarkRevocationCheck(b *testing.B) {
 			if s.len() != n {
 				b.Fatalf("%d entries, want %d", s.len(), n)
 			}
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			perEntry := float64(after.HeapAlloc-before.HeapAlloc) / float64(n)
 			for _, tt := range []struct {
 				name string
 				id   string
@@ -133,6 +140,7 @@ func BenchmarkRevocationCheck(b *testing.B) {
 							b.Fatal("wrong answer")
 						}
 					}
+					b.ReportMetric(perEntry, "heapB/entry")
 				})
 			}
 		})
