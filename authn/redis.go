@@ -141,7 +141,7 @@ func (s *RedisStore) Generation(ctx context.Context) (int64, error) {
 // of kind with detail. With Sentinel it waits (within the timeout) for a replica to have the write,
 // and reports the write as failed when none has, so that a failover cannot silently lose it.
 func (s *RedisStore) write(ctx context.Context, kind, detail string, fn func(p redis.Pipeliner)) error {
-	ctx, cancel := s.call(ctx)
+	ctx, cancel := context.WithTimeout(ctx, 3*s.timeout) // the transaction, WAIT and PUBLISH
 	defer cancel()
 	var gen *redis.IntCmd
 	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
@@ -155,7 +155,7 @@ func (s *RedisStore) write(ctx context.Context, kind, detail string, fn func(p r
 	if s.sentinel {
 		// A write no replica has seen can vanish in a failover (or have gone to a master that
 		// was just demoted): report it as failed, so the caller tries again.
-		n, err := s.client.Do(ctx, "WAIT", 1, max(s.timeout.Milliseconds()/2, 1)).Int64()
+		n, err := s.client.Do(ctx, "WAIT", 1, s.timeout.Milliseconds()).Int64()
 		if err != nil || n < 1 {
 			return errors.New("the write was not confirmed by a replica; try again")
 		}

@@ -43,6 +43,7 @@ func redisConfig(t testing.TB, storeCfg config.Store) *config.Config {
 	}
 	cfg.Store.ResyncInterval = 100 * time.Millisecond
 	cfg.Store.StalenessBound = time.Second
+	cfg.Store.RedisTimeout = time.Second // generous: CI runs every package's tests at once
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -143,7 +144,9 @@ func sharedStateSuite(t *testing.T, storeCfg config.Store) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 2*time.Second, "principal known elsewhere", func() bool { _, ok := c.principals.Lookup(p.Name); return ok })
+		for _, in := range []*instance{b, c} {
+			eventually(t, 2*time.Second, "principal known elsewhere", func() bool { _, ok := in.principals.Lookup(p.Name); return ok })
+		}
 		tok, err := b.tokens.Mint(ctx, p, "scoring")
 		if err != nil {
 			t.Fatal(err)
@@ -433,5 +436,55 @@ func TestRevocationLifetimeInRedis(t *testing.T) {
 	}
 	if len(revs) != 1 || revs[0].JTI != "jti-1" || revs[0].Expires.Before(exp.Add(cfg.Tokens.Leeway)) {
 		t.Fatalf("revocations = %+v", revs)
+	}
+}
+
+// gatewayACL is the least-privilege Redis user the README documents.
+const gatewayACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
+	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait"
+
+// REV-15: the gateway works as the documented ACL user, and that user can do nothing else.
+func TestRedisLeastPrivilegeUser(t *testing.T) {
+	srv := redistest.Start(t, redistest.WithACL("user default on nopass ~* &* +@all", gatewayACL))
+	url := strings.Replace(srv.URL(), "redis://", "redis://gateway:gateway-secret-0123456789@", 1)
+	cfg := redisConfig(t, config.Store{RedisURL: url})
+	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	ctx := context.Background()
+	key, err := a.keys.Regenerate(ctx, "iris", SlotPrimary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _, err := a.principals.Create(ctx, "rita", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := a.tokens.Mint(ctx, p, "scoring")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.tokens.RevokeToken(ctx, tok.AccessToken); err != nil {
+		t.Fatal(err)
+	}
+	NewActivityLog(a.store, nil).Record(ctx, OpTokenRevoke, "rita", "x", ResultSuccess)
+	if recs, err := a.store.Activity(ctx, 5); err != nil || len(recs) != 1 {
+		t.Fatalf("activity as the gateway user: %v, %v", recs, err)
+	}
+	if err := a.keys.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "b sees the key and the revocation", func() bool {
+		return b.checkKey(key) == nil && errors.Is(b.checkToken(tok.AccessToken), ErrInvalidCredential)
+	})
+	for _, cmd := range [][]string{
+		{"FLUSHALL"}, {"CONFIG", "GET", "*"}, {"KEYS", "*"}, {"SET", "other:key", "1"}, {"GET", "other:key"},
+		{"SUBSCRIBE", "other-channel"}, {"DEBUG", "SLEEP", "0"}, {"SHUTDOWN"},
+	} {
+		out := srv.Do(t, append([]string{"ACL", "DRYRUN", "gateway"}, cmd...)...)
+		if out == "OK" {
+			t.Errorf("the gateway user may run %v", cmd)
+		}
+	}
+	if out := srv.Do(t, "ACL", "DRYRUN", "gateway", "GET", "{scoregate}:gen"); out != "OK" { // the check has teeth
+		t.Errorf("the gateway user may not read its own keys: %s", out)
 	}
 }

@@ -309,6 +309,10 @@ func (t *Tokens) mint(p Principal, service string, svc *tokenService) (TokenResp
 	exp := now.Add(svc.lifetime)
 	jti := make([]byte, 16)
 	rand.Read(jti)
+	pid := t.principals.keyID(p.Name)
+	if pid == "" {
+		return TokenResponse{}, ErrPrincipalUnknown
+	}
 	claims := ownClaims{
 		RegisteredClaims: jwt.RegisteredClaims{
 			Issuer:    t.cfg.Issuer,
@@ -319,7 +323,7 @@ func (t *Tokens) mint(p Principal, service string, svc *tokenService) (TokenResp
 			ExpiresAt: jwt.NewNumericDate(exp),
 			ID:        base64.RawURLEncoding.EncodeToString(jti),
 		},
-		PID: t.principals.keyID(p.Name),
+		PID: pid,
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, claims)
 	tok.Header["kid"] = ks.active.rec.KID
