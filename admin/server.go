@@ -27,6 +27,7 @@ type Server struct {
 	tokens     *authn.Tokens
 	activity   *authn.ActivityLog
 	ready      func() (bool, string)
+	metrics    http.Handler
 	log        *slog.Logger
 	draining   atomic.Bool
 	srv        *http.Server
@@ -40,6 +41,8 @@ type Deps struct {
 	Activity   *authn.ActivityLog
 	// Ready, if set, reports whether the gateway can decide requests, and why not.
 	Ready func() (bool, string)
+	// Metrics, if set, serves GET /metrics (Prometheus text, no credential needed).
+	Metrics http.Handler
 	Log   *slog.Logger
 }
 
@@ -50,7 +53,7 @@ func New(cfg *config.Config, d Deps) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, log: log}
+	s := &Server{cfg: cfg, keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, metrics: d.Metrics, log: log}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -68,6 +71,9 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", s.livez)
 	mux.HandleFunc("GET /readyz", s.readyz)
+	if s.metrics != nil {
+		mux.Handle("GET /metrics", s.metrics)
+	}
 	mux.Handle("GET /v1/services", s.authed(authn.ServicesRead, authn.OpServicesRead, s.listServices))
 	mux.Handle("GET /v1/services/{name}/keys", s.authed(authn.ServicesRead, authn.OpServicesRead, s.listKeys))
 	mux.Handle("POST /v1/services/{name}/keys/{slot}/regenerate", s.authed(authn.KeysRegenerate, authn.OpKeyRegenerate, s.regenerateKey))

@@ -21,6 +21,8 @@ type Config struct {
 	Server Server `yaml:"server"`
 	// Log configures the gateway's own log on stderr.
 	Log Log `yaml:"log"`
+	// Telemetry configures request spans, metrics and the access log.
+	Telemetry Telemetry `yaml:"telemetry"`
 	// Tokens configures the tokens the gateway mints and checks for token-mode services.
 	Tokens Tokens `yaml:"tokens"`
 	// Roles are custom roles, each a named list of permissions, beside the built-in owner,
@@ -29,6 +31,35 @@ type Config struct {
 	// Services are the models the gateway fronts. At least one is required.
 	Services []Service `yaml:"services"`
 }
+
+// Telemetry configures what the gateway records of each request. Spans go to OTLP when the
+// standard OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, unless
+// OTEL_TRACES_EXPORTER is "none"; the OTEL_* variables also set protocol, headers, sampler and
+// service name.
+type Telemetry struct {
+	// TracesFile, when set, also writes every sampled span as one JSON object a line to this
+	// file, for local inspection. Default "" (none).
+	TracesFile string `yaml:"traces_file"`
+	// QueueSize bounds the requests waiting to be recorded; past it a request's span is dropped
+	// (and counted), never waited for. Default 16384.
+	QueueSize int `yaml:"queue_size"`
+	// AccessLog writes one JSON line per request to stderr. Default false.
+	AccessLog bool `yaml:"access_log"`
+	// AccessLogSample is the fraction of requests the access log keeps, from 0 to 1; every
+	// request answered 5xx is kept. Default 1.
+	AccessLogSample float64 `yaml:"access_log_sample"`
+	// HighBusinessImpact (after Azure ML's hbi_workspace) also keeps the user agent, the client
+	// address and query strings out of spans and logs. Default false.
+	HighBusinessImpact bool `yaml:"high_business_impact"`
+	// RedactQueryParams are query parameters whose values are recorded as REDACTED (names are
+	// matched without regard to case). Default: key, api-key, api_key, apikey, subscription-key,
+	// code, token, access_token, id_token, refresh_token, sig, signature, password, secret.
+	RedactQueryParams []string `yaml:"redact_query_params"`
+}
+
+// DefaultRedactQueryParams are the query parameters redacted when none are configured.
+var DefaultRedactQueryParams = []string{"key", "api-key", "api_key", "apikey", "subscription-key", "code", "token",
+	"access_token", "id_token", "refresh_token", "sig", "signature", "password", "secret"}
 
 // Tokens configures token issuance and validation.
 type Tokens struct {
@@ -253,6 +284,7 @@ const (
 	DefaultRedisTimeout        = 250 * time.Millisecond
 	DefaultStalenessBound      = 5 * time.Second
 	DefaultResyncInterval      = time.Second
+	DefaultTelemetryQueue      = 16384
 	DefaultLogLevel            = "info"
 	DefaultLogFormat           = "json"
 )
@@ -277,6 +309,13 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&s.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
+	setDefault(&c.Telemetry.QueueSize, DefaultTelemetryQueue)
+	if c.Telemetry.AccessLogSample == 0 {
+		c.Telemetry.AccessLogSample = 1
+	}
+	if c.Telemetry.RedactQueryParams == nil {
+		c.Telemetry.RedactQueryParams = DefaultRedactQueryParams
+	}
 	t := &c.Tokens
 	setDefault(&t.Issuer, DefaultTokenIssuer)
 	setDefault(&t.Lifetime, DefaultTokenLifetime)

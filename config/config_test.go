@@ -42,6 +42,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			ShutdownTimeout:  15 * time.Second,
 		},
 		Log: Log{Level: "info", Format: "json"},
+		Telemetry: Telemetry{QueueSize: 16384, AccessLogSample: 1, RedactQueryParams: DefaultRedactQueryParams},
 		Tokens: Tokens{
 			Issuer:       "scoregate",
 			Lifetime:     time.Hour,

@@ -222,6 +222,8 @@ func typeName(t reflect.Type) string {
 		return "a whole number"
 	case t.Kind() == reflect.String:
 		return "a string"
+	case t.Kind() == reflect.Float64:
+		return "a number"
 	}
 	return "a " + t.String()
 }
@@ -282,6 +284,12 @@ func setFromString(v reflect.Value, s string) error {
 			return errors.New("out of range")
 		}
 		v.SetInt(n)
+	case v.Kind() == reflect.Float64:
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return err
+		}
+		v.SetFloat(f)
 	case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String:
 		var items []string
 		for item := range strings.SplitSeq(s, ",") {

@@ -113,6 +113,12 @@ func (c *Config) Validate() error {
 		add("log.format", "%q is not one of json, text", c.Log.Format)
 	}
 
+	tel := c.Telemetry
+	positive("telemetry.queue_size", tel.QueueSize > 0)
+	if tel.AccessLogSample < 0 || tel.AccessLogSample > 1 {
+		add("telemetry.access_log_sample", "must be between 0 and 1, not %g", tel.AccessLogSample)
+	}
+
 	t := c.Tokens
 	if t.Issuer == "" || !printable(t.Issuer) {
 		add("tokens.issuer", "must be printable text")

@@ -13,8 +13,10 @@ import (
 // message, rendered once into the JSON body of the contract. Cause holds the detail that is only
 // logged, never sent.
 type Error struct {
-	Status  int
-	Code    string
+	Status int
+	Code   string
+	// Reason is the low-cardinality outcome code recorded in telemetry ("invalid_credential").
+	Reason  string
 	Message string
 	// WWWAuthenticate, when set, is sent as the WWW-Authenticate header.
 	WWWAuthenticate string
@@ -44,8 +46,8 @@ func (e *Error) withCause(cause error) *Error {
 	return &c
 }
 
-func newError(status int, code, message string) *Error {
-	e := &Error{Status: status, Code: code, Message: message}
+func newError(status int, code, reason, message string) *Error {
+	e := &Error{Status: status, Code: code, Reason: reason, Message: message}
 	type body struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
@@ -60,23 +62,23 @@ const bearerRealm = `Bearer realm="scoregate"`
 
 // The errors of the data plane. Messages never say which part of a credential failed.
 var (
-	errBadRequest       = newError(fasthttp.StatusBadRequest, "BadRequest", "the request could not be parsed")
-	errBadFraming       = withClose(newError(fasthttp.StatusBadRequest, "BadRequest", "the request could not be parsed"))
-	errBadPath          = newError(fasthttp.StatusBadRequest, "BadRequest", "the request path is not valid")
-	errMultipleCreds    = newError(fasthttp.StatusBadRequest, "BadRequest", "send exactly one credential, in one Authorization header")
-	errMissingCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "a valid credential is required"), bearerRealm)
-	errInvalidCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "a valid credential is required"), bearerRealm+`, error="invalid_token"`)
-	errForbidden        = newError(fasthttp.StatusForbidden, "Forbidden", "the caller's role does not allow this")
-	errNotFound         = newError(fasthttp.StatusNotFound, "NotFound", "no service is published at this path")
-	errRequestTimeout   = newError(fasthttp.StatusRequestTimeout, "RequestTimeout", "the request was not received in time")
-	errBodyTooLarge     = newError(fasthttp.StatusRequestEntityTooLarge, "PayloadTooLarge", "the request body is larger than this service accepts")
-	errHeadersTooLarge  = newError(fasthttp.StatusRequestHeaderFieldsTooLarge, "RequestHeaderFieldsTooLarge", "the request headers are too large")
-	errInternal         = newError(fasthttp.StatusInternalServerError, "InternalError", "the gateway failed to handle the request")
-	errBadGateway       = newError(fasthttp.StatusBadGateway, "BadGateway", "the model could not be reached or gave an invalid answer")
-	errUpstreamBusy     = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the model is at capacity; retry later"), 1)
-	errUndecidable      = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "the gateway cannot check credentials right now; retry later"), 2)
-	errGatewayTimeout   = newError(fasthttp.StatusGatewayTimeout, "GatewayTimeout", "the model did not answer in time")
-	errMethodNotAllowed = newError(fasthttp.StatusBadRequest, "BadRequest", "the request method is not supported")
+	errBadRequest       = newError(fasthttp.StatusBadRequest, "BadRequest", "bad_request", "the request could not be parsed")
+	errBadFraming       = withClose(newError(fasthttp.StatusBadRequest, "BadRequest", "bad_request", "the request could not be parsed"))
+	errBadPath          = newError(fasthttp.StatusBadRequest, "BadRequest", "bad_path", "the request path is not valid")
+	errMultipleCreds    = newError(fasthttp.StatusBadRequest, "BadRequest", "multiple_credentials", "send exactly one credential, in one Authorization header")
+	errMissingCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "missing_credential", "a valid credential is required"), bearerRealm)
+	errInvalidCred      = withAuth(newError(fasthttp.StatusUnauthorized, "Unauthorized", "invalid_credential", "a valid credential is required"), bearerRealm+`, error="invalid_token"`)
+	errForbidden        = newError(fasthttp.StatusForbidden, "Forbidden", "forbidden", "the caller's role does not allow this")
+	errNotFound         = newError(fasthttp.StatusNotFound, "NotFound", "not_found", "no service is published at this path")
+	errRequestTimeout   = newError(fasthttp.StatusRequestTimeout, "RequestTimeout", "request_timeout", "the request was not received in time")
+	errBodyTooLarge     = newError(fasthttp.StatusRequestEntityTooLarge, "PayloadTooLarge", "payload_too_large", "the request body is larger than this service accepts")
+	errHeadersTooLarge  = newError(fasthttp.StatusRequestHeaderFieldsTooLarge, "RequestHeaderFieldsTooLarge", "headers_too_large", "the request headers are too large")
+	errInternal         = newError(fasthttp.StatusInternalServerError, "InternalError", "internal", "the gateway failed to handle the request")
+	errBadGateway       = newError(fasthttp.StatusBadGateway, "BadGateway", "upstream_error", "the model could not be reached or gave an invalid answer")
+	errUpstreamBusy     = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "upstream_busy", "the model is at capacity; retry later"), 1)
+	errUndecidable      = withRetry(newError(fasthttp.StatusServiceUnavailable, "ServiceUnavailable", "undecidable", "the gateway cannot check credentials right now; retry later"), 2)
+	errGatewayTimeout   = newError(fasthttp.StatusGatewayTimeout, "GatewayTimeout", "upstream_timeout", "the model did not answer in time")
+	errMethodNotAllowed = newError(fasthttp.StatusBadRequest, "BadRequest", "bad_request", "the request method is not supported")
 )
 
 func withAuth(e *Error, challenge string) *Error {
@@ -117,7 +119,7 @@ func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	body := e.body
 	if body == nil { // an *Error built outside this file
-		body = newError(e.Status, e.Code, e.Message).body
+		body = newError(e.Status, e.Code, e.Reason, e.Message).body
 	}
 	resp.SetBodyRaw(body)
 	if e.Status >= 500 && e.Cause != nil {

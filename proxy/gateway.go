@@ -19,6 +19,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/telemetry"
 )
 
 // Authenticator decides whether a request's credential is good for a service, and mints tokens
@@ -37,10 +38,19 @@ type Gateway struct {
 	scheme         string
 	server         *fasthttp.Server
 	draining       atomic.Bool
+	tel            *telemetry.Telemetry
 }
 
+// Option adds to a Gateway.
+type Option func(*Gateway)
+
+// WithTelemetry records every request with t: a span, metrics and an access-log line, and W3C
+// trace context passed on to the model. Without it the gateway records nothing and forwards
+// trace headers untouched.
+func WithTelemetry(t *telemetry.Telemetry) Option { return func(g *Gateway) { g.tel = t } }
+
 // New builds a Gateway for cfg, with one connection pool per upstream. cfg must be valid.
-func New(cfg *config.Config, auth Authenticator, log *slog.Logger) (*Gateway, error) {
+func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Option) (*Gateway, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -49,6 +59,9 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger) (*Gateway, er
 		auth:     auth,
 		log:      log,
 		scheme:   "http",
+	}
+	for _, o := range opts {
+		o(g)
 	}
 	for _, p := range cfg.Server.TrustedProxies {
 		prefix, err := config.ParsePrefix(p)
@@ -119,13 +132,50 @@ func (g *Gateway) Handler() fasthttp.RequestHandler { return g.serve }
 func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	var idBuf [requestIDMaxLen]byte
 	id := requestID(&ctx.Request.Header, idBuf[:0])
-	if err := g.handle(ctx, id); err != nil {
+	rec := g.begin(ctx, id)
+	if err := g.handle(ctx, id, rec); err != nil {
 		g.writeError(ctx, err)
+		if rec != nil {
+			rec.Reason = reasonOf(err)
+		}
 	}
-	g.finish(ctx, id)
+	g.finish(ctx, id, rec)
+	if rec != nil {
+		rec.End(ctx.Response.StatusCode())
+	}
 }
 
-func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte) error {
+// begin opens the request's telemetry record (nil without telemetry), before anything changes
+// the request.
+func (g *Gateway) begin(ctx *fasthttp.RequestCtx, id []byte) *telemetry.Record {
+	if g.tel == nil {
+		return nil
+	}
+	rec := g.tel.Begin()
+	h := &ctx.Request.Header
+	var addr [64]byte
+	rec.SetRequest(h.Method(), h.RequestURI(), h.UserAgent(), h.Host(), peerAddr(ctx).AppendTo(addr[:0]),
+		h.Peek(headerTraceparent), h.Peek(headerTracestate))
+	rec.SetRequestID(id)
+	return rec
+}
+
+// W3C trace context headers.
+const (
+	headerTraceparent   = "Traceparent"
+	headerTracestate    = "Tracestate"
+	headerTraceresponse = "Traceresponse"
+)
+
+func reasonOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Reason != "" {
+		return e.Reason
+	}
+	return "internal"
+}
+
+func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Record) error {
 	if err := checkRequestHeader(&ctx.Request.Header); err != nil {
 		return err
 	}
@@ -133,13 +183,16 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte) error {
 	if err != nil {
 		return err
 	}
+	if rec != nil {
+		rec.Service, rec.Auth = svc.name, svc.auth
+	}
 	if svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward) {
 		return g.mintToken(ctx, svc)
 	}
 	if err := g.authenticate(ctx, svc); err != nil {
 		return err
 	}
-	return g.forward(ctx, svc, forward, id)
+	return g.forward(ctx, svc, forward, id, rec)
 }
 
 // route finds the service of the request and the target to forward to the model.
@@ -220,7 +273,7 @@ func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
 
 // forward sends the request to one of the service's upstreams and puts the model's answer in the
 // response. The client's request is reused as the outbound one (no copy of the body).
-func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []byte) error {
+func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []byte, rec *telemetry.Record) error {
 	up := svc.pick()
 	req := &ctx.Request
 	var xffBuf [128]byte
@@ -232,19 +285,37 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	req.SetRequestURIBytes(target)
 	req.Header.SetHost(up.host)
 	req.URI().SetScheme(up.scheme)
-
-	if err := up.client.DoTimeout(req, &ctx.Response, svc.timeout); err != nil {
+	if rec != nil {
+		// The model sees the gateway's span as its parent.
+		var tp [55]byte
+		req.Header.SetBytesV(headerTraceparent, rec.AppendTraceparent(tp[:0]))
+		if rec.Tracestate() == nil {
+			req.Header.Del(headerTracestate) // it belonged to a traceparent that was not valid
+		}
+		rec.Upstream = up.host
+		rec.UpstreamStart()
+	}
+	err := up.client.DoTimeout(req, &ctx.Response, svc.timeout)
+	if rec != nil {
+		rec.UpstreamEnd()
+	}
+	if err != nil {
 		return upstreamError(err)
 	}
 	cleanResponse(&ctx.Response.Header)
 	return nil
 }
 
-// finish sets the headers every response carries.
-func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte) {
+// finish sets the headers every response carries: the request id under both names, the client's
+// request id echoed, and (with telemetry) the trace as a W3C traceresponse.
+func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Record) {
 	h := &ctx.Response.Header
 	h.SetBytesV(HeaderRequestID, id)
 	h.SetBytesV(HeaderMSRequestID, id)
+	if rec != nil {
+		var tp [55]byte
+		h.SetBytesV(headerTraceresponse, rec.AppendTraceparent(tp[:0]))
+	}
 	if v := ctx.Request.Header.Peek(HeaderClientRequestID); len(v) > 0 && validRequestID(v) {
 		h.SetBytesV(HeaderClientRequestID, v)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/proxy"
+	"github.com/scoregate/scoregate/telemetry"
 )
 
 func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
@@ -172,7 +173,16 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 			return false, fmt.Sprintf("shared state is %s old (bound %s): %s", replica.Age().Round(time.Millisecond), cfg.Store.StalenessBound, replica.Problem())
 		}
 	}
-	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log)
+	var stateAge func() time.Duration
+	if replica != nil {
+		stateAge = replica.Age
+	}
+	tel, err := telemetry.New(ctx, cfg, telemetry.Options{Log: log, StateAge: stateAge})
+	if err != nil {
+		return err
+	}
+	deps.Metrics = tel.MetricsHandler()
+	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log, proxy.WithTelemetry(tel))
 	if err != nil {
 		return err
 	}
@@ -231,6 +241,9 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 	defer cancel()
 	if err := gw.Shutdown(sctx); err != nil {
 		log.Warn("data plane did not drain in time; open connections were closed", "err", err)
+	}
+	if err := tel.Shutdown(sctx); err != nil {
+		log.Warn("flushing telemetry", "err", err)
 	}
 	if err := adm.Shutdown(sctx); err != nil {
 		log.Warn("admin API did not stop in time", "err", err)

@@ -1,0 +1,108 @@
+package telemetry
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+)
+
+// metrics are the gateway's Prometheus metrics, recorded by the background recorder. No label
+// carries a credential, a client address or anything else a client chooses freely: methods are
+// folded to the standard ones, services are the configured names.
+type metrics struct {
+	handler    http.Handler
+	duration   metric.Float64Histogram
+	upstream   metric.Float64Histogram
+	rejections metric.Int64Counter
+}
+
+func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
+	reg := prometheus.NewRegistry()
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return nil, fmt.Errorf("starting the Prometheus exporter: %w", err)
+	}
+	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(t.resource))
+	meter := provider.Meter("github.com/scoregate/scoregate/telemetry")
+	m := &metrics{handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	buckets := metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+	if m.duration, err = meter.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time to answer a data-plane request."), buckets); err != nil {
+		return nil, err
+	}
+	if m.upstream, err = meter.Float64Histogram("scoregate.upstream.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time the model took to answer."), buckets); err != nil {
+		return nil, err
+	}
+	if m.rejections, err = meter.Int64Counter("scoregate.auth.rejections",
+		metric.WithDescription("Requests refused by authentication or authorization, by reason.")); err != nil {
+		return nil, err
+	}
+	_, err = meter.Int64ObservableGauge("http.server.active_requests",
+		metric.WithDescription("Data-plane requests in flight."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(t.inflight.Load())
+			return nil
+		}))
+	if err != nil {
+		return nil, err
+	}
+	_, err = meter.Int64ObservableCounter("scoregate.telemetry.dropped_spans",
+		metric.WithDescription("Spans dropped because the recorder was behind or an export failed."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(t.dropped.Load())
+			return nil
+		}))
+	if err != nil {
+		return nil, err
+	}
+	_, err = meter.Float64ObservableGauge("scoregate.shared_state.age", metric.WithUnit("s"),
+		metric.WithDescription("How old this instance's copy of the revocation and key state is (0 with the embedded store)."),
+		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+			if stateAge != nil {
+				o.Observe(stateAge().Seconds())
+			} else {
+				o.Observe(0)
+			}
+			return nil
+		}))
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// authReasons are the outcomes counted as authentication or authorization rejections.
+var authReasons = map[string]bool{
+	"missing_credential": true, "invalid_credential": true, "multiple_credentials": true,
+	"forbidden": true, "undecidable": true,
+}
+
+func (m *metrics) record(r *Record) {
+	ctx := context.Background()
+	class := "other"
+	if c := r.status/100 - 1; c >= 0 && c < len(statusClasses) {
+		class = statusClasses[c]
+	}
+	service := r.Service
+	m.duration.Record(ctx, r.duration.Seconds(), metric.WithAttributes(
+		attribute.String("http.request.method", normalMethod(r.method)),
+		attribute.String("http.response.status_class", class),
+		attribute.String("service", service)))
+	if r.Upstream != "" {
+		m.upstream.Record(ctx, r.upstreamDur.Seconds(), metric.WithAttributes(attribute.String("service", service)))
+	}
+	if authReasons[r.Reason] {
+		m.rejections.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", r.Reason), attribute.String("service", service)))
+	}
+}

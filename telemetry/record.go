@@ -1,0 +1,157 @@
+package telemetry
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+)
+
+// Record is what the gateway notes of one request while it handles it. The request path fills it
+// with plain values (bytes are copied into buffers the Record owns and reuses), then End hands it
+// to the background recorder, which turns it into a span, metrics and an access-log line. A
+// Record must not be touched after End.
+type Record struct {
+	t     *Telemetry
+	start time.Time
+
+	method, target, userAgent, host, client, requestID, tracestate []byte
+
+	traceID   [16]byte
+	spanID    [8]byte
+	parentID  [8]byte
+	hasParent bool
+	sampled   bool
+
+	// Service is the service's name ("" when no service matched). Static strings only.
+	Service string
+	// Auth is the service's auth mode.
+	Auth string
+	// Reason is a low-cardinality outcome code: "ok", or why the request was refused or failed.
+	Reason string
+	// Upstream is the model's host:port, when the request was forwarded.
+	Upstream string
+
+	upstreamStart time.Time
+	upstreamDur   time.Duration
+	status        int
+	duration      time.Duration
+}
+
+// SetRequest copies what the request says of itself. traceparent and tracestate are the incoming
+// W3C trace-context headers (nil when absent): a valid traceparent makes this request's span its
+// child and decides sampling when it is parent-based.
+func (r *Record) SetRequest(method, target, userAgent, host, client, traceparent, tracestate []byte) {
+	r.method = append(r.method[:0], method...)
+	r.target = append(r.target[:0], target...)
+	r.userAgent = append(r.userAgent[:0], userAgent...)
+	r.host = append(r.host[:0], host...)
+	r.client = append(r.client[:0], client...)
+	r.tracestate = r.tracestate[:0]
+	r.hasParent = false
+	parentSampled := false
+	if tid, pid, flags, ok := parseTraceparent(traceparent); ok {
+		r.traceID, r.parentID, r.hasParent = tid, pid, true
+		parentSampled = flags&1 == 1
+		r.tracestate = append(r.tracestate, tracestate...)
+	} else {
+		rand.Read(r.traceID[:])
+	}
+	rand.Read(r.spanID[:])
+	r.sampled = r.t.sampler.sample(r.traceID, r.hasParent, parentSampled)
+}
+
+// SetRequestID records the request id the response carries.
+func (r *Record) SetRequestID(id []byte) { r.requestID = append(r.requestID[:0], id...) }
+
+// AppendTraceparent appends the traceparent to send to the model: this request's trace, with the
+// gateway's span as the parent.
+func (r *Record) AppendTraceparent(dst []byte) []byte {
+	dst = append(dst, "00-"...)
+	dst = hex.AppendEncode(dst, r.traceID[:])
+	dst = append(dst, '-')
+	dst = hex.AppendEncode(dst, r.spanID[:])
+	if r.sampled {
+		return append(dst, "-01"...)
+	}
+	return append(dst, "-00"...)
+}
+
+// Tracestate is the incoming tracestate, to forward unchanged (nil when there was no valid parent).
+func (r *Record) Tracestate() []byte { return r.tracestate }
+
+// AppendTraceID appends the trace id in hex, for the response.
+func (r *Record) AppendTraceID(dst []byte) []byte { return hex.AppendEncode(dst, r.traceID[:]) }
+
+// UpstreamStart marks the call to the model beginning.
+func (r *Record) UpstreamStart() { r.upstreamStart = time.Now() }
+
+// UpstreamEnd marks the call to the model over.
+func (r *Record) UpstreamEnd() {
+	if !r.upstreamStart.IsZero() {
+		r.upstreamDur = time.Since(r.upstreamStart)
+	}
+}
+
+// End closes the record with the response status and hands it to the recorder. It never blocks:
+// when the recorder is behind by queue_size requests, the record is dropped and counted.
+func (r *Record) End(status int) {
+	r.status = status
+	r.duration = time.Since(r.start)
+	if r.Reason == "" {
+		r.Reason = "ok"
+	}
+	t := r.t
+	t.inflight.Add(-1)
+	select {
+	case t.queue <- r:
+	default:
+		t.dropped.Add(1)
+		t.put(r)
+	}
+}
+
+// parseTraceparent reads a W3C traceparent "vv-<32 hex>-<16 hex>-<2 hex>": version 00 is exactly
+// that; a later version may add "-…" after it; version ff and all-zero ids are invalid.
+func parseTraceparent(v []byte) (tid [16]byte, pid [8]byte, flags byte, ok bool) {
+	if len(v) < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
+		return tid, pid, 0, false
+	}
+	var ver, f [1]byte
+	switch {
+	case !decodeHex(ver[:], v[0:2]) || ver[0] == 0xff:
+		return tid, pid, 0, false
+	case ver[0] == 0 && len(v) != 55, len(v) > 55 && v[55] != '-':
+		return tid, pid, 0, false
+	case !decodeHex(tid[:], v[3:35]) || !decodeHex(pid[:], v[36:52]) || !decodeHex(f[:], v[53:55]):
+		return tid, pid, 0, false
+	case tid == [16]byte{} || pid == [8]byte{}:
+		return tid, pid, 0, false
+	}
+	return tid, pid, f[0], true
+}
+
+// decodeHex decodes lowercase hex (as W3C requires) into dst.
+func decodeHex(dst, src []byte) bool {
+	if len(src) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, ok1 := hexValue(src[2*i])
+		lo, ok2 := hexValue(src[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func hexValue(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
+}

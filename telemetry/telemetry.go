@@ -1,0 +1,370 @@
+// Package telemetry records every data-plane request as an OpenTelemetry SERVER span carrying both
+// the HTTP semantic-convention attributes and the Application Insights request fields (HTTPMethod,
+// UserAgent, ComputeType, RequestUrl, StatusCode, RequestId, Duration), as Prometheus metrics and,
+// when enabled, as an access-log line. The request path only fills a pooled Record with plain
+// values and hands it over without blocking; spans, metrics and log lines are built in the
+// background. It redacts credentials and sensitive query values everywhere and never sees an
+// Authorization header. It knows nothing of HTTP servers or of business rules.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/scoregate/scoregate/config"
+)
+
+// Telemetry records requests.
+type Telemetry struct {
+	cfg         config.Telemetry
+	computeType string
+	scheme      string
+	redact      map[string]bool
+	sampler     sampler
+	resource    *resource.Resource
+	exporters   []sdktrace.SpanExporter
+	metrics     *metrics
+	accessLog   *slog.Logger
+	log         *slog.Logger
+
+	pool     sync.Pool
+	queue    chan *Record
+	inflight atomic.Int64
+	dropped  atomic.Int64
+	stop     chan struct{} // closed by Shutdown; the queue itself is never closed
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// Options are Telemetry's dependencies beyond the configuration.
+type Options struct {
+	// Log is the gateway's own log (exporter errors); AccessLog, when set, receives access-log
+	// lines (default: a JSON logger on stderr).
+	Log, AccessLog *slog.Logger
+	// Exporters replace the ones the environment and configuration choose (for tests).
+	Exporters []sdktrace.SpanExporter
+	// StateAge, when set, reports how old the shared-state copy is, for the metric.
+	StateAge func() time.Duration
+}
+
+// batchSize is how many spans are exported at once; flushInterval bounds how long one waits.
+const (
+	batchSize     = 512
+	flushInterval = time.Second
+)
+
+// New sets up exporters and metrics from cfg and the OTEL_* environment, and starts the
+// background recorder. Shutdown stops it.
+func New(ctx context.Context, cfg *config.Config, o Options) (*Telemetry, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	t := &Telemetry{
+		cfg:         cfg.Telemetry,
+		computeType: cfg.ComputeType,
+		scheme:      "http",
+		redact:      map[string]bool{},
+		log:         log,
+		queue:       make(chan *Record, cfg.Telemetry.QueueSize),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+	}
+	for _, p := range cfg.Telemetry.RedactQueryParams {
+		t.redact[strings.ToLower(p)] = true
+	}
+	t.pool.New = func() any { return &Record{t: t} }
+	var err error
+	if t.sampler, err = samplerFromEnv(os.Getenv); err != nil {
+		return nil, err
+	}
+	if t.resource, err = newResource(ctx); err != nil {
+		return nil, err
+	}
+	if o.Exporters != nil {
+		t.exporters = o.Exporters
+	} else if t.exporters, err = exportersFromEnv(ctx, cfg.Telemetry, os.Getenv); err != nil {
+		return nil, err
+	}
+	if t.metrics, err = newMetrics(t, o.StateAge); err != nil {
+		return nil, err
+	}
+	if cfg.Telemetry.AccessLog {
+		t.accessLog = o.AccessLog
+		if t.accessLog == nil {
+			t.accessLog = slog.New(slog.NewJSONHandler(os.Stderr, nil))
+		}
+	}
+	go t.run()
+	return t, nil
+}
+
+// MetricsHandler serves the Prometheus text exposition of the gateway's metrics.
+func (t *Telemetry) MetricsHandler() http.Handler { return t.metrics.handler }
+
+// Dropped counts spans dropped because the recorder was behind or an export failed.
+func (t *Telemetry) Dropped() int64 { return t.dropped.Load() }
+
+// Begin starts the record of one request.
+func (t *Telemetry) Begin() *Record {
+	r := t.pool.Get().(*Record)
+	r.start = time.Now()
+	t.inflight.Add(1)
+	return r
+}
+
+func (t *Telemetry) put(r *Record) {
+	r.Service, r.Auth, r.Reason, r.Upstream = "", "", "", ""
+	r.upstreamStart, r.upstreamDur = time.Time{}, 0
+	r.requestID = r.requestID[:0]
+	t.pool.Put(r)
+}
+
+// Shutdown records what is queued, flushes the exporters and stops them, within ctx.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	t.stopOnce.Do(func() { close(t.stop) })
+	select {
+	case <-t.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var errs []error
+	for _, e := range t.exporters {
+		errs = append(errs, e.Shutdown(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// run is the background recorder: metrics and access log for every record, spans in batches.
+func (t *Telemetry) run() {
+	defer close(t.done)
+	tick := time.NewTicker(flushInterval)
+	defer tick.Stop()
+	batch := make([]sdktrace.ReadOnlySpan, 0, batchSize)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		for _, e := range t.exporters {
+			if err := e.ExportSpans(ctx, batch); err != nil {
+				t.dropped.Add(int64(len(batch)))
+				t.log.Warn("exporting spans", "spans", len(batch), "err", err)
+			}
+		}
+		cancel()
+		clear(batch)
+		batch = batch[:0]
+	}
+	handle := func(r *Record) {
+		t.metrics.record(r)
+		if t.accessLog != nil {
+			t.logAccess(r)
+		}
+		if r.sampled && len(t.exporters) > 0 {
+			batch = append(batch, t.span(r))
+			if len(batch) == batchSize {
+				flush()
+			}
+		}
+		t.put(r)
+	}
+	for {
+		select {
+		case r := <-t.queue:
+			handle(r)
+		case <-tick.C:
+			flush()
+		case <-t.stop:
+			for { // what is queued now is recorded; later records stay unread
+				select {
+				case r := <-t.queue:
+					handle(r)
+				default:
+					flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+// Route is the low-cardinality route of every data-plane request.
+const Route = "/api/v1/service/{name}/{rest}"
+
+// span turns a record into a finished SERVER span.
+func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
+	method := normalMethod(r.method)
+	path, query := splitTarget(r.target)
+	query = t.redactQuery(query)
+	end := r.start.Add(r.duration)
+	host := string(r.host)
+	requestURL := t.scheme + "://" + host + path
+	if query != "" && !t.cfg.HighBusinessImpact {
+		requestURL += "?" + query
+	}
+	attrs := make([]attribute.KeyValue, 0, 24)
+	attrs = append(attrs,
+		attribute.String("http.request.method", method),
+		attribute.String("url.scheme", t.scheme),
+		attribute.String("url.path", path),
+		attribute.String("http.route", Route),
+		attribute.Int("http.response.status_code", r.status),
+		attribute.String("server.address", hostOnly(host)),
+		// The Application Insights request fields.
+		attribute.String("HTTPMethod", method),
+		attribute.String("ComputeType", t.computeType),
+		attribute.String("RequestUrl", requestURL),
+		attribute.String("StatusCode", strconv.Itoa(r.status)),
+		attribute.String("RequestId", string(r.requestID)),
+		attribute.Float64("Duration", float64(r.duration.Microseconds())/1000),
+		attribute.String("scoregate.service", r.Service),
+		attribute.String("scoregate.auth_mode", r.Auth),
+		attribute.String("scoregate.outcome", r.Reason),
+	)
+	if !t.cfg.HighBusinessImpact {
+		ua := string(r.userAgent)
+		attrs = append(attrs,
+			attribute.String("user_agent.original", ua),
+			attribute.String("UserAgent", ua),
+			attribute.String("client.address", string(r.client)),
+		)
+		if query != "" {
+			attrs = append(attrs, attribute.String("url.query", query))
+		}
+	}
+	if r.Upstream != "" {
+		attrs = append(attrs,
+			attribute.String("scoregate.upstream.address", r.Upstream),
+			attribute.Float64("scoregate.upstream.duration_ms", float64(r.upstreamDur.Microseconds())/1000))
+	}
+	flags := trace.TraceFlags(0)
+	if r.sampled {
+		flags = trace.FlagsSampled
+	}
+	ts, _ := trace.ParseTraceState(string(r.tracestate))
+	stub := tracetest.SpanStub{
+		Name:        method + " " + Route,
+		SpanContext: trace.NewSpanContext(trace.SpanContextConfig{TraceID: r.traceID, SpanID: r.spanID, TraceFlags: flags, TraceState: ts}),
+		SpanKind:    trace.SpanKindServer,
+		StartTime:   r.start,
+		EndTime:     end,
+		Attributes:  attrs,
+		Resource:    t.resource,
+		InstrumentationScope: instrumentation.Scope{
+			Name: "github.com/scoregate/scoregate/telemetry",
+		},
+	}
+	if r.hasParent {
+		stub.Parent = trace.NewSpanContext(trace.SpanContextConfig{TraceID: r.traceID, SpanID: r.parentID, TraceFlags: flags, Remote: true})
+	}
+	if r.status >= 500 {
+		stub.Status = sdktrace.Status{Code: codes.Error, Description: r.Reason}
+	}
+	return stub.Snapshot()
+}
+
+func (t *Telemetry) logAccess(r *Record) {
+	if r.status < 500 && t.cfg.AccessLogSample < 1 && rand.Float64() >= t.cfg.AccessLogSample {
+		return
+	}
+	path, query := splitTarget(r.target)
+	attrs := []slog.Attr{
+		slog.String("request_id", string(r.requestID)),
+		slog.String("trace_id", fmt.Sprintf("%x", r.traceID)),
+		slog.String("method", normalMethod(r.method)),
+		slog.String("path", path),
+		slog.Int("status", r.status),
+		slog.Float64("duration_ms", float64(r.duration.Microseconds())/1000),
+		slog.String("service", r.Service),
+		slog.String("outcome", r.Reason),
+		slog.String("compute_type", t.computeType),
+	}
+	if r.Upstream != "" {
+		attrs = append(attrs, slog.String("upstream", r.Upstream), slog.Float64("upstream_ms", float64(r.upstreamDur.Microseconds())/1000))
+	}
+	if !t.cfg.HighBusinessImpact {
+		if q := t.redactQuery(query); q != "" {
+			attrs = append(attrs, slog.String("query", q))
+		}
+		attrs = append(attrs, slog.String("client", string(r.client)), slog.String("user_agent", string(r.userAgent)))
+	}
+	t.accessLog.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+}
+
+// normalMethod keeps the standard methods and folds anything else into _OTHER, so a client cannot
+// grow the metrics' label values.
+func normalMethod(m []byte) string {
+	switch string(m) {
+	case "GET":
+		return "GET"
+	case "POST":
+		return "POST"
+	case "PUT":
+		return "PUT"
+	case "DELETE":
+		return "DELETE"
+	case "PATCH":
+		return "PATCH"
+	case "HEAD":
+		return "HEAD"
+	case "OPTIONS":
+		return "OPTIONS"
+	}
+	return "_OTHER"
+}
+
+func splitTarget(target []byte) (path, query string) {
+	s := string(target)
+	path, query, _ = strings.Cut(s, "?")
+	return path, query
+}
+
+func hostOnly(hostport string) string {
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.HasSuffix(hostport, "]") {
+		return hostport[:i]
+	}
+	return hostport
+}
+
+// redactQuery replaces the values of sensitive parameters with REDACTED, keeping the rest as sent.
+func (t *Telemetry) redactQuery(q string) string {
+	if q == "" {
+		return ""
+	}
+	parts := strings.Split(q, "&")
+	for i, p := range parts {
+		name, _, hasValue := strings.Cut(p, "=")
+		if t.redact[strings.ToLower(name)] || looksLikeCredential(p) {
+			if hasValue {
+				parts[i] = name + "=REDACTED"
+			} else {
+				parts[i] = "REDACTED"
+			}
+		}
+	}
+	return strings.Join(parts, "&")
+}
+
+// looksLikeCredential catches a scoregate key or a JWT in any query value, whatever its name.
+func looksLikeCredential(s string) bool {
+	return strings.Contains(s, "sgk_") || strings.Contains(s, "sgp_") || strings.Contains(s, "eyJ")
+}
