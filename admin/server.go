@@ -43,7 +43,7 @@ type Deps struct {
 	Ready func() (bool, string)
 	// Metrics, if set, serves GET /metrics (Prometheus text, no credential needed).
 	Metrics http.Handler
-	Log   *slog.Logger
+	Log     *slog.Logger
 }
 
 // New returns the admin API for cfg. Every /v1 call needs a principal's key, and the permission

@@ -41,7 +41,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			MaxResponseBytes: 64 << 20,
 			ShutdownTimeout:  15 * time.Second,
 		},
-		Log: Log{Level: "info", Format: "json"},
+		Log:       Log{Level: "info", Format: "json"},
 		Telemetry: Telemetry{QueueSize: 16384, AccessLogSample: 1, RedactQueryParams: DefaultRedactQueryParams},
 		Tokens: Tokens{
 			Issuer:       "scoregate",
