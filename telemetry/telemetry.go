@@ -240,6 +240,9 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 		attribute.String("scoregate.auth_mode", r.Auth),
 		attribute.String("scoregate.outcome", r.Reason),
 	)
+	if port := portOf(host); port > 0 {
+		attrs = append(attrs, attribute.Int("server.port", port))
+	}
 	if !t.cfg.HighBusinessImpact {
 		ua := string(r.userAgent)
 		attrs = append(attrs,
@@ -336,6 +339,14 @@ func splitTarget(target []byte) (path, query string) {
 	s := string(target)
 	path, query, _ = strings.Cut(s, "?")
 	return path, query
+}
+
+func portOf(hostport string) int {
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.HasSuffix(hostport, "]") {
+		n, _ := strconv.Atoi(hostport[i+1:])
+		return n
+	}
+	return 0
 }
 
 func hostOnly(hostport string) string {
