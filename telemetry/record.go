@@ -1,8 +1,9 @@
 package telemetry
 
 import (
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
+	"math/rand/v2"
 	"time"
 )
 
@@ -54,9 +55,10 @@ func (r *Record) SetRequest(method, target, userAgent, host, client, traceparent
 		parentSampled = flags&1 == 1
 		r.tracestate = append(r.tracestate, tracestate...)
 	} else {
-		rand.Read(r.traceID[:])
+		binary.LittleEndian.PutUint64(r.traceID[:8], rand.Uint64())
+		binary.LittleEndian.PutUint64(r.traceID[8:], rand.Uint64())
 	}
-	rand.Read(r.spanID[:])
+	binary.LittleEndian.PutUint64(r.spanID[:], rand.Uint64()|1) // never all zeros
 	r.sampled = r.t.sampler.sample(r.traceID, r.hasParent, parentSampled)
 }
 
