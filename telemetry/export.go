@@ -114,7 +114,7 @@ func samplerFromEnv(getenv func(string) string) (sampler, error) {
 		ratio := 1.0
 		if arg := getenv("OTEL_TRACES_SAMPLER_ARG"); arg != "" {
 			r, err := strconv.ParseFloat(arg, 64)
-			if err != nil || r < 0 || r > 1 {
+			if err != nil || !(r >= 0 && r <= 1) { // NaN too
 				return s, fmt.Errorf("OTEL_TRACES_SAMPLER_ARG %q: a ratio from 0 to 1", arg)
 			}
 			ratio = r

@@ -79,7 +79,12 @@ func (r *Record) AppendTraceparent(dst []byte) []byte {
 }
 
 // Tracestate is the incoming tracestate, to forward unchanged (nil when there was no valid parent).
-func (r *Record) Tracestate() []byte { return r.tracestate }
+func (r *Record) Tracestate() []byte {
+	if !r.hasParent {
+		return nil // r.tracestate is the reused buffer, empty but not nil
+	}
+	return r.tracestate
+}
 
 // AppendTraceID appends the trace id in hex, for the response.
 func (r *Record) AppendTraceID(dst []byte) []byte { return hex.AppendEncode(dst, r.traceID[:]) }
