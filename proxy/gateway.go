@@ -218,6 +218,12 @@ func (g *Gateway) route(ctx *fasthttp.RequestCtx) (*service, []byte, error) {
 // a credential anywhere else (query string, body, cookie) counts for nothing.
 func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, svc *service) error {
 	_, err := g.auth.Authenticate(svc.name, svc.auth, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
+	return authError(err)
+}
+
+// authError maps authn's answer onto the client's error: 401 without or with a bad credential,
+// 400 for two, 403 for a role without the permission, 503 when the gateway cannot decide.
+func authError(err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -246,20 +252,8 @@ func isTokenPath(target []byte) bool {
 // model.
 func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
 	resp, err := g.auth.MintToken(context.Background(), svc.name, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
-	switch {
-	case err == nil:
-	case errors.Is(err, authn.ErrNoCredential):
-		return errMissingCred
-	case errors.Is(err, authn.ErrMultipleCredentials):
-		return errMultipleCreds
-	case errors.Is(err, authn.ErrInvalidCredential):
-		return errInvalidCred
-	case errors.Is(err, authn.ErrForbidden):
-		return errForbidden
-	case errors.Is(err, authn.ErrUnavailable):
-		return errUndecidable
-	default:
-		return errInternal.withCause(err)
+	if err != nil {
+		return authError(err)
 	}
 	body, err := json.Marshal(resp)
 	if err != nil {
