@@ -227,6 +227,12 @@ func TestSharedStateRedisSentinel(t *testing.T) {
 // staleness bound, revocations made before stay enforced, then every decision is ErrUnavailable
 // (never ErrInvalidCredential for a good credential); when Redis is back the instance resumes.
 func TestRedisOutageWithinAndPastTheBound(t *testing.T) {
+	t.Run("stopped", func(t *testing.T) { redisOutage(t, false) })
+	// REV-08: a black hole (the port accepts, nothing answers) must not stall decisions.
+	t.Run("black-holed", func(t *testing.T) { redisOutage(t, true) })
+}
+
+func redisOutage(t *testing.T, blackHole bool) {
 	srv := redistest.Start(t, redistest.WithAOF())
 	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
 	cfg.Store.StalenessBound = 1500 * time.Millisecond
@@ -239,7 +245,11 @@ func TestRedisOutageWithinAndPastTheBound(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv.Stop(t)
+	if blackHole {
+		srv.Pause(t)
+	} else {
+		srv.Stop(t)
+	}
 	stoppedAt := time.Now()
 	sawUnavailable := false
 	for time.Since(stoppedAt) < 4*time.Second && !sawUnavailable {
@@ -263,7 +273,11 @@ func TestRedisOutageWithinAndPastTheBound(t *testing.T) {
 	if !sawUnavailable {
 		t.Fatal("the instance kept deciding past the staleness bound")
 	}
-	srv.Restart(t)
+	if blackHole {
+		srv.Resume(t)
+	} else {
+		srv.Restart(t)
+	}
 	eventually(t, 5*time.Second, "deciding again after Redis returned", func() bool { return a.checkKey(key) == nil })
 	if err := a.checkToken(revoked.AccessToken); !errors.Is(err, ErrInvalidCredential) {
 		t.Fatalf("revoked token after the outage: %v", err)
