@@ -330,25 +330,33 @@ func (g *Gateway) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConf
 	return fasthttp.RequestConfig{}
 }
 
-// serveParseError answers a request fasthttp could not read, before any handler ran.
+// serveParseError answers a request fasthttp could not read, before any handler ran, and records
+// it with whatever of the request was read.
 func (g *Gateway) serveParseError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
+	var e *Error
 	switch {
 	case errors.As(err, &small):
-		g.writeError(ctx, errHeadersTooLarge)
+		e = errHeadersTooLarge
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		g.writeError(ctx, errBodyTooLarge)
+		e = errBodyTooLarge
 	case errors.As(err, &netErr) && netErr.Timeout():
-		g.writeError(ctx, errRequestTimeout)
+		e = errRequestTimeout
 	default:
-		g.writeError(ctx, errBadRequest.withCause(err))
+		e = errBadRequest.withCause(err)
 	}
+	g.writeError(ctx, e)
 	var idBuf [requestIDMaxLen]byte
 	id := newRequestID(idBuf[:0])
 	h := &ctx.Response.Header
 	h.SetBytesV(HeaderRequestID, id)
 	h.SetBytesV(HeaderMSRequestID, id)
+	if g.tel != nil {
+		rec := g.begin(ctx, id)
+		rec.Reason = e.Reason
+		rec.End(ctx.Response.StatusCode())
+	}
 }
 
 // fasthttpLogger sends fasthttp's own messages to the gateway's log. fasthttp runs with
