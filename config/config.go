@@ -30,6 +30,10 @@ type Config struct {
 	Roles []Role `yaml:"roles"`
 	// Services are the models the gateway fronts. At least one is required.
 	Services []Service `yaml:"services"`
+
+	// present holds the paths the file or the environment set, for the few defaults whose zero
+	// value is meaningful. nil for a configuration built in code.
+	present map[string]bool
 }
 
 // Telemetry configures what the gateway records of each request. Spans go to OTLP when the
@@ -46,7 +50,7 @@ type Telemetry struct {
 	// AccessLog writes one JSON line per request to stderr. Default false.
 	AccessLog bool `yaml:"access_log"`
 	// AccessLogSample is the fraction of requests the access log keeps, from 0 to 1; every
-	// request answered 5xx is kept. Default 1.
+	// request answered 5xx is kept (so 0 keeps only those). Default 1.
 	AccessLogSample float64 `yaml:"access_log_sample"`
 	// HighBusinessImpact (after Azure ML's hbi_workspace) also keeps the user agent, the client
 	// address and query strings out of spans and logs. Default false.
@@ -310,8 +314,8 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
 	setDefault(&c.Telemetry.QueueSize, DefaultTelemetryQueue)
-	if c.Telemetry.AccessLogSample == 0 {
-		c.Telemetry.AccessLogSample = 1
+	if c.Telemetry.AccessLogSample == 0 && !c.present["telemetry.access_log_sample"] {
+		c.Telemetry.AccessLogSample = 1 // 0, when written, keeps only 5xx
 	}
 	if c.Telemetry.RedactQueryParams == nil {
 		c.Telemetry.RedactQueryParams = DefaultRedactQueryParams

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 func noEnv(string) (string, bool) { return "", false }
@@ -62,8 +63,24 @@ func TestContractMinimalConfig(t *testing.T) {
 			MaxConnsPerUpstream: 512,
 		}},
 	}
-	if diff := cmp.Diff(want, c); diff != "" {
+	if diff := cmp.Diff(want, c, cmpopts.IgnoreUnexported(Config{})); diff != "" {
 		t.Errorf("config (-want +got):\n%s", diff)
+	}
+}
+
+// A zero written in the file is kept where zero means something; left out, the default applies.
+func TestWrittenZeroIsKept(t *testing.T) {
+	c, err := Parse([]byte("telemetry:\n  access_log_sample: 0\n"+validBase()), noEnv)
+	if err != nil || c.Telemetry.AccessLogSample != 0 {
+		t.Fatalf("written 0: %v, %v", c.Telemetry.AccessLogSample, err)
+	}
+	c, _ = Parse([]byte(validBase()), noEnv)
+	if c.Telemetry.AccessLogSample != 1 {
+		t.Fatalf("left out: %v, want 1", c.Telemetry.AccessLogSample)
+	}
+	c, _ = Parse([]byte(validBase()), envOf(map[string]string{"GATEWAY_TELEMETRY_ACCESS_LOG_SAMPLE": "0"}))
+	if c.Telemetry.AccessLogSample != 0 {
+		t.Fatalf("0 from the environment: %v", c.Telemetry.AccessLogSample)
 	}
 }
 

@@ -91,15 +91,17 @@ func Parse(data []byte, lookupEnv func(string) (string, bool)) (*Config, error) 
 		return nil, Problems{{Path: "(file)", Message: "not valid YAML: " + strings.TrimPrefix(err.Error(), "yaml: ")}}
 	}
 	var probs Problems
-	checkNode(&root, reflect.TypeOf(Config{}), "", &probs)
+	present := map[string]bool{}
+	checkNode(&root, reflect.TypeOf(Config{}), "", &probs, present)
 	var c Config
 	if err := root.Decode(&c); err != nil {
 		// checkNode has dropped every field it could not decode; this is a safety net.
 		return nil, append(probs, Problem{Path: "(file)", Message: err.Error()})
 	}
 	if lookupEnv != nil {
-		applyEnv(reflect.ValueOf(&c).Elem(), "", lookupEnv, &probs)
+		applyEnv(reflect.ValueOf(&c).Elem(), "", lookupEnv, &probs, present)
 	}
+	c.present = present
 	c.ApplyDefaults()
 	if len(probs) > 0 {
 		return &c, probs
@@ -112,12 +114,12 @@ var durationType = reflect.TypeOf(time.Duration(0))
 // checkNode walks node against the Go type t and records unknown keys, duplicate keys and values
 // of the wrong type, each at its field path, so that one run reports all of them. It returns false
 // for a node that cannot be decoded into t; the caller drops it, so that the rest still decodes.
-func checkNode(node *yaml.Node, t reflect.Type, path string, probs *Problems) bool {
+func checkNode(node *yaml.Node, t reflect.Type, path string, probs *Problems, present map[string]bool) bool {
 	for node.Kind == yaml.AliasNode && node.Alias != nil {
 		node = node.Alias
 	}
 	if node.Kind == yaml.DocumentNode {
-		if len(node.Content) > 0 && !checkNode(node.Content[0], t, path, probs) {
+		if len(node.Content) > 0 && !checkNode(node.Content[0], t, path, probs, present) {
 			node.Content = nil
 		}
 		return true
@@ -150,8 +152,9 @@ func checkNode(node *yaml.Node, t reflect.Type, path string, probs *Problems) bo
 				*probs = append(*probs, Problem{Path: fpath, Message: fmt.Sprintf("unknown field (line %d)", k.Line)})
 			case seen[name]:
 				*probs = append(*probs, Problem{Path: fpath, Message: fmt.Sprintf("given twice (line %d)", k.Line)})
-			case checkNode(v, f.Type, fpath, probs):
+			case checkNode(v, f.Type, fpath, probs, present):
 				kept = append(kept, k, v)
+				present[fpath] = true
 			}
 			seen[name] = true
 		}
@@ -162,7 +165,7 @@ func checkNode(node *yaml.Node, t reflect.Type, path string, probs *Problems) bo
 			return false
 		}
 		for i, item := range node.Content {
-			if !checkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), probs) {
+			if !checkNode(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i), probs, present) {
 				// keep the indexes of the items after it: an empty item stands in
 				node.Content[i] = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!null"}
 			}
@@ -229,16 +232,19 @@ func typeName(t reflect.Type) string {
 }
 
 // applyEnv overrides leaf fields of v from GATEWAY_<PATH> variables.
-func applyEnv(v reflect.Value, path string, lookupEnv func(string) (string, bool), probs *Problems) {
+func applyEnv(v reflect.Value, path string, lookupEnv func(string) (string, bool), probs *Problems, present map[string]bool) {
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
 		name := yamlName(f)
+		if name == "" || name == "-" {
+			continue
+		}
 		fpath := join(path, name)
 		fv := v.Field(i)
 		switch {
 		case f.Type.Kind() == reflect.Struct && f.Type != durationType:
-			applyEnv(fv, fpath, lookupEnv, probs)
+			applyEnv(fv, fpath, lookupEnv, probs, present)
 			continue
 		case f.Type.Kind() == reflect.Slice && f.Type.Elem().Kind() != reflect.String:
 			continue // lists of structures (services) come from the file only
@@ -251,6 +257,7 @@ func applyEnv(v reflect.Value, path string, lookupEnv func(string) (string, bool
 		if err := setFromString(fv, s); err != nil {
 			*probs = append(*probs, Problem{Path: fpath, Message: fmt.Sprintf("from %s: %q is not %s", env, s, typeName(f.Type))})
 		}
+		present[fpath] = true
 	}
 }
 
