@@ -264,8 +264,17 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 		flags = trace.FlagsSampled
 	}
 	ts, _ := trace.ParseTraceState(string(r.tracestate))
+	name := method + " " + Route
+	if method == "_OTHER" { // semantic conventions: "HTTP" for a method outside the standard set
+		name = "HTTP " + Route
+		orig := r.method
+		if len(orig) > 32 {
+			orig = orig[:32]
+		}
+		attrs = append(attrs, attribute.String("http.request.method_original", string(orig)))
+	}
 	stub := tracetest.SpanStub{
-		Name:        method + " " + Route,
+		Name:        name,
 		SpanContext: trace.NewSpanContext(trace.SpanContextConfig{TraceID: r.traceID, SpanID: r.spanID, TraceFlags: flags, TraceState: ts}),
 		SpanKind:    trace.SpanKindServer,
 		StartTime:   r.start,

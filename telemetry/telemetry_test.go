@@ -291,13 +291,15 @@ func TestSpan(t *testing.T) {
 	}
 }
 
-// A "BREW" request is named and labelled _OTHER, so a client cannot invent span names.
+// A "BREW" request is named "HTTP …" and labelled _OTHER (its method kept as
+// http.request.method_original), so a client cannot invent span names.
 func TestSpanUnknownMethod(t *testing.T) {
 	tel, mem := newTel(t, nil, Options{})
 	do(tel, req{method: "BREW", target: "/api/v1/service/iris/score", host: "gw.test", id: "brew", status: 404})
 	shutdown(t, tel)
 	s := spansByID(t, mem.GetSpans())["brew"]
-	if s.Name != "_OTHER "+Route || attrs(s.Attributes)["http.request.method"] != "_OTHER" || attrs(s.Attributes)["HTTPMethod"] != "_OTHER" {
+	if s.Name != "HTTP "+Route || attrs(s.Attributes)["http.request.method"] != "_OTHER" || attrs(s.Attributes)["HTTPMethod"] != "_OTHER" ||
+		attrs(s.Attributes)["http.request.method_original"] != "BREW" {
 		t.Errorf("name %q, attributes %v; want the method folded to _OTHER", s.Name, s.Attributes)
 	}
 }
