@@ -22,7 +22,14 @@ type metrics struct {
 	duration   metric.Float64Histogram
 	upstream   metric.Float64Histogram
 	rejections metric.Int64Counter
+
+	// Attribute sets, made once per label combination (only the recorder goroutine uses them).
+	durationOpts  map[durationKey]metric.RecordOption
+	serviceOpts   map[string]metric.RecordOption
+	rejectionOpts map[[2]string]metric.AddOption
 }
+
+type durationKey struct{ method, class, service string }
 
 func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	reg := prometheus.NewRegistry()
@@ -32,7 +39,12 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	}
 	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(t.resource))
 	meter := provider.Meter("github.com/scoregate/scoregate/telemetry")
-	m := &metrics{handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{})}
+	m := &metrics{
+		handler:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
+		durationOpts:  map[durationKey]metric.RecordOption{},
+		serviceOpts:   map[string]metric.RecordOption{},
+		rejectionOpts: map[[2]string]metric.AddOption{},
+	}
 	buckets := metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 	if m.duration, err = meter.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
 		metric.WithDescription("Time to answer a data-plane request."), buckets); err != nil {
@@ -95,14 +107,31 @@ func (m *metrics) record(r *Record) {
 		class = statusClasses[c]
 	}
 	service := r.Service
-	m.duration.Record(ctx, r.duration.Seconds(), metric.WithAttributes(
-		attribute.String("http.request.method", normalMethod(r.method)),
-		attribute.String("http.response.status_class", class),
-		attribute.String("service", service)))
+	dk := durationKey{normalMethod(r.method), class, service}
+	dopt, ok := m.durationOpts[dk]
+	if !ok {
+		dopt = metric.WithAttributeSet(attribute.NewSet(
+			attribute.String("http.request.method", dk.method),
+			attribute.String("http.response.status_class", dk.class),
+			attribute.String("service", dk.service)))
+		m.durationOpts[dk] = dopt
+	}
+	m.duration.Record(ctx, r.duration.Seconds(), dopt)
 	if r.Upstream != "" {
-		m.upstream.Record(ctx, r.upstreamDur.Seconds(), metric.WithAttributes(attribute.String("service", service)))
+		sopt, ok := m.serviceOpts[service]
+		if !ok {
+			sopt = metric.WithAttributeSet(attribute.NewSet(attribute.String("service", service)))
+			m.serviceOpts[service] = sopt
+		}
+		m.upstream.Record(ctx, r.upstreamDur.Seconds(), sopt)
 	}
 	if authReasons[r.Reason] {
-		m.rejections.Add(ctx, 1, metric.WithAttributes(attribute.String("reason", r.Reason), attribute.String("service", service)))
+		rk := [2]string{r.Reason, service}
+		ropt, ok := m.rejectionOpts[rk]
+		if !ok {
+			ropt = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", rk[0]), attribute.String("service", rk[1])))
+			m.rejectionOpts[rk] = ropt
+		}
+		m.rejections.Add(ctx, 1, ropt)
 	}
 }
