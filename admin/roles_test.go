@@ -2,6 +2,7 @@ package admin
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +12,12 @@ import (
 )
 
 func callJSON(t *testing.T, hs *httptest.Server, method, path, key, body string) (int, string) {
+	t.Helper()
+	status, _, out := callWithHeaders(t, hs, method, path, key, body)
+	return status, out
+}
+
+func callWithHeaders(t *testing.T, hs *httptest.Server, method, path, key, body string) (int, http.Header, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, hs.URL+path, strings.NewReader(body))
 	if key != "" {
@@ -24,16 +31,11 @@ func callJSON(t *testing.T, hs *httptest.Server, method, path, key, body string)
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return resp.StatusCode, b.String()
+	return resp.StatusCode, resp.Header, string(b)
 }
 
 func createPrincipal(t *testing.T, hs *httptest.Server, name, role string) string {

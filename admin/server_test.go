@@ -68,25 +68,7 @@ func newTestEnv(t *testing.T) (*Server, *httptest.Server, *testEnv) {
 
 func call(t *testing.T, hs *httptest.Server, method, path, key string) (int, http.Header, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, hs.URL+path, nil)
-	if key != "" {
-		req.Header.Set("Authorization", "Bearer "+key)
-	}
-	resp, err := hs.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b strings.Builder
-	buf := make([]byte, 4096)
-	for {
-		n, err := resp.Body.Read(buf)
-		b.Write(buf[:n])
-		if err != nil {
-			break
-		}
-	}
-	return resp.StatusCode, resp.Header, b.String()
+	return callWithHeaders(t, hs, method, path, key, "")
 }
 
 func TestAdminRequiresTheOwnerKey(t *testing.T) {

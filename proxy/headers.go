@@ -233,18 +233,10 @@ func validHost(host []byte) bool {
 	return true
 }
 
+// hostChar is pathChar without ',' and '@', with '%', '[' and ']'.
 var hostChar = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range "-._~!$&'()*+;=%:[]" {
-		t[c] = true
-	}
+	t = pathChar
+	t[','], t['@'] = false, false
+	t['%'], t['['], t[']'] = true, true, true
 	return t
 }()
