@@ -13,7 +13,9 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -358,11 +360,12 @@ func portOf(hostport string) int {
 	return 0
 }
 
+// hostOnly is the host of a Host value, without port or IPv6 brackets.
 func hostOnly(hostport string) string {
-	if i := strings.LastIndexByte(hostport, ':'); i >= 0 && !strings.HasSuffix(hostport, "]") {
-		return hostport[:i]
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		return h
 	}
-	return hostport
+	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 }
 
 // redactQuery replaces the values of sensitive parameters with REDACTED, keeping the rest as sent.
@@ -373,7 +376,14 @@ func (t *Telemetry) redactQuery(q string) string {
 	parts := strings.Split(q, "&")
 	for i, p := range parts {
 		name, _, hasValue := strings.Cut(p, "=")
-		if t.redact[strings.ToLower(name)] || looksLikeCredential(p) {
+		plainName, plain := name, p // as the model's framework will read them
+		if u, err := url.QueryUnescape(name); err == nil {
+			plainName = u
+		}
+		if u, err := url.QueryUnescape(p); err == nil {
+			plain = u
+		}
+		if t.redact[strings.ToLower(plainName)] || looksLikeCredential(p) || looksLikeCredential(plain) {
 			if hasValue {
 				parts[i] = name + "=REDACTED"
 			} else {

@@ -1039,3 +1039,28 @@ func TestMetricsGolden(t *testing.T) {
 	}
 	checkEqual(t, golden+" (go test -run MetricsGolden -update rewrites it)", string(want), got)
 }
+
+func TestRedactionDecodesNames(t *testing.T) {
+	tel := &Telemetry{redact: map[string]bool{"key": true}}
+	for q, want := range map[string]string{
+		"ke%79=secret&x=1":         "ke%79=REDACTED&x=1",
+		"KEY=secret":               "KEY=REDACTED",
+		"v=sgk%5Fabc":              "v=REDACTED",
+		"v=%65yJhbGciOiJFZERTQSJ9": "v=REDACTED",
+		"x=1&y=2":                  "x=1&y=2",
+	} {
+		if got := tel.redactQuery(q); got != want {
+			t.Errorf("redactQuery(%q) = %q, want %q", q, got, want)
+		}
+	}
+}
+
+func TestHostOnly(t *testing.T) {
+	for in, want := range map[string]string{
+		"127.0.0.1:8080": "127.0.0.1", "example.com": "example.com", "[2001:db8::1]:443": "2001:db8::1", "[::1]": "::1",
+	} {
+		if got := hostOnly(in); got != want {
+			t.Errorf("hostOnly(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
