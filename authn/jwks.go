@@ -97,6 +97,12 @@ func (s *jwksSource) Key(ctx context.Context, kid string) (crypto.PublicKey, str
 	return nil, "", ErrUnknownKey
 }
 
+// Known reports whether kid is in the key set as last fetched, without fetching.
+func (s *jwksSource) Known(kid string) bool {
+	_, ok := (*s.keys.Load())[kid]
+	return ok
+}
+
 // fetch loads the key set. It does nothing (and returns false) when the last attempt, successful
 // or not, was under every ago.
 func (s *jwksSource) fetch(ctx context.Context, every time.Duration) bool {

@@ -241,6 +241,31 @@ func TestJWKSIssuerKeyRotation(t *testing.T) {
 	}
 }
 
+// A token of an external issuer, already checked and cached, stops working once the issuer's key
+// set no longer has its key.
+func TestJWKSCachedTokenDiesWithItsKey(t *testing.T) {
+	saved := jwksMinRefetch
+	jwksMinRefetch = 0
+	t.Cleanup(func() { jwksMinRefetch = saved })
+	keyA, keyB := newECKey(t, elliptic.P256()), newECKey(t, elliptic.P256())
+	srv := newJWKSServer(t, ecJWK("key-a", "sig", &keyA.PublicKey))
+	e, p := jwksEnv(t, srv, nil)
+	tokA := p.token(t, jwt.SigningMethodES256, keyA, "key-a", p.claims())
+	for i := 0; i < 2; i++ { // checked, then from the cache
+		if err := e.check("scoring", tokA); err != nil {
+			t.Fatalf("try %d: %v", i, err)
+		}
+	}
+	srv.serve(ecJWK("key-b", "sig", &keyB.PublicKey))
+	// A token of the new key makes the gateway fetch the set again (an unknown kid).
+	if err := e.check("scoring", p.token(t, jwt.SigningMethodES256, keyB, "key-b", p.claims())); err != nil {
+		t.Fatalf("token of the new key: %v", err)
+	}
+	if err := e.check("scoring", tokA); !errors.Is(err, ErrInvalidCredential) {
+		t.Fatalf("cached token of a withdrawn key: %v, want a refusal", err)
+	}
+}
+
 // When the issuer cannot be reached, the keys already fetched keep serving; the failing issuer
 // is retried in the background, but not hammered.
 func TestJWKSServedStaleWhileTheIssuerIsDown(t *testing.T) {

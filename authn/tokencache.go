@@ -27,6 +27,7 @@ type cachedToken struct {
 	pid          string
 	own          bool
 	revocationID string
+	keyKnown     func() bool // for an external issuer's token: whether its key is still published
 }
 
 var tokenCacheSeed = maphash.MakeSeed()

@@ -352,17 +352,19 @@ func (t *Tokens) Verify(service string, token []byte) (TokenClaims, error) {
 	}
 	now := t.now()
 	if e := t.cache.get(token); e != nil {
-		if e.service == service && now.Before(e.claims.ExpiresAt.Add(t.cfg.Leeway)) && !t.revoked.revoked(e.revocationID) {
+		if e.service == service && now.Before(e.claims.ExpiresAt.Add(t.cfg.Leeway)) && !t.revoked.revoked(e.revocationID) &&
+			(e.keyKnown == nil || e.keyKnown()) { // an external issuer may have withdrawn the key
 			if err := t.checkPrincipal(e.claims, e.pid, e.own); err == nil || errors.Is(err, ErrForbidden) {
 				return e.claims, err
 			}
 		}
 		// Not for this service, or no longer valid: check it afresh (and fail) below.
 	}
-	claims, pid, own, err := t.verify(service, token, now)
+	v, err := t.verify(service, token, now)
 	if err != nil {
 		return TokenClaims{}, err
 	}
+	claims, pid, own := v.claims, v.pid, v.own
 	revID := revocationID(claims.Issuer, claims.ID)
 	if t.revoked.revoked(revID) {
 		return TokenClaims{}, ErrInvalidCredential
@@ -371,7 +373,11 @@ func (t *Tokens) Verify(service string, token []byte) (TokenClaims, error) {
 	if err != nil && !errors.Is(err, ErrForbidden) {
 		return TokenClaims{}, err
 	}
-	t.cache.put(token, &cachedToken{service: service, claims: claims, pid: pid, own: own, revocationID: revID})
+	entry := &cachedToken{service: service, claims: claims, pid: pid, own: own, revocationID: revID}
+	if k, ok := v.keys.(interface{ Known(kid string) bool }); ok && !own {
+		entry.keyKnown = func() bool { return k.Known(v.kid) }
+	}
+	t.cache.put(token, entry)
 	return claims, err
 }
 
@@ -396,8 +402,17 @@ func (t *Tokens) checkPrincipal(c TokenClaims, pid string, own bool) error {
 var registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "pid"}
 
 // verify does the full, uncached check of a compact JWS.
-func (t *Tokens) verify(service string, token []byte, now time.Time) (TokenClaims, string, bool, error) {
-	fail := func() (TokenClaims, string, bool, error) { return TokenClaims{}, "", false, ErrInvalidCredential }
+// verified is what the full check of a token found.
+type verified struct {
+	claims TokenClaims
+	pid    string
+	own    bool      // minted by this gateway
+	kid    string    // the key that signed it
+	keys   KeySource // where that key came from
+}
+
+func (t *Tokens) verify(service string, token []byte, now time.Time) (verified, error) {
+	fail := func() (verified, error) { return verified{}, ErrInvalidCredential }
 	svc := t.services[service]
 	if svc == nil {
 		return fail()
@@ -508,14 +523,17 @@ func (t *Tokens) verify(service string, token []byte, now time.Time) (TokenClaim
 			return fail()
 		}
 	}
-	return TokenClaims{
-		Issuer:    c.Issuer,
-		Subject:   c.Subject,
-		Audience:  c.Audience,
-		ID:        c.ID,
-		IssuedAt:  c.IssuedAt.Time,
-		ExpiresAt: c.ExpiresAt.Time,
-	}, claims.PID, own, nil
+	return verified{
+		claims: TokenClaims{
+			Issuer:    c.Issuer,
+			Subject:   c.Subject,
+			Audience:  c.Audience,
+			ID:        c.ID,
+			IssuedAt:  c.IssuedAt.Time,
+			ExpiresAt: c.ExpiresAt.Time,
+		},
+		pid: claims.PID, own: own, kid: header.Kid, keys: keys,
+	}, nil
 }
 
 // cleanClaim refuses claim values that decoding made lossy (U+FFFD from invalid UTF-8 or lone
