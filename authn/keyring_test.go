@@ -299,7 +299,11 @@ func TestOwner(t *testing.T) {
 	if p, err := authn("Bearer " + key); err != nil || p.Name != OwnerName || !p.Can(PrincipalsManage) {
 		t.Errorf("the Owner key: %+v, %v", p, err)
 	}
-	if _, err := authn("Bearer " + key[:len(key)-1] + "x"); !errors.Is(err, ErrInvalidCredential) {
+	last := "x"
+	if strings.HasSuffix(key, "x") {
+		last = "y"
+	}
+	if _, err := authn("Bearer " + key[:len(key)-1] + last); !errors.Is(err, ErrInvalidCredential) {
 		t.Errorf("a wrong Owner key: %v", err)
 	}
 	if _, err := ps.Authenticate(nil); !errors.Is(err, ErrNoCredential) {
