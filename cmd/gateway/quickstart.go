@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"path/filepath"
+	"syscall"
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
@@ -59,7 +61,7 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 		key, err = keys.Regenerate(ctx, "demo", authn.SlotPrimary)
 		return err
 	}
-	return serve(ctx, cfg, log, hooks{prepare: prepare, ready: func(in *instance) error {
+	err = serve(ctx, cfg, log, hooks{prepare: prepare, ready: func(in *instance) error {
 		scoreURL := fmt.Sprintf("http://%s/api/v1/service/demo/score", in.dataAddr)
 		keyPath, _ := filepath.Abs(in.keyPath)
 		fmt.Fprintf(stdout, `scoregate quickstart is running.
@@ -78,4 +80,8 @@ Without the key the gateway answers 401. Ctrl-C stops everything.
 `, model.accuracy*100, modelLn.Addr(), scoreURL, key, in.adminAddr, keyPath, key, sampleExample, scoreURL)
 		return nil
 	}})
+	if errors.Is(err, syscall.EADDRINUSE) {
+		return fmt.Errorf("%w (choose free ports with -listen and -admin-listen)", err)
+	}
+	return err
 }

@@ -190,12 +190,12 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 
 	dataLn, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", cfg.Listen, err)
+		return fmt.Errorf("data plane (listen): %w", err)
 	}
 	adminLn, err := net.Listen("tcp", cfg.AdminListen)
 	if err != nil {
 		dataLn.Close()
-		return fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, err)
+		return fmt.Errorf("admin API (admin_listen): %w", err)
 	}
 
 	var wg sync.WaitGroup
