@@ -88,6 +88,7 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 		Handler:                      g.serve,
 		ErrorHandler:                 g.serveParseError,
 		HeaderReceived:               g.headerReceived,
+		ExpectHandler:                g.expect,
 		ReadTimeout:                  s.ReadTimeout,
 		WriteTimeout:                 s.WriteTimeout,
 		IdleTimeout:                  s.IdleTimeout,
@@ -316,6 +317,45 @@ func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	if g.draining.Load() {
 		h.SetConnectionClose()
 	}
+}
+
+// expect answers "Expect: 100-continue" before the body is read. A request that would be
+// refused anyway (bad path, unknown service, a body over the limit, a bad credential) gets its
+// error at once and the connection is closed, so the body is never read; anything else gets
+// 100 Continue and is then handled as usual.
+func (g *Gateway) expect(ctx *fasthttp.RequestCtx) int {
+	err := checkRequestHeader(&ctx.Request.Header)
+	var svc *service
+	var forward []byte
+	if err == nil {
+		svc, forward, err = g.route(ctx)
+	}
+	switch {
+	case err != nil:
+	case int64(ctx.Request.Header.ContentLength()) > svc.maxBody:
+		err = errBodyTooLarge
+	case svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward):
+		// the token endpoint checks the principal's key itself, once
+	default:
+		err = g.authenticate(ctx, svc)
+	}
+	if err == nil {
+		return fasthttp.StatusContinue
+	}
+	var idBuf [requestIDMaxLen]byte
+	id := requestID(&ctx.Request.Header, idBuf[:0])
+	rec := g.begin(ctx, id)
+	if rec != nil && svc != nil {
+		rec.Service, rec.Auth = svc.name, svc.auth
+	}
+	g.writeError(ctx, err)
+	g.finish(ctx, id, rec)
+	status := ctx.Response.StatusCode()
+	if rec != nil {
+		rec.Reason = reasonOf(err)
+		rec.End(status)
+	}
+	return status
 }
 
 // headerReceived sets the body limit of the request's service before the body is read.
