@@ -1021,82 +1021,6 @@ func TestREV05RevocationOutlivesTheToken(t *testing.T) {
 	}
 }
 
-// tokenCountingStore counts every call that reaches the store.
-type tokenCountingStore struct {
-	Store
-	calls atomic.Int64
-}
-
-func (s *tokenCountingStore) Secret(ctx context.Context) ([]byte, error) {
-	s.calls.Add(1)
-	return s.Store.Secret(ctx)
-}
-
-func (s *tokenCountingStore) Keys(ctx context.Context) ([]KeyRecord, error) {
-	s.calls.Add(1)
-	return s.Store.Keys(ctx)
-}
-
-func (s *tokenCountingStore) PutKey(ctx context.Context, r KeyRecord) error {
-	s.calls.Add(1)
-	return s.Store.PutKey(ctx, r)
-}
-
-func (s *tokenCountingStore) TouchKeys(ctx context.Context, u map[string]time.Time) error {
-	s.calls.Add(1)
-	return s.Store.TouchKeys(ctx, u)
-}
-
-func (s *tokenCountingStore) Principals(ctx context.Context) ([]PrincipalRecord, error) {
-	s.calls.Add(1)
-	return s.Store.Principals(ctx)
-}
-
-func (s *tokenCountingStore) PutPrincipal(ctx context.Context, r PrincipalRecord) error {
-	s.calls.Add(1)
-	return s.Store.PutPrincipal(ctx, r)
-}
-
-func (s *tokenCountingStore) DeletePrincipal(ctx context.Context, name string) error {
-	s.calls.Add(1)
-	return s.Store.DeletePrincipal(ctx, name)
-}
-
-func (s *tokenCountingStore) SigningKeys(ctx context.Context) ([]SigningKeyRecord, error) {
-	s.calls.Add(1)
-	return s.Store.SigningKeys(ctx)
-}
-
-func (s *tokenCountingStore) PutSigningKey(ctx context.Context, r SigningKeyRecord) error {
-	s.calls.Add(1)
-	return s.Store.PutSigningKey(ctx, r)
-}
-
-func (s *tokenCountingStore) DeleteSigningKey(ctx context.Context, kid string) error {
-	s.calls.Add(1)
-	return s.Store.DeleteSigningKey(ctx, kid)
-}
-
-func (s *tokenCountingStore) Revocations(ctx context.Context) ([]Revocation, error) {
-	s.calls.Add(1)
-	return s.Store.Revocations(ctx)
-}
-
-func (s *tokenCountingStore) PutRevocation(ctx context.Context, r Revocation) error {
-	s.calls.Add(1)
-	return s.Store.PutRevocation(ctx, r)
-}
-
-func (s *tokenCountingStore) AppendActivity(ctx context.Context, a Activity) error {
-	s.calls.Add(1)
-	return s.Store.AppendActivity(ctx, a)
-}
-
-func (s *tokenCountingStore) Activity(ctx context.Context, limit int) ([]Activity, error) {
-	s.calls.Add(1)
-	return s.Store.Activity(ctx, limit)
-}
-
 // REV-21 and JWT-10: checking tokens, good or bad, never reaches the store (every check is
 // answered from memory, so a flood of bad tokens cannot be amplified into store load), and
 // nothing of a refused token (kid, sub) is logged.
@@ -1111,7 +1035,7 @@ func TestREV21TokenChecksNeverReachTheStoreNorTheLog(t *testing.T) {
 		attack{"sub canary", f.token(t, f.header(), f.claims().set("sub", jstr(canary))), ErrInvalidCredential},
 		attack{"jti canary, expired", f.token(t, f.header(), f.claims().set("jti", jstr(canary)).set("exp", "1")), ErrInvalidCredential},
 	)
-	store := &tokenCountingStore{Store: e.store}
+	store := &countingStore{Store: e.store}
 	var logBuf syncBuffer
 	log := slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	tokens, err := NewTokens(context.Background(), e.cfg, store, e.principals, log, WithClock(e.clock))

@@ -131,27 +131,6 @@ func TestStoreInUse(t *testing.T) {
 	}
 }
 
-// countingStore counts calls that reach the store.
-type countingStore struct {
-	Store
-	calls atomic.Int64
-}
-
-func (c *countingStore) Keys(ctx context.Context) ([]KeyRecord, error) {
-	c.calls.Add(1)
-	return c.Store.Keys(ctx)
-}
-
-func (c *countingStore) PutKey(ctx context.Context, r KeyRecord) error {
-	c.calls.Add(1)
-	return c.Store.PutKey(ctx, r)
-}
-
-func (c *countingStore) TouchKeys(ctx context.Context, u map[string]time.Time) error {
-	c.calls.Add(1)
-	return c.Store.TouchKeys(ctx, u)
-}
-
 // KEY-03 / REV-21: checking a key, good or bad, never reaches the store.
 func TestVerifyNeverCallsTheStore(t *testing.T) {
 	bolt, err := OpenBolt(t.TempDir())
