@@ -1,25 +1,16 @@
 package authn
 
-import (
-	"hash/maphash"
-	"sync"
-	"time"
-)
+import "time"
 
 // tokenCache remembers tokens that passed the full check, keyed by their exact bytes, so that a
 // repeated token costs a map lookup. It is bounded; an entry is only a shortcut past the
 // signature and claim checks: expiry, revocation and the principal are checked on every hit.
 type tokenCache struct {
-	shards   [tokenCacheShards]tokenCacheShard
+	m        *shardedMap[*cachedToken]
 	perShard int
 }
 
 const tokenCacheShards = 32
-
-type tokenCacheShard struct {
-	mu sync.RWMutex
-	m  map[string]*cachedToken
-}
 
 type cachedToken struct {
 	service      string
@@ -30,30 +21,17 @@ type cachedToken struct {
 	keyKnown     func() bool // for an external issuer's token: whether its key is still published
 }
 
-var tokenCacheSeed = maphash.MakeSeed()
-
 func newTokenCache(entries int) *tokenCache {
-	c := &tokenCache{perShard: max(1, entries/tokenCacheShards)}
-	for i := range c.shards {
-		c.shards[i].m = map[string]*cachedToken{}
-	}
-	return c
-}
-
-func (c *tokenCache) shard(tok []byte) *tokenCacheShard {
-	return &c.shards[maphash.Bytes(tokenCacheSeed, tok)%tokenCacheShards]
+	return &tokenCache{m: newShardedMap[*cachedToken](tokenCacheShards), perShard: max(1, entries/tokenCacheShards)}
 }
 
 func (c *tokenCache) get(tok []byte) *cachedToken {
-	sh := c.shard(tok)
-	sh.mu.RLock()
-	e := sh.m[string(tok)]
-	sh.mu.RUnlock()
+	e, _ := c.m.get(tok)
 	return e
 }
 
 func (c *tokenCache) put(tok []byte, e *cachedToken) {
-	sh := c.shard(tok)
+	sh := c.m.shard(tok)
 	sh.mu.Lock()
 	if len(sh.m) >= c.perShard {
 		// Full: drop a quarter of the shard (map order is random enough for an eviction).
@@ -75,25 +53,7 @@ func (c *tokenCache) put(tok []byte, e *cachedToken) {
 
 // prune drops entries of tokens that expired before t.
 func (c *tokenCache) prune(t time.Time) {
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.Lock()
-		for k, e := range sh.m {
-			if e.claims.ExpiresAt.Before(t) {
-				delete(sh.m, k)
-			}
-		}
-		sh.mu.Unlock()
-	}
+	c.m.deleteIf(func(e *cachedToken) bool { return e.claims.ExpiresAt.Before(t) })
 }
 
-func (c *tokenCache) len() int {
-	n := 0
-	for i := range c.shards {
-		sh := &c.shards[i]
-		sh.mu.RLock()
-		n += len(sh.m)
-		sh.mu.RUnlock()
-	}
-	return n
-}
+func (c *tokenCache) len() int { return c.m.len() }
