@@ -28,6 +28,7 @@ type Server struct {
 	activity   *authn.ActivityLog
 	ready      func() (bool, string)
 	metrics    http.Handler
+	upstreams  func(string) []UpstreamInfo
 	log        *slog.Logger
 	draining   atomic.Bool
 	srv        *http.Server
@@ -43,7 +44,9 @@ type Deps struct {
 	Ready func() (bool, string)
 	// Metrics, if set, serves GET /metrics (Prometheus text, no credential needed).
 	Metrics http.Handler
-	Log     *slog.Logger
+	// Upstreams, if set, reports the replicas of a service and their state for GET /v1/services.
+	Upstreams func(service string) []UpstreamInfo
+	Log       *slog.Logger
 }
 
 // New returns the admin API for cfg. Every /v1 call needs a principal's key, and the permission
@@ -53,7 +56,7 @@ func New(cfg *config.Config, d Deps) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, metrics: d.Metrics, log: log}
+	s := &Server{cfg: cfg, keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, metrics: d.Metrics, upstreams: d.Upstreams, log: log}
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -198,19 +201,29 @@ type ServiceInfo struct {
 	Upstreams []UpstreamInfo `json:"upstreams"`
 }
 
-// UpstreamInfo is one upstream of a service. Health is "unchecked" until the gateway probes
-// upstreams.
+// UpstreamInfo is one replica of a service: its deployment, its health ("healthy", "unhealthy"
+// after failed health checks, "ejected" after connection failures, or "unknown" when the data
+// plane does not report it), requests in flight and requests queued for its deployment.
 type UpstreamInfo struct {
-	URL    string `json:"url"`
-	Health string `json:"health"`
+	URL        string `json:"url"`
+	Deployment string `json:"deployment"`
+	Health     string `json:"health"`
+	Inflight   int    `json:"inflight"`
+	Queued     int    `json:"queued"`
 }
 
 func (s *Server) listServices(w http.ResponseWriter, _ *http.Request, _ authn.Principal) {
 	out := make([]ServiceInfo, 0, len(s.cfg.Services))
 	for _, svc := range s.cfg.Services {
 		info := ServiceInfo{Name: svc.Name, Auth: svc.Auth}
-		for _, u := range svc.Upstreams {
-			info.Upstreams = append(info.Upstreams, UpstreamInfo{URL: u, Health: "unchecked"})
+		if s.upstreams != nil {
+			info.Upstreams = s.upstreams(svc.Name)
+		} else {
+			for _, d := range svc.DeploymentList() {
+				for _, u := range d.Upstreams {
+					info.Upstreams = append(info.Upstreams, UpstreamInfo{URL: u, Deployment: d.Name, Health: "unknown"})
+				}
+			}
 		}
 		out = append(out, info)
 	}

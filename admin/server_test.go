@@ -156,9 +156,9 @@ func TestAdminServices(t *testing.T) {
 		t.Fatalf("%d %s", status, body)
 	}
 	want := []ServiceInfo{
-		{Name: "iris", Auth: "key", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5001", Health: "unchecked"}}},
-		{Name: "open", Auth: "none", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5002", Health: "unchecked"}, {URL: "http://127.0.0.1:5003", Health: "unchecked"}}},
-		{Name: "scoring", Auth: "token", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5004", Health: "unchecked"}}},
+		{Name: "iris", Auth: "key", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5001", Deployment: "default", Health: "unknown"}}},
+		{Name: "open", Auth: "none", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5002", Deployment: "default", Health: "unknown"}, {URL: "http://127.0.0.1:5003", Deployment: "default", Health: "unknown"}}},
+		{Name: "scoring", Auth: "token", Upstreams: []UpstreamInfo{{URL: "http://127.0.0.1:5004", Deployment: "default", Health: "unknown"}}},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("services (-want +got):\n%s", diff)

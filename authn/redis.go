@@ -87,6 +87,10 @@ func tune(dial, read, write, pool *time.Duration, retries *int, timeout time.Dur
 	*retries = -1 // no retries: the caller's deadline is the budget
 }
 
+// Client is the store's Redis connection, shared with the TLS certificate storage. Its calls
+// time out after store.redis_timeout and are never retried.
+func (s *RedisStore) Client() redis.UniversalClient { return s.client }
+
 func (s *RedisStore) key(name string) string { return s.prefix + name }
 
 // changesChannel carries change notices: "<generation> <kind> [<detail>]".

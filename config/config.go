@@ -3,7 +3,10 @@
 // problem at once as "path.to.field: what is wrong". It opens no sockets and talks to no store.
 package config
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 // Config is the whole gateway configuration, as read from the YAML file.
 type Config struct {
@@ -17,6 +20,8 @@ type Config struct {
 	ComputeType string `yaml:"compute_type"`
 	// Store says where keys and their metadata live.
 	Store Store `yaml:"store"`
+	// TLS configures the HTTPS data-plane listener and its certificates.
+	TLS TLS `yaml:"tls"`
 	// Server holds the data-plane listener's timeouts and limits.
 	Server Server `yaml:"server"`
 	// Log configures the gateway's own log on stderr.
@@ -191,7 +196,7 @@ type Server struct {
 	// Between 1024 and 1048576. Default 16384.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
 	// MaxBodyBytes is the default cap on a request body, in bytes, for services that set none;
-	// a larger body gets 413. Default 4194304 (4 MiB).
+	// a larger body gets 413. Default 104857600 (100 MiB, as Azure ML's).
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxResponseBytes caps a model's response body, in bytes; a larger one gets 502.
 	// Default 67108864 (64 MiB).
@@ -237,15 +242,52 @@ type Service struct {
 	// Auth is how callers authenticate: "key" (a static primary or secondary key), "token"
 	// (an expiring token) or "none". Exactly one per service. Required.
 	Auth string `yaml:"auth"`
-	// Upstreams are the model's base URLs (http://host:port or https://host:port, no path).
-	// Requests are spread over them in turn. At least one is required.
+	// Upstreams are the model's replicas: base URLs (http://host:port or https://host:port, no
+	// path). They form one deployment, "default". Use either this or deployments.
 	Upstreams []string `yaml:"upstreams"`
-	// Timeout bounds one scoring call to the model, from sending the request to the end of
-	// its response; past it the caller gets 504. Default 60s.
-	Timeout time.Duration `yaml:"timeout"`
-	// MaxBodyBytes caps a request body for this service, in bytes; a larger one gets 413.
-	// Default: server.max_body_bytes.
+	// Deployments are named groups of replicas sharing the traffic by weight (blue/green,
+	// canary). A request's azureml-model-deployment header pins one. Use either this or
+	// upstreams.
+	Deployments []Deployment `yaml:"deployments"`
+	// Balance chooses a replica within a deployment: "least_outstanding" (the replica with the
+	// fewest requests in flight; ties in turn) or "round_robin". Default "least_outstanding".
+	Balance string `yaml:"balance"`
+	// ScoringTimeout bounds one scoring call to the model, from sending the request to the end of
+	// its response; past it the call is cancelled and the caller gets 504. Default 60s.
+	ScoringTimeout time.Duration `yaml:"scoring_timeout"`
+	// MaxConcurrentRequests caps the requests in flight to each replica; beyond it requests wait
+	// in the service's FIFO queue. 0 means no cap (the default: model servers differ too much for
+	// one number; Azure ML's own default is 1).
+	MaxConcurrentRequests int `yaml:"max_concurrent_requests"`
+	// MaxRequestWait is how long a request may wait in the queue for a replica before it gets 503
+	// with Retry-After. Default 500ms.
+	MaxRequestWait time.Duration `yaml:"max_request_wait"`
+	// MaxQueueLength caps the requests waiting in the queue; past it a request gets 503 at once.
+	// Default 1000.
+	MaxQueueLength int `yaml:"max_queue_length"`
+	// MaxBodyBytes caps a request body for this service, in bytes; a larger one gets 413 (before
+	// the body is read when its length is declared). Bodies over 64 KiB are streamed to the
+	// model, not buffered. Default: server.max_body_bytes.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
+	// MaxResponseBytes caps the model's answer, in bytes; a larger one gets 502. Default:
+	// server.max_response_bytes.
+	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// HealthCheck probes each replica actively. Default: off (passive ejection only).
+	HealthCheck HealthCheck `yaml:"health_check"`
+	// PassiveFailures is how many consecutive connection failures take a replica out of rotation
+	// for ejection_time. 0 turns passive ejection off. Default 3.
+	PassiveFailures int `yaml:"passive_failures"`
+	// EjectionTime is how long a passively ejected replica stays out before it is tried again.
+	// Default 10s.
+	EjectionTime time.Duration `yaml:"ejection_time"`
+	// BlockedPaths are model paths never forwarded (for example a model server's management
+	// API): a forwarded path equal to one, or under it, gets 404. Matched after decoding
+	// percent-escapes and ";" parameters, without regard to case. Default: none.
+	BlockedPaths []string `yaml:"blocked_paths"`
+	// RateLimit limits requests per key and per principal.
+	RateLimit RateLimit `yaml:"rate_limit"`
+	// Mirror copies a share of requests to a deployment and discards its answers.
+	Mirror Mirror `yaml:"mirror"`
 	// MaxConnsPerUpstream caps the pooled keep-alive connections to each upstream. Default 512.
 	MaxConnsPerUpstream int `yaml:"max_conns_per_upstream"`
 	// TokenLifetime is how long tokens minted for this service are valid (token mode only).
@@ -257,6 +299,8 @@ type Service struct {
 	// Issuers are external OpenID Connect issuers whose tokens this service also accepts
 	// (token mode only). Default: none, only the gateway's own tokens.
 	Issuers []Issuer `yaml:"issuers"`
+	// TLS configures TLS to https:// upstreams: a private CA and a client certificate.
+	TLS UpstreamTLS `yaml:"tls"`
 }
 
 // Defaults.
@@ -269,7 +313,7 @@ const (
 	DefaultWriteTimeout        = 30 * time.Second
 	DefaultIdleTimeout         = 60 * time.Second
 	DefaultMaxHeaderBytes      = 16 << 10
-	DefaultMaxBodyBytes        = 4 << 20
+	DefaultMaxBodyBytes        = 100 << 20
 	DefaultMaxResponseBytes    = 64 << 20
 	DefaultShutdownTimeout     = 15 * time.Second
 	DefaultServiceTimeout      = 60 * time.Second
@@ -303,6 +347,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&c.Store.RedisTimeout, DefaultRedisTimeout)
 	setDefault(&c.Store.StalenessBound, DefaultStalenessBound)
 	setDefault(&c.Store.ResyncInterval, DefaultResyncInterval)
+	c.applyTLSDefaults()
 	s := &c.Server
 	setDefault(&s.ReadTimeout, DefaultReadTimeout)
 	setDefault(&s.WriteTimeout, DefaultWriteTimeout)
@@ -331,8 +376,10 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&t.CacheEntries, DefaultTokenCacheEntries)
 	for i := range c.Services {
 		svc := &c.Services[i]
-		setDefault(&svc.Timeout, DefaultServiceTimeout)
+		setDefault(&svc.ScoringTimeout, DefaultServiceTimeout)
 		setDefault(&svc.MaxBodyBytes, s.MaxBodyBytes)
+		setDefault(&svc.MaxResponseBytes, s.MaxResponseBytes)
+		svc.applyTrafficDefaults(c.present, fmt.Sprintf("services[%d]", i))
 		setDefault(&svc.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream)
 		if svc.Auth == AuthToken {
 			setDefault(&svc.TokenLifetime, t.Lifetime)

@@ -77,6 +77,8 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	c.validateTLS(add)
+
 	s := c.Server
 	positive("server.read_timeout", s.ReadTimeout > 0)
 	positive("server.write_timeout", s.WriteTimeout > 0)
@@ -187,19 +189,7 @@ func (c *Config) Validate() error {
 		default:
 			add(p+".auth", "%q is not one of key, token, none", svc.Auth)
 		}
-		if len(svc.Upstreams) == 0 {
-			add(p+".upstreams", "at least one upstream URL is required")
-		}
-		seen := map[string]bool{}
-		for j, u := range svc.Upstreams {
-			up := fmt.Sprintf("%s.upstreams[%d]", p, j)
-			if _, err := ParseUpstream(u); err != nil {
-				add(up, "%v", err)
-			} else if seen[u] {
-				add(up, "%q is listed twice", u)
-			}
-			seen[u] = true
-		}
+		validateTraffic(p, svc, add)
 		if svc.Auth == AuthToken {
 			switch {
 			case svc.TokenLifetime <= 0:
@@ -240,7 +230,9 @@ func (c *Config) Validate() error {
 			}
 			positive(ip+".refresh_interval", is.RefreshInterval > 0)
 		}
-		positive(p+".timeout", svc.Timeout > 0)
+		validateUpstreamTLS(p, svc, add)
+		positive(p+".scoring_timeout", svc.ScoringTimeout > 0)
+		positive(p+".max_response_bytes", svc.MaxResponseBytes > 0)
 		positive(p+".max_body_bytes", svc.MaxBodyBytes > 0)
 		positive(p+".max_conns_per_upstream", svc.MaxConnsPerUpstream > 0)
 	}

@@ -531,12 +531,16 @@ func TestSizeLimits(t *testing.T) {
 		{"HTTP-38 request target over max_header_bytes", request("GET", score+"?q="+strings.Repeat("q", big), bearer(e.primary)), 431, "RequestHeaderFieldsTooLarge"},
 		{"HTTP-38 unterminated header block filling the buffer", "GET " + score + " HTTP/1.1\r\nHost: gw.test\r\nX-Pad: " +
 			strings.Repeat("p", e.cfg.Server.MaxHeaderBytes), 431, "RequestHeaderFieldsTooLarge"},
-		// The body is not sent: the gateway answers from the Content-Length alone.
-		{"body over the service limit by Content-Length", head + "Content-Length: 1025\r\n\r\n", 413, "PayloadTooLarge"},
-		{"body far over the service limit by Content-Length", head + "Content-Length: 1000000000\r\n\r\n", 413, "PayloadTooLarge"},
-		{"chunked body over the service limit in one chunk", head + "Transfer-Encoding: chunked\r\n\r\n401\r\n", 413, "PayloadTooLarge"},
+		// Only the start of the body is sent: the gateway reads at most min(the limit, 8 KiB) of
+		// it, then answers from the Content-Length and leaves the rest unread.
+		{"body over the service limit by Content-Length", head + "Content-Length: 1025\r\n\r\n" + strings.Repeat("b", 1025), 413, "PayloadTooLarge"},
+		{"body far over the service limit by Content-Length", head + "Content-Length: 1000000000\r\n\r\n" + strings.Repeat("b", 2048), 413, "PayloadTooLarge"},
+		{"chunked body over the service limit in one chunk", head + "Transfer-Encoding: chunked\r\n\r\n401\r\n" + strings.Repeat("b", 1025) + "\r\n0\r\n\r\n", 413, "PayloadTooLarge"},
 		{"chunked body over the service limit in small chunks", head + "Transfer-Encoding: chunked\r\n\r\n" +
-			strings.Repeat("100\r\n"+strings.Repeat("b", 256)+"\r\n", 4) + "1\r\n", 413, "PayloadTooLarge"},
+			strings.Repeat("100\r\n"+strings.Repeat("b", 256)+"\r\n", 4) + "1\r\nb\r\n0\r\n\r\n", 413, "PayloadTooLarge"},
+		// A chunked body cut short, over the limit by its declared chunk sizes: refused either
+		// way, and never forwarded.
+		{"chunked body cut short in a chunk over the limit", head + "Transfer-Encoding: chunked\r\n\r\n401\r\n", 400, "BadRequest"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

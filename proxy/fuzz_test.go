@@ -70,7 +70,7 @@ func FuzzGatewayRawRequest(f *testing.F) {
 		respond:  respondOK, // no slow or misbehaving paths: every input must finish quickly
 		config: func(c *config.Config) {
 			for i := range c.Services {
-				c.Services[i].Timeout = 5 * time.Second // only ever hit if the model hangs: a bug
+				c.Services[i].ScoringTimeout = 5 * time.Second // only ever hit if the model hangs: a bug
 			}
 			// Only key-mode services, so that nothing but the key lets a request through.
 			var keyed []config.Service

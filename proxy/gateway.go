@@ -13,12 +13,14 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/ratelimit"
 	"github.com/scoregate/scoregate/telemetry"
 )
 
@@ -32,17 +34,26 @@ type Authenticator interface {
 // Gateway is the data-plane server.
 type Gateway struct {
 	services       map[string]*service
+	order          []string // service names in configuration order
 	auth           Authenticator
 	log            *slog.Logger
 	trustedProxies []netip.Prefix
-	scheme         string
 	server         *fasthttp.Server
 	draining       atomic.Bool
 	tel            *telemetry.Telemetry
+	challenge      fasthttp.RequestHandler // ACME HTTP-01 answers, or nil
+	limiter        ratelimit.Limiter       // per-key and per-principal rates, or nil
+
+	mu         sync.Mutex
+	redirector *fasthttp.Server // the plain listener's redirect server, when TLS is on
 }
 
 // Option adds to a Gateway.
 type Option func(*Gateway)
+
+// WithRateLimiter enforces the services' rate_limit settings through l (shared through Redis, or
+// local). Without it no rate limit applies.
+func WithRateLimiter(l ratelimit.Limiter) Option { return func(g *Gateway) { g.limiter = l } }
 
 // WithTelemetry records every request with t: a span, metrics and an access-log line, and W3C
 // trace context passed on to the model. Without it the gateway records nothing and forwards
@@ -58,7 +69,6 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 		services: make(map[string]*service, len(cfg.Services)),
 		auth:     auth,
 		log:      log,
-		scheme:   "http",
 	}
 	for _, o := range opts {
 		o(g)
@@ -70,18 +80,13 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 		}
 		g.trustedProxies = append(g.trustedProxies, prefix)
 	}
-	maxBody := cfg.Server.MaxBodyBytes
 	for _, sc := range cfg.Services {
-		svc := &service{name: sc.Name, auth: sc.Auth, maxBody: sc.MaxBodyBytes, timeout: sc.Timeout}
-		for _, raw := range sc.Upstreams {
-			up, err := newUpstream(raw, sc, cfg.Server.MaxResponseBytes)
-			if err != nil {
-				return nil, fmt.Errorf("service %s: %w", sc.Name, err)
-			}
-			svc.upstreams = append(svc.upstreams, up)
+		svc, err := newService(sc, g.log)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", sc.Name, err)
 		}
 		g.services[sc.Name] = svc
-		maxBody = max(maxBody, sc.MaxBodyBytes)
+		g.order = append(g.order, sc.Name)
 	}
 	s := cfg.Server
 	g.server = &fasthttp.Server{
@@ -93,7 +98,8 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 		WriteTimeout:                 s.WriteTimeout,
 		IdleTimeout:                  s.IdleTimeout,
 		ReadBufferSize:               s.MaxHeaderBytes,
-		MaxRequestBodySize:           int(maxBody),
+		MaxRequestBodySize:           bufferedBodyBytes,
+		StreamRequestBody:            true,
 		MaxConnsPerIP:                s.MaxConnsPerIP,
 		MaxRequestsPerConn:           s.MaxRequestsPerConn,
 		NoDefaultServerHeader:        true,
@@ -116,11 +122,15 @@ func (g *Gateway) Serve(ln net.Listener) error {
 // closes what is left.
 func (g *Gateway) Shutdown(ctx context.Context) error {
 	g.draining.Store(true)
+	g.mu.Lock()
+	redirector := g.redirector
+	g.mu.Unlock()
+	if redirector != nil {
+		go redirector.ShutdownWithContext(ctx) // it holds no request worth waiting for
+	}
 	err := g.server.ShutdownWithContext(ctx)
 	for _, svc := range g.services {
-		for _, up := range svc.upstreams {
-			up.client.CloseIdleConnections()
-		}
+		svc.stop()
 	}
 	return err
 }
@@ -131,6 +141,10 @@ func (g *Gateway) Handler() fasthttp.RequestHandler { return g.serve }
 // serve handles one data-plane request: route, authenticate, forward; then the response gets its
 // request id headers, whatever happened.
 func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
+	if g.challenge != nil && g.isACMEChallenge(ctx) {
+		g.challenge(ctx)
+		return
+	}
 	var idBuf [requestIDMaxLen]byte
 	id := requestID(&ctx.Request.Header, idBuf[:0])
 	rec := g.begin(ctx, id)
@@ -190,7 +204,17 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	if svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward) {
 		return g.mintToken(ctx, svc)
 	}
-	if err := g.authenticate(ctx, svc); err != nil {
+	if int64(ctx.Request.Header.ContentLength()) > svc.maxBody {
+		return errBodyTooLarge // the body is left unread
+	}
+	if svc.blocked(forward) {
+		return errNotFound
+	}
+	caller, err := g.authenticate(ctx, svc)
+	if err != nil {
+		return err
+	}
+	if err := g.rateLimit(svc, caller); err != nil {
 		return err
 	}
 	return g.forward(ctx, svc, forward, id, rec)
@@ -217,9 +241,9 @@ func (g *Gateway) route(ctx *fasthttp.RequestCtx) (*service, []byte, error) {
 
 // authenticate asks authn about the request's credential. Only the Authorization header is read:
 // a credential anywhere else (query string, body, cookie) counts for nothing.
-func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, svc *service) error {
-	_, err := g.auth.Authenticate(svc.name, svc.auth, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
-	return authError(err)
+func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, svc *service) (authn.Caller, error) {
+	c, err := g.auth.Authenticate(svc.name, svc.auth, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
+	return c, authError(err)
 }
 
 // authError maps authn's answer onto the client's error: 401 without or with a bad credential,
@@ -266,20 +290,24 @@ func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
 	return nil
 }
 
-// forward sends the request to one of the service's upstreams and puts the model's answer in the
-// response. The client's request is reused as the outbound one (no copy of the body).
+// forward sends the request to a replica of the chosen deployment and puts the model's answer in
+// the response. The client's request is reused as the outbound one (no copy of the body; a body
+// over bufferedBodyBytes streams through).
 func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []byte, rec *telemetry.Record) error {
-	up := svc.pick()
+	dep := svc.chooseDeployment()
+	if pin := ctx.Request.Header.Peek(config.DeploymentHeader); len(pin) > 0 {
+		if dep = svc.byName[string(pin)]; dep == nil {
+			return errNoDeployment
+		}
+	}
 	req := &ctx.Request
 	var xffBuf [128]byte
-	if !g.cleanRequest(&req.Header, peerAddr(ctx), xffBuf[:0]) {
+	if !g.cleanRequest(&req.Header, peerAddr(ctx), ctx.IsTLS(), xffBuf[:0]) {
 		return errBadRequest
 	}
 	req.Header.Del(HeaderRequestID)
 	req.Header.SetBytesV(HeaderRequestID, id)
 	req.SetRequestURIBytes(target)
-	req.Header.SetHost(up.host)
-	req.URI().SetScheme(up.scheme)
 	if rec != nil {
 		// The model sees the gateway's span as its parent.
 		var tp [55]byte
@@ -287,18 +315,59 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 		if rec.Tracestate() == nil {
 			req.Header.Del(headerTracestate) // it belonged to a traceparent that was not valid
 		}
-		rec.Upstream = up.host
-		rec.UpstreamStart()
 	}
-	err := up.client.DoTimeout(req, &ctx.Response, svc.timeout)
-	if rec != nil {
-		rec.UpstreamEnd()
+	var body *streamedBody
+	if req.IsBodyStream() {
+		var err error
+		if body, err = prepareBody(req, svc.maxBody); err != nil {
+			return err
+		}
+		defer body.release()
+	}
+	if svc.mirror != nil {
+		svc.maybeMirror(req)
+	}
+
+	r, waited, err := dep.acquire(nil)
+	_ = waited // TODO(telemetry): queue wait and deployment on the span
+	if err != nil {
+		return admissionError(err)
+	}
+	err = g.call(ctx, svc, r, rec)
+	dep.release(r)
+	if err != nil && neverSent(err) {
+		// Nothing reached the model: one more try, on another replica, if one is free now.
+		if r2 := dep.tryAcquire(r); r2 != nil {
+			err = g.call(ctx, svc, r2, rec)
+			dep.release(r2)
+		}
 	}
 	if err != nil {
-		return upstreamError(err)
+		if cerr := body.clientError(); cerr != nil {
+			return cerr
+		}
+		return upstreamError(r.upstream, err)
 	}
 	cleanResponse(&ctx.Response.Header)
 	return nil
+}
+
+// call sends the request to one replica within the scoring timeout, and notes connection
+// failures for passive ejection.
+func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, r *replica, rec *telemetry.Record) error {
+	req := &ctx.Request
+	req.Header.SetHost(r.host)
+	req.URI().SetScheme(r.scheme)
+	if rec != nil {
+		rec.Upstream = r.host
+		rec.UpstreamStart()
+	}
+	err := r.client.DoTimeout(req, &ctx.Response, svc.timeout)
+	if rec != nil {
+		rec.UpstreamEnd()
+	}
+	svc.observe(r, err)
+	return err
 }
 
 // finish sets the headers every response carries: the request id under both names, the client's
@@ -334,10 +403,12 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) int {
 	case err != nil:
 	case int64(ctx.Request.Header.ContentLength()) > svc.maxBody:
 		err = errBodyTooLarge
+	case svc.blocked(forward):
+		err = errNotFound
 	case svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward):
 		// the token endpoint checks the principal's key itself, once
 	default:
-		err = g.authenticate(ctx, svc)
+		_, err = g.authenticate(ctx, svc)
 	}
 	if err == nil {
 		return fasthttp.StatusContinue
@@ -358,13 +429,18 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) int {
 	return status
 }
 
-// headerReceived sets the body limit of the request's service before the body is read.
+// bufferedBodyBytes is the largest request body read into memory before the handler runs; a
+// larger one is streamed to the model as it arrives.
+const bufferedBodyBytes = config.StreamedBodyThresholdBytes
+
+// headerReceived keeps a body over its service's limit in memory no longer than it must: such a
+// request is refused from its headers, and the body left unread.
 func (g *Gateway) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	name, _, ok, valid := splitTarget(h.RequestURI())
 	if !ok || !valid {
 		return fasthttp.RequestConfig{}
 	}
-	if svc := g.services[string(name)]; svc != nil {
+	if svc := g.services[string(name)]; svc != nil && svc.maxBody < bufferedBodyBytes {
 		return fasthttp.RequestConfig{MaxRequestBodySize: int(svc.maxBody)}
 	}
 	return fasthttp.RequestConfig{}

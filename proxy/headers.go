@@ -96,7 +96,7 @@ func connectionNominated(values [][]byte, out *headerNames) bool {
 // servers fold into '-' names) are removed; X-Forwarded-* are set by the gateway, kept from the
 // client only when peer is a trusted proxy. It returns false when the headers cannot be cleaned
 // (too many nominated names, or a name with '_' beyond the bound).
-func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, xffBuf []byte) bool {
+func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overTLS bool, xffBuf []byte) bool {
 	var drop headerNames
 	if !connectionNominated(h.PeekAll("Connection"), &drop) {
 		return false
@@ -140,7 +140,10 @@ func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, xffBu
 	xff = peer.AppendTo(xff)
 	h.SetBytesV("X-Forwarded-For", xff)
 	if len(proto) == 0 {
-		proto = append(proto, g.scheme...)
+		proto = append(proto, "http"...)
+		if overTLS {
+			proto = append(proto, 's')
+		}
 	}
 	h.SetBytesV("X-Forwarded-Proto", proto)
 	if len(host) == 0 {

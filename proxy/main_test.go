@@ -439,6 +439,8 @@ type envOptions struct {
 	upstreamURL string
 	// config changes the configuration before defaults and validation.
 	config func(*config.Config)
+	// options are passed to proxy.New.
+	options []proxy.Option
 }
 
 // closedPortURL returns an http URL on a loopback port that nothing listens on.
@@ -495,7 +497,7 @@ func newEnv(tb testing.TB, opts envOptions) *env {
 			{Name: "other", Auth: config.AuthKey, Upstreams: []string{upURL}},
 			{Name: "open", Auth: config.AuthNone, Upstreams: []string{upURL}},
 			{Name: "tok", Auth: config.AuthToken, Upstreams: []string{upURL}},
-			{Name: "slow", Auth: config.AuthNone, Upstreams: []string{upURL}, Timeout: 200 * time.Millisecond},
+			{Name: "slow", Auth: config.AuthNone, Upstreams: []string{upURL}, ScoringTimeout: 200 * time.Millisecond},
 			{Name: "down", Auth: config.AuthNone, Upstreams: []string{closedPortURL(tb)}},
 		},
 	}
@@ -507,7 +509,7 @@ func newEnv(tb testing.TB, opts envOptions) *env {
 		tb.Fatal(err)
 	}
 	e.cfg = cfg
-	e.gw, err = proxy.New(cfg, authn.NewAuthenticator(keys), nil)
+	e.gw, err = proxy.New(cfg, authn.NewAuthenticator(keys), nil, opts.options...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -126,7 +126,7 @@ func TestSIGTERMLetsInFlightRequestFinish(t *testing.T) {
 	dir := t.TempDir()
 	rec, upstream := newRecorder(t)
 	rec.delay = 1500 * time.Millisecond
-	cfgPath := writeConfig(t, dir, upstream.URL, "    timeout: 30s\n")
+	cfgPath := writeConfig(t, dir, upstream.URL, "    scoring_timeout: 30s\n")
 	os.WriteFile(cfgPath, append(mustRead(t, cfgPath), []byte("server:\n  drain_delay: 300ms\n")...), 0o600)
 	adminKey := "test-admin-key-0123456789abcdefghijklmnop"
 	p := start(t, []string{"GATEWAY_ADMIN_KEY=" + adminKey}, "serve", "-config", cfgPath)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -15,9 +16,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/certmagic"
+
 	"github.com/scoregate/scoregate/admin"
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/certs"
+	"github.com/scoregate/scoregate/internal/certstore"
+	"github.com/scoregate/scoregate/internal/ratelimit"
 	"github.com/scoregate/scoregate/proxy"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -85,7 +91,8 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 type instance struct {
 	dataAddr  net.Addr
 	adminAddr net.Addr
-	keyPath   string // where the Owner key is kept, "" when it came from GATEWAY_ADMIN_KEY
+	tlsAddr   net.Addr // nil without TLS
+	keyPath   string   // where the Owner key is kept, "" when it came from GATEWAY_ADMIN_KEY
 }
 
 // hooks let quickstart act at two points of serve.
@@ -182,29 +189,59 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 		return err
 	}
 	deps.Metrics = tel.MetricsHandler()
-	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log, proxy.WithTelemetry(tel))
+	gwOpts := []proxy.Option{proxy.WithTelemetry(tel)}
+	var certMgr *certs.Manager
+	if cfg.TLS.Enabled() {
+		if certMgr, err = certs.New(cfg, certStorage(cfg, redisStore), log); err != nil {
+			return err
+		}
+		if certMgr.ACME() {
+			gwOpts = append(gwOpts, proxy.WithACMEChallenge(certMgr.HTTPChallenge()))
+		}
+	}
+	if limiter := rateLimiter(cfg, redisStore, log); limiter != nil {
+		gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter))
+	}
+	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log, gwOpts...)
 	if err != nil {
 		return err
 	}
+	deps.Upstreams = func(service string) []admin.UpstreamInfo {
+		var out []admin.UpstreamInfo
+		for _, r := range gw.Replicas() {
+			if r.Service == service {
+				out = append(out, admin.UpstreamInfo{URL: r.URL, Deployment: r.Deployment, Health: r.State, Inflight: r.Inflight, Queued: r.Queued})
+			}
+		}
+		return out
+	}
 	adm := admin.New(cfg, deps)
 
-	dataLn, err := net.Listen("tcp", cfg.Listen)
+	lns, err := listen(cfg)
 	if err != nil {
-		return fmt.Errorf("data plane (listen): %w", err)
+		return err
 	}
-	adminLn, err := net.Listen("tcp", cfg.AdminListen)
-	if err != nil {
-		dataLn.Close()
-		return fmt.Errorf("admin API (admin_listen): %w", err)
-	}
+	dataLn, adminLn := lns.data, lns.admin
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	wg.Go(func() {
-		if err := gw.Serve(dataLn); err != nil {
+		serveData := gw.Serve
+		if lns.tls != nil && cfg.TLS.RedirectHTTP {
+			_, port, _ := net.SplitHostPort(lns.tls.Addr().String())
+			serveData = func(ln net.Listener) error { return gw.ServeRedirect(ln, port) }
+		}
+		if err := serveData(dataLn); err != nil {
 			errc <- fmt.Errorf("data plane: %w", err)
 		}
 	})
+	if lns.tls != nil {
+		wg.Go(func() {
+			if err := gw.Serve(tls.NewListener(lns.tls, certMgr.TLSConfig())); err != nil {
+				errc <- fmt.Errorf("data plane (HTTPS): %w", err)
+			}
+		})
+	}
 	wg.Go(func() {
 		if err := adm.Serve(adminLn); err != nil {
 			errc <- fmt.Errorf("admin API: %w", err)
@@ -217,12 +254,24 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 	if replica != nil {
 		background.Go(func() { replica.Run(flushCtx) })
 	}
+	if certMgr != nil {
+		if err := certMgr.Start(flushCtx); err != nil {
+			log.Error("starting certificate management", "err", err)
+		}
+		defer certMgr.Stop()
+	}
 
-	log.Info("gateway started", "listen", dataLn.Addr().String(), "admin_listen", adminLn.Addr().String(),
-		"services", len(cfg.Services), "version", version)
+	started := []any{"listen", dataLn.Addr().String(), "admin_listen", adminLn.Addr().String(),
+		"services", len(cfg.Services), "version", version}
+	inst := &instance{dataAddr: dataLn.Addr(), adminAddr: adminLn.Addr(), keyPath: keyPath}
+	if lns.tls != nil {
+		started = append(started, "tls_listen", lns.tls.Addr().String(), "redirect_http", cfg.TLS.RedirectHTTP)
+		inst.tlsAddr = lns.tls.Addr()
+	}
+	log.Info("gateway started", started...)
 	var runErr error
 	if h.ready != nil {
-		runErr = h.ready(&instance{dataAddr: dataLn.Addr(), adminAddr: adminLn.Addr(), keyPath: keyPath})
+		runErr = h.ready(inst)
 	}
 	if runErr == nil {
 		select {
@@ -256,6 +305,60 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// listeners are the gateway's sockets: the plain data plane, the admin API, and HTTPS when on.
+type listeners struct {
+	data, admin, tls net.Listener
+}
+
+// listen opens every listener, or none: a taken address closes those already opened and names
+// the configuration field.
+func listen(cfg *config.Config) (*listeners, error) {
+	l := &listeners{}
+	var err error
+	if l.data, err = net.Listen("tcp", cfg.Listen); err != nil {
+		return nil, fmt.Errorf("data plane (listen): %w", err)
+	}
+	if l.admin, err = net.Listen("tcp", cfg.AdminListen); err != nil {
+		l.data.Close()
+		return nil, fmt.Errorf("admin API (admin_listen): %w", err)
+	}
+	if cfg.TLS.Enabled() {
+		if l.tls, err = net.Listen("tcp", cfg.TLS.Listen); err != nil {
+			l.data.Close()
+			l.admin.Close()
+			return nil, fmt.Errorf("HTTPS data plane (tls.listen): %w", err)
+		}
+	}
+	return l, nil
+}
+
+// rateLimiter enforces the services' rate limits: through Redis when the store is shared (so
+// the limit holds across instances), falling back to a per-instance limit while Redis is down;
+// per instance otherwise. nil when no service has a limit.
+func rateLimiter(cfg *config.Config, redis *authn.RedisStore, log *slog.Logger) ratelimit.Limiter {
+	limited := false
+	for _, svc := range cfg.Services {
+		limited = limited || svc.RateLimit.PerKey.RequestsPerSecond > 0 || svc.RateLimit.PerPrincipal.RequestsPerSecond > 0
+	}
+	switch {
+	case !limited:
+		return nil
+	case redis != nil:
+		return ratelimit.NewShared(redis.Client(), cfg.Store.RedisPrefix, ratelimit.NewLocal(), ratelimit.WithLogger(log))
+	}
+	return ratelimit.NewLocal()
+}
+
+// certStorage is where certificates and ACME state are kept: in Redis beside the shared state
+// when there is one (so every instance serves the same certificates and one of them orders
+// them), else in files under store.dir.
+func certStorage(cfg *config.Config, redis *authn.RedisStore) certmagic.Storage {
+	if redis != nil {
+		return certstore.New(redis.Client(), cfg.Store.RedisPrefix)
+	}
+	return certs.FileStorage(cfg)
 }
 
 // waitForRedis connects to the shared store, trying again every second until it answers or ctx

@@ -1,0 +1,218 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// TLS configures the HTTPS data-plane listener. It is on when listen is set, and then needs at
+// least one source of certificates: files, ACME names, or ACME on demand.
+type TLS struct {
+	// Listen is the HTTPS data-plane address (host:port). Default "" (no HTTPS listener).
+	Listen string `yaml:"listen"`
+	// RedirectHTTP makes the plain listener (listen) answer every request with a 308 redirect to
+	// HTTPS, except ACME HTTP-01 challenges, which it answers itself. When false the plain
+	// listener keeps serving the data plane beside HTTPS. Default true.
+	RedirectHTTP bool `yaml:"redirect_http"`
+	// MinVersion is the oldest TLS version accepted: "1.2" or "1.3". Default "1.2".
+	MinVersion string `yaml:"min_version"`
+	// Certificates are certificate and key files the user supplies, served by name (SNI). A
+	// replaced pair is picked up without a restart, within reload_interval.
+	Certificates []CertFiles `yaml:"certificates"`
+	// ReloadInterval is how often certificate files are checked for changes. Default 10s.
+	ReloadInterval time.Duration `yaml:"reload_interval"`
+	// ACME obtains and renews certificates from an ACME CA (Let's Encrypt by default).
+	ACME ACME `yaml:"acme"`
+}
+
+// CertFiles is one PEM certificate chain and its private key.
+type CertFiles struct {
+	// CertFile is the PEM certificate chain, leaf first. Required.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key. Required.
+	KeyFile string `yaml:"key_file"`
+}
+
+// ACME configures automatic certificates.
+type ACME struct {
+	// Names are the DNS names to obtain certificates for at start and keep renewed.
+	Names []string `yaml:"names"`
+	// Directory is the ACME directory URL of the CA. Default Let's Encrypt's production
+	// directory, https://acme-v02.api.letsencrypt.org/directory.
+	Directory string `yaml:"directory"`
+	// Email is the contact address of the ACME account. Default "" (none).
+	Email string `yaml:"email"`
+	// CARootsFile is a PEM file of roots to trust for the ACME directory's own HTTPS, for a
+	// private ACME CA. Default: the system roots.
+	CARootsFile string `yaml:"ca_roots_file"`
+	// EABKeyID and EABMACKey are the external account binding some CAs require. Prefer
+	// GATEWAY_TLS_ACME_EAB_MAC_KEY to writing the MAC key in the file.
+	EABKeyID  string `yaml:"eab_key_id"`
+	EABMACKey string `yaml:"eab_mac_key"`
+	// DisableHTTPChallenge and DisableTLSALPNChallenge turn off one of the two challenge types
+	// (HTTP-01 is answered on the plain listener, TLS-ALPN-01 on the HTTPS one). Default false.
+	DisableHTTPChallenge    bool `yaml:"disable_http_challenge"`
+	DisableTLSALPNChallenge bool `yaml:"disable_tls_alpn_challenge"`
+	// OnDemand, when present, also obtains a certificate during the first handshake for a name
+	// not in names, if the name passes its guard. It must have allow or ask: an unguarded
+	// on-demand gateway would request a certificate for any name a client asks for.
+	OnDemand OnDemand `yaml:"on_demand"`
+}
+
+// OnDemand guards on-demand issuance.
+type OnDemand struct {
+	// Allow lists the names (exact, or "*.example.com" for any one label under example.com)
+	// that may get a certificate on demand.
+	Allow []string `yaml:"allow"`
+	// Ask is a URL asked before each on-demand issuance, as GET <ask>?domain=<name>; any 2xx
+	// answer allows it, anything else (or no answer within 5s) refuses it.
+	Ask string `yaml:"ask"`
+}
+
+// UpstreamTLS configures TLS to a service's https:// upstreams.
+type UpstreamTLS struct {
+	// CAFile is a PEM file of the roots that sign the model's certificate. Default: the system
+	// roots.
+	CAFile string `yaml:"ca_file"`
+	// CertFile and KeyFile are the gateway's client certificate, for mutual TLS. Default: none.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// ServerName is the name checked in the model's certificate. Default: the upstream's host.
+	ServerName string `yaml:"server_name"`
+}
+
+// Defaults of the tls section.
+const (
+	DefaultACMEDirectory     = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultTLSReloadInterval = 10 * time.Second
+	DefaultTLSMinVersion     = "1.2"
+)
+
+// Enabled reports whether the HTTPS listener is on.
+func (t TLS) Enabled() bool { return t.Listen != "" }
+
+// OnDemandEnabled reports whether the configuration asks for on-demand issuance.
+func (c *Config) OnDemandEnabled() bool {
+	od := c.TLS.ACME.OnDemand
+	return c.present["tls.acme.on_demand"] || len(od.Allow) > 0 || od.Ask != ""
+}
+
+func (c *Config) applyTLSDefaults() {
+	t := &c.TLS
+	if !c.present["tls.redirect_http"] {
+		t.RedirectHTTP = true
+	}
+	setDefault(&t.MinVersion, DefaultTLSMinVersion)
+	setDefault(&t.ReloadInterval, DefaultTLSReloadInterval)
+	setDefault(&t.ACME.Directory, DefaultACMEDirectory)
+}
+
+func (c *Config) validateTLS(add func(path, format string, args ...any)) {
+	t := c.TLS
+	if !t.Enabled() {
+		if len(t.Certificates) > 0 || len(t.ACME.Names) > 0 || c.OnDemandEnabled() {
+			add("tls.listen", "required (host:port of the HTTPS listener) when certificates or ACME are configured")
+		}
+	} else {
+		if _, _, err := net.SplitHostPort(t.Listen); err != nil {
+			add("tls.listen", "%q is not host:port", t.Listen)
+		} else if t.Listen == c.Listen || t.Listen == c.AdminListen {
+			add("tls.listen", "must differ from listen and admin_listen")
+		}
+		if len(t.Certificates) == 0 && len(t.ACME.Names) == 0 && !c.OnDemandEnabled() {
+			add("tls", "the HTTPS listener needs certificates: tls.certificates, tls.acme.names or tls.acme.on_demand")
+		}
+	}
+	switch t.MinVersion {
+	case "1.2", "1.3":
+	default:
+		add("tls.min_version", "%q is not 1.2 or 1.3 (older versions are not offered)", t.MinVersion)
+	}
+	if t.ReloadInterval <= 0 {
+		add("tls.reload_interval", "must be greater than zero")
+	}
+	for i, cf := range t.Certificates {
+		p := fmt.Sprintf("tls.certificates[%d]", i)
+		if cf.CertFile == "" {
+			add(p+".cert_file", "required")
+		}
+		if cf.KeyFile == "" {
+			add(p+".key_file", "required")
+		}
+	}
+	a := t.ACME
+	for i, n := range a.Names {
+		if !dnsName(n, false) {
+			add(fmt.Sprintf("tls.acme.names[%d]", i), "%q is not a DNS name", n)
+		}
+	}
+	if u, err := url.Parse(a.Directory); err != nil || u.Scheme != "https" || u.Host == "" {
+		add("tls.acme.directory", "%q must be an https:// URL", a.Directory)
+	}
+	if (a.EABKeyID == "") != (a.EABMACKey == "") {
+		add("tls.acme.eab_key_id", "eab_key_id and eab_mac_key go together")
+	}
+	if a.DisableHTTPChallenge && a.DisableTLSALPNChallenge {
+		add("tls.acme.disable_tls_alpn_challenge", "with disable_http_challenge too, no challenge is left to prove a name")
+	}
+	if c.OnDemandEnabled() {
+		od := a.OnDemand
+		if len(od.Allow) == 0 && od.Ask == "" {
+			add("tls.acme.on_demand", "needs a guard: allow (a list of names) or ask (a URL that approves each name); without one, any client could make the gateway request a certificate for any name")
+		}
+		for i, n := range od.Allow {
+			if !dnsName(n, true) {
+				add(fmt.Sprintf("tls.acme.on_demand.allow[%d]", i), "%q is not a DNS name or *.name", n)
+			}
+		}
+		if od.Ask != "" {
+			if u, err := url.Parse(od.Ask); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				add("tls.acme.on_demand.ask", "%q must be an http:// or https:// URL", od.Ask)
+			}
+		}
+	}
+}
+
+// dnsName reports whether s is a DNS name (letters, digits, dashes, dots), with a leading "*."
+// when wildcard is allowed.
+func dnsName(s string, wildcard bool) bool {
+	if wildcard {
+		s = strings.TrimPrefix(s, "*.")
+	}
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func validateUpstreamTLS(p string, svc Service, add func(path, format string, args ...any)) {
+	ut := svc.TLS
+	if (ut.CertFile == "") != (ut.KeyFile == "") {
+		add(p+".tls.cert_file", "cert_file and key_file go together (the client certificate for mutual TLS)")
+	}
+	if ut == (UpstreamTLS{}) {
+		return
+	}
+	anyTLS := false
+	for _, u := range svc.AllUpstreams() {
+		if up, err := ParseUpstream(u); err == nil && up.TLS {
+			anyTLS = true
+		}
+	}
+	if !anyTLS {
+		add(p+".tls", "set, but no upstream is https://")
+	}
+}

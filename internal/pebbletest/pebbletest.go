@@ -1,0 +1,235 @@
+// Package pebbletest runs a throwaway ACME server for tests: Debian's pebble, with its companion
+// pebble-challtestsrv as the DNS server that resolves every name to 127.0.0.1, each on free
+// loopback ports. Pebble validates challenges for real, by connecting to the gateway's own
+// listeners on the ports the test gives it.
+package pebbletest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Require returns the paths of pebble and pebble-challtestsrv. When one is missing it fails the
+// test under CI (CI=true) and skips it, loudly, otherwise.
+func Require(t testing.TB) (pebble, challtestsrv string) {
+	t.Helper()
+	var err error
+	if pebble, err = exec.LookPath("pebble"); err == nil {
+		challtestsrv, err = exec.LookPath("pebble-challtestsrv")
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pebbletest: pebble is required under CI; install the pebble package (apt-get install -y pebble): %v", err)
+		}
+		t.Skip("SKIPPING: pebble not installed; apt-get install -y pebble (" + err.Error() + ")")
+	}
+	return pebble, challtestsrv
+}
+
+// Server is a running pebble.
+type Server struct {
+	// Directory is the ACME directory URL.
+	Directory string
+	// CAFile is a PEM file with the root of pebble's own HTTPS certificate, for the ACME client.
+	CAFile string
+	mgmt   string
+	client *http.Client
+
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+// Start runs pebble validating HTTP-01 challenges on httpPort and TLS-ALPN-01 on tlsPort of
+// 127.0.0.1 (the gateway's plain and HTTPS ports), until the test ends.
+func Start(t testing.TB, httpPort, tlsPort int) *Server {
+	t.Helper()
+	pebble, challsrv := Require(t)
+	dir := t.TempDir()
+	caPEM, certPEM, keyPEM := selfSigned(t)
+	s := &Server{CAFile: filepath.Join(dir, "ca.pem")}
+	write(t, s.CAFile, caPEM)
+	write(t, filepath.Join(dir, "cert.pem"), certPEM)
+	write(t, filepath.Join(dir, "key.pem"), keyPEM)
+
+	dnsAddr := freeAddr(t, "udp")
+	mgmt := freeAddr(t, "tcp")
+	acmeAddr := freeAddr(t, "tcp")
+	cfg := map[string]any{"pebble": map[string]any{
+		"listenAddress":                  acmeAddr,
+		"managementListenAddress":        mgmt,
+		"certificate":                    filepath.Join(dir, "cert.pem"),
+		"privateKey":                     filepath.Join(dir, "key.pem"),
+		"httpPort":                       httpPort,
+		"tlsPort":                        tlsPort,
+		"ocspResponderURL":               "",
+		"externalAccountBindingRequired": false,
+	}}
+	b, _ := json.Marshal(cfg)
+	write(t, filepath.Join(dir, "pebble.json"), b)
+
+	s.start(t, challsrv, nil, "-dns01", dnsAddr, "-http01", "", "-https01", "", "-tlsalpn01", "",
+		"-management", freeAddr(t, "tcp"), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+	s.start(t, pebble, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"},
+		"-config", filepath.Join(dir, "pebble.json"), "-dnsserver", dnsAddr)
+
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	s.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	s.Directory = "https://" + acmeAddr + "/dir"
+	s.mgmt = "https://" + mgmt
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := s.client.Get(s.Directory)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pebbletest: pebble did not answer at %s: %v\n%s", s.Directory, err, s.Logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return s
+}
+
+// Roots returns the PEM root that signs the certificates pebble issues (new at every start).
+func (s *Server) Roots(t testing.TB) []byte {
+	t.Helper()
+	resp, err := s.client.Get(s.mgmt + "/roots/0")
+	if err != nil {
+		t.Fatalf("pebbletest: fetching the issuing root: %v", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("pebbletest: fetching the issuing root: %d %v", resp.StatusCode, err)
+	}
+	return b
+}
+
+// Logs is what pebble and its DNS server have printed so far (pebble logs each order and
+// validation).
+func (s *Server) Logs() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.logs.String()
+}
+
+type lockedWriter struct{ s *Server }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.s.mu.Lock()
+	defer w.s.mu.Unlock()
+	return w.s.logs.Write(p)
+}
+
+func (s *Server) start(t testing.TB, bin string, env []string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = lockedWriter{s}, lockedWriter{s}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("pebbletest: starting %s: %v", bin, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+}
+
+func write(t testing.TB, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freeAddr returns a loopback address that was free a moment ago.
+func freeAddr(t testing.TB, network string) string {
+	t.Helper()
+	if network == "udp" {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.LocalAddr().String()
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// FreePort returns a loopback TCP port that was free a moment ago.
+func FreePort(t testing.TB) int {
+	_, p, _ := net.SplitHostPort(freeAddr(t, "tcp"))
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// selfSigned makes a CA and a certificate for localhost and 127.0.0.1 signed by it, for
+// pebble's own HTTPS listeners.
+func selfSigned(t testing.TB) (caPEM, certPEM, keyPEM []byte) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "pebbletest CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ = x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2),
+		Subject:      pkix.Name{CommonName: "localhost"},
+		DNSNames:     []string{"localhost"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
+}
+
+// String names the server in test output.
+func (s *Server) String() string { return fmt.Sprintf("pebble at %s", s.Directory) }

@@ -1,0 +1,96 @@
+package proxy
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttpadaptor"
+)
+
+// acmeChallengePrefix starts the path of every ACME HTTP-01 challenge request.
+var acmeChallengePrefix = []byte("/.well-known/acme-challenge/")
+
+// WithACMEChallenge answers ACME HTTP-01 challenges (GET /.well-known/acme-challenge/…) with h,
+// on the plain listener, whether it serves the data plane or redirects to HTTPS. Such requests
+// are not data-plane requests: they carry no credential and reach no model.
+func WithACMEChallenge(h http.Handler) Option {
+	return func(g *Gateway) { g.challenge = fasthttpadaptor.NewFastHTTPHandler(h) }
+}
+
+// isACMEChallenge reports whether the plain listener should hand the request to the challenge
+// handler.
+func (g *Gateway) isACMEChallenge(ctx *fasthttp.RequestCtx) bool {
+	return g.challenge != nil && !ctx.IsTLS() && bytes.HasPrefix(ctx.Request.Header.RequestURI(), acmeChallengePrefix)
+}
+
+// ServeRedirect serves the plain listener when the data plane is on HTTPS: ACME HTTP-01
+// challenges are answered, and every other request gets a 308 redirect to the same host and
+// target on httpsPort (308 keeps the method and body; a client that sent a credential over plain
+// HTTP should still be fixed, since the credential has crossed the network in the clear).
+func (g *Gateway) ServeRedirect(ln net.Listener, httpsPort string) error {
+	s := &fasthttp.Server{
+		Handler:               func(ctx *fasthttp.RequestCtx) { g.redirect(ctx, httpsPort) },
+		ReadTimeout:           g.server.ReadTimeout,
+		WriteTimeout:          g.server.WriteTimeout,
+		IdleTimeout:           g.server.IdleTimeout,
+		ReadBufferSize:        g.server.ReadBufferSize,
+		MaxRequestBodySize:    4096, // a redirect needs no body; a larger one closes the connection
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		SecureErrorLogMessage: true,
+		CloseOnShutdown:       true,
+		Logger:                g.server.Logger,
+	}
+	g.mu.Lock()
+	g.redirector = s
+	g.mu.Unlock()
+	return s.Serve(ln)
+}
+
+func (g *Gateway) redirect(ctx *fasthttp.RequestCtx, httpsPort string) {
+	if g.isACMEChallenge(ctx) {
+		g.challenge(ctx)
+		return
+	}
+	host := ctx.Request.Header.Host()
+	if h, _, err := net.SplitHostPort(string(host)); err == nil {
+		host = []byte(h)
+	} else if len(host) > 1 && host[0] == '[' && host[len(host)-1] == ']' {
+		host = host[1 : len(host)-1]
+	}
+	if len(host) == 0 || !validRedirectHost(host) {
+		g.writeError(ctx, errBadRequest)
+		return
+	}
+	var loc []byte
+	loc = append(loc, "https://"...)
+	if bytes.IndexByte(host, ':') >= 0 {
+		loc = append(append(append(loc, '['), host...), ']')
+	} else {
+		loc = append(loc, host...)
+	}
+	if httpsPort != "443" {
+		loc = append(append(loc, ':'), httpsPort...)
+	}
+	target := ctx.Request.Header.RequestURI()
+	if len(target) == 0 || target[0] != '/' {
+		target = []byte("/")
+	}
+	loc = append(loc, target...)
+	ctx.Response.Header.SetBytesV("Location", loc)
+	ctx.Response.Header.Set("Cache-Control", "no-store")
+	ctx.SetStatusCode(fasthttp.StatusPermanentRedirect)
+}
+
+// validRedirectHost allows the characters of a DNS name or an IP address, so that a Host header
+// cannot turn the Location header into something else.
+func validRedirectHost(h []byte) bool {
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == ':') {
+			return false
+		}
+	}
+	return true
+}

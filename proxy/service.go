@@ -1,0 +1,379 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/ratelimit"
+)
+
+// service is one configured model: its deployments of replicas, limits and rules.
+type service struct {
+	name    string
+	auth    string
+	maxBody int64
+	timeout time.Duration
+	log     *slog.Logger
+
+	deployments []*deployment
+	byName      map[string]*deployment
+	totalWeight int
+	cumulative  []int
+
+	blockedPaths []string // lower case, decoded, without a trailing slash
+
+	perKey, perPrincipal ratelimit.Limit
+	keyLimitKeys         map[string]string // key slot → rate-limit key, built once
+
+	mirror        *deployment
+	mirrorPercent float64
+	mirrors       atomic.Int32 // mirrored requests in flight
+	mirrorTimeout time.Duration
+
+	passiveFailures int32
+	ejectionTime    time.Duration
+
+	health *healthChecker
+}
+
+func newService(sc config.Service, log *slog.Logger) (*service, error) {
+	svc := &service{
+		name:            sc.Name,
+		auth:            sc.Auth,
+		maxBody:         sc.MaxBodyBytes,
+		timeout:         sc.ScoringTimeout,
+		log:             log.With("service", sc.Name),
+		byName:          map[string]*deployment{},
+		perKey:          ratelimit.Limit{Rate: sc.RateLimit.PerKey.RequestsPerSecond, Burst: sc.RateLimit.PerKey.Burst},
+		perPrincipal:    ratelimit.Limit{Rate: sc.RateLimit.PerPrincipal.RequestsPerSecond, Burst: sc.RateLimit.PerPrincipal.Burst},
+		passiveFailures: int32(sc.PassiveFailures),
+		ejectionTime:    sc.EjectionTime,
+		mirrorTimeout:   sc.ScoringTimeout,
+	}
+	for _, dc := range sc.DeploymentList() {
+		d := &deployment{
+			name:        dc.Name,
+			weight:      dc.Weight,
+			balance:     sc.Balance,
+			maxInflight: int32(sc.MaxConcurrentRequests),
+			maxWait:     sc.MaxRequestWait,
+			maxQueue:    sc.MaxQueueLength,
+		}
+		for _, raw := range dc.Upstreams {
+			up, err := newUpstream(raw, sc)
+			if err != nil {
+				return nil, err
+			}
+			r := &replica{upstream: up, deployment: dc.Name}
+			r.healthy.Store(true)
+			d.replicas = append(d.replicas, r)
+		}
+		svc.deployments = append(svc.deployments, d)
+		svc.byName[d.name] = d
+		if d.weight > 0 {
+			svc.totalWeight += d.weight
+		}
+		svc.cumulative = append(svc.cumulative, svc.totalWeight)
+	}
+	if sc.Mirror.Deployment != "" && sc.Mirror.Percent > 0 {
+		svc.mirror = svc.byName[sc.Mirror.Deployment]
+		svc.mirrorPercent = sc.Mirror.Percent / 100
+	}
+	for _, p := range sc.BlockedPaths {
+		svc.blockedPaths = append(svc.blockedPaths, strings.TrimSuffix(normalizePath([]byte(p)), "/"))
+	}
+	svc.keyLimitKeys = map[string]string{
+		authn.SlotPrimary:   "key:" + sc.Name + ":" + authn.SlotPrimary,
+		authn.SlotSecondary: "key:" + sc.Name + ":" + authn.SlotSecondary,
+	}
+	if sc.HealthCheck.Path != "" {
+		svc.health = startHealthChecks(svc, sc.HealthCheck)
+	}
+	return svc, nil
+}
+
+// stop ends health checks and closes idle model connections.
+func (s *service) stop() {
+	if s.health != nil {
+		s.health.stop()
+	}
+	for _, d := range s.deployments {
+		for _, r := range d.replicas {
+			r.client.CloseIdleConnections()
+		}
+	}
+}
+
+// observe notes the outcome of a call for passive ejection: connection failures in a row take a
+// replica out for ejectionTime; any answer resets the count.
+func (s *service) observe(r *replica, err error) {
+	if err == nil || !connectionFailure(err) {
+		if r.failures.Load() != 0 {
+			r.failures.Store(0)
+		}
+		return
+	}
+	n := r.failures.Add(1)
+	if s.passiveFailures > 0 && n >= s.passiveFailures {
+		until := time.Now().Add(s.ejectionTime)
+		if r.ejectedUntil.Swap(until.UnixNano()) <= time.Now().UnixNano() {
+			s.log.Warn("replica ejected after connection failures", "deployment", r.deployment, "upstream", r.url,
+				"failures", n, "for", s.ejectionTime.String(), "err", err)
+		}
+		r.failures.Store(0)
+	}
+}
+
+// connectionFailure reports whether err means the replica could not be talked to at all (as
+// opposed to a slow or malformed answer).
+func connectionFailure(err error) bool {
+	var op *net.OpError
+	return neverSent(err) || errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed)
+}
+
+// neverSent reports whether the request cannot have reached the model: the connection was never
+// made. Only such requests are retried on another replica.
+func neverSent(err error) bool {
+	var op *net.OpError
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, fasthttp.ErrDialTimeout)
+}
+
+// tryAcquire takes a free replica other than skip without waiting, or returns nil.
+func (d *deployment) tryAcquire(skip *replica) *replica {
+	now := time.Now().UnixNano()
+	if d.maxInflight > 0 {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+	}
+	r := d.pick(now, skip)
+	if r != nil {
+		r.inflight.Add(1)
+	}
+	return r
+}
+
+// blocked reports whether the forwarded target falls under one of the service's blocked paths,
+// compared as a model server would read it: percent-escapes decoded, ";" parameters dropped,
+// without regard to case.
+func (s *service) blocked(target []byte) bool {
+	if len(s.blockedPaths) == 0 {
+		return false
+	}
+	if q := bytes.IndexByte(target, '?'); q >= 0 {
+		target = target[:q]
+	}
+	p := normalizePath(target)
+	for _, b := range s.blockedPaths {
+		if strings.HasPrefix(p, b) && (len(p) == len(b) || p[len(b)] == '/') {
+			return true
+		}
+	}
+	return false
+}
+
+// normalizePath decodes percent-escapes, drops ";" parameters from each segment and lowers the
+// case of a path. (The router has already refused encoded slashes and dot segments.)
+func normalizePath(p []byte) string {
+	var b strings.Builder
+	for seg := range strings.SplitSeq(string(p), "/") {
+		if b.Len() > 0 || strings.HasPrefix(string(p), "/") {
+			b.WriteByte('/')
+		}
+		seg, _, _ = strings.Cut(seg, ";")
+		if u, err := url.PathUnescape(seg); err == nil {
+			seg = u
+		}
+		b.WriteString(strings.ToLower(seg))
+	}
+	out := b.String()
+	if strings.HasPrefix(out, "//") {
+		out = out[1:]
+	}
+	return out
+}
+
+// maybeMirror sends a copy of a share of requests to the mirror deployment in the background and
+// discards its answer. Streamed bodies are not mirrored (they are read once), nor are requests
+// while 64 copies are already in flight or no mirror replica is free.
+func (s *service) maybeMirror(req *fasthttp.Request) {
+	if req.IsBodyStream() || rand.Float64() >= s.mirrorPercent || s.mirrors.Load() >= maxMirrorsInFlight {
+		return
+	}
+	r := s.mirror.tryAcquire(nil)
+	if r == nil {
+		return
+	}
+	s.mirrors.Add(1)
+	copyReq := fasthttp.AcquireRequest()
+	req.CopyTo(copyReq)
+	copyReq.Header.SetHost(r.host)
+	copyReq.URI().SetScheme(r.scheme)
+	go func() {
+		defer s.mirrors.Add(-1)
+		defer s.mirror.release(r)
+		defer fasthttp.ReleaseRequest(copyReq)
+		resp := fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseResponse(resp)
+		err := r.client.DoTimeout(copyReq, resp, s.mirrorTimeout)
+		s.observe(r, err)
+	}()
+}
+
+const maxMirrorsInFlight = 64
+
+// streamedBody is a request body on its way from the client to the model: it ends the body at
+// the service's limit and remembers why reading the client's side failed, so that a broken or
+// oversized body is the client's error (400, 413), not the model's (502).
+type streamedBody struct {
+	r       io.Reader
+	left    int64
+	over    bool
+	readErr error
+	head    *[]byte // pooled, for a chunked body's first part
+}
+
+var errBodyLimit = errors.New("request body over the service's max_body_bytes")
+
+func (b *streamedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		// One byte more tells a body at the limit from one over it.
+		var one [1]byte
+		if n, _ := b.r.Read(one[:]); n > 0 {
+			b.over = true
+			return 0, errBodyLimit
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.r.Read(p)
+	b.left -= int64(n)
+	if err != nil && err != io.EOF {
+		b.readErr = err
+	}
+	return n, err
+}
+
+// clientError is what a failed call means when the client's body was at fault.
+func (b *streamedBody) clientError() error {
+	switch {
+	case b == nil:
+		return nil
+	case b.over:
+		return errBodyTooLarge
+	case b.readErr != nil:
+		return errBadFraming.withCause(b.readErr)
+	}
+	return nil
+}
+
+func (b *streamedBody) release() {
+	if b != nil && b.head != nil {
+		headPool.Put(b.head)
+		b.head = nil
+	}
+}
+
+// headPool holds buffers for the first bufferedBodyBytes of chunked bodies.
+var headPool = sync.Pool{New: func() any { b := make([]byte, bufferedBodyBytes+1); return &b }}
+
+// prepareBody readies a body that fasthttp left as a stream. A body of up to bufferedBodyBytes
+// is read whole and sent with its Content-Length (a chunked one de-chunked, its framing fully
+// checked before the model sees a byte). A longer one streams through as it arrives (a chunked
+// one stays chunked, with the part already read in front), and the service's limit holds.
+func prepareBody(req *fasthttp.Request, maxBody int64) (*streamedBody, error) {
+	stream := req.BodyStream()
+	cl := req.Header.ContentLength()
+	if cl > bufferedBodyBytes {
+		b := &streamedBody{r: stream, left: int64(cl)}
+		req.SetBodyStream(b, cl)
+		return b, nil
+	}
+	head := headPool.Get().(*[]byte)
+	buf := *head
+	if cl >= 0 {
+		buf = buf[:cl]
+	}
+	n, err := readFull(stream, buf)
+	switch {
+	case err == io.EOF || (err == nil && cl >= 0): // the whole body
+		if int64(n) > maxBody {
+			headPool.Put(head)
+			return nil, errBodyTooLarge
+		}
+		req.SetBody(buf[:n])
+		headPool.Put(head)
+		return nil, nil
+	case err != nil:
+		headPool.Put(head)
+		return nil, errBadFraming.withCause(err)
+	case int64(n) > maxBody:
+		headPool.Put(head)
+		return nil, errBodyTooLarge
+	}
+	b := &streamedBody{r: io.MultiReader(bytes.NewReader(buf[:n]), stream), left: maxBody, head: head}
+	req.SetBodyStream(b, -1)
+	return b, nil
+}
+
+// readFull reads until buf is full (err nil) or the stream ends (io.EOF) or fails. Unlike
+// io.ReadFull it passes the stream's own errors on unchanged, so a truncated body is never
+// taken for a whole one.
+func readFull(r io.Reader, buf []byte) (int, error) {
+	n := 0
+	for n < len(buf) {
+		m, err := r.Read(buf[n:])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
+
+// rateLimit applies the service's per-key or per-principal rate to the caller.
+func (g *Gateway) rateLimit(svc *service, c authn.Caller) error {
+	if g.limiter == nil {
+		return nil
+	}
+	var key string
+	var lim ratelimit.Limit
+	switch {
+	case svc.perKey.Rate > 0 && c.KeySlot != "":
+		key, lim = svc.keyLimitKeys[c.KeySlot], svc.perKey
+	case svc.perPrincipal.Rate > 0 && c.Token.Subject != "":
+		key, lim = "principal:"+c.Token.Issuer+"|"+c.Token.Subject, svc.perPrincipal
+	default:
+		return nil
+	}
+	d := g.limiter.Allow(context.Background(), key, lim)
+	if d.Allowed {
+		return nil
+	}
+	e := *errRateLimited // a copy: the shared error must not change
+	e.RetryAfter = max(1, int((d.RetryAfter+time.Second-1)/time.Second))
+	return &e
+}
+
+// admissionError maps a failure to get a replica onto 503 with Retry-After.
+func admissionError(err error) error {
+	if errors.Is(err, errNoAvailable) {
+		return errNoReplica.withCause(err)
+	}
+	return errShed.withCause(err)
+}
