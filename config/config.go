@@ -265,9 +265,9 @@ type Service struct {
 	// MaxQueueLength caps the requests waiting in the queue; past it a request gets 503 at once.
 	// Default 1000.
 	MaxQueueLength int `yaml:"max_queue_length"`
-	// MaxBodyBytes caps a request body for this service, in bytes; a larger one gets 413 (before
-	// the body is read when its length is declared). Bodies over 64 KiB are streamed to the
-	// model, not buffered. Default: server.max_body_bytes.
+	// MaxBodyBytes caps a request body for this service, in bytes; a larger one gets 413 (as
+	// soon as its first byte arrives, when its length is declared). Bodies over 64 KiB are
+	// streamed to the model, not buffered. Default: server.max_body_bytes.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
 	// MaxResponseBytes caps the model's answer, in bytes; a larger one gets 502. Default:
 	// server.max_response_bytes.

@@ -531,8 +531,8 @@ func TestSizeLimits(t *testing.T) {
 		{"HTTP-38 request target over max_header_bytes", request("GET", score+"?q="+strings.Repeat("q", big), bearer(e.primary)), 431, "RequestHeaderFieldsTooLarge"},
 		{"HTTP-38 unterminated header block filling the buffer", "GET " + score + " HTTP/1.1\r\nHost: gw.test\r\nX-Pad: " +
 			strings.Repeat("p", e.cfg.Server.MaxHeaderBytes), 431, "RequestHeaderFieldsTooLarge"},
-		// Only the start of the body is sent: the gateway reads at most min(the limit, 8 KiB) of
-		// it, then answers from the Content-Length and leaves the rest unread.
+		// Only the start of the body is sent: the gateway reads one byte of it, answers from the
+		// Content-Length and leaves the rest unread.
 		{"body over the service limit by Content-Length", head + "Content-Length: 1025\r\n\r\n" + strings.Repeat("b", 1025), 413, "PayloadTooLarge"},
 		{"body far over the service limit by Content-Length", head + "Content-Length: 1000000000\r\n\r\n" + strings.Repeat("b", 2048), 413, "PayloadTooLarge"},
 		{"chunked body over the service limit in one chunk", head + "Transfer-Encoding: chunked\r\n\r\n401\r\n" + strings.Repeat("b", 1025) + "\r\n0\r\n\r\n", 413, "PayloadTooLarge"},

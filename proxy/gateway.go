@@ -433,14 +433,21 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) int {
 // larger one is streamed to the model as it arrives.
 const bufferedBodyBytes = config.StreamedBodyThresholdBytes
 
-// headerReceived keeps a body over its service's limit in memory no longer than it must: such a
-// request is refused from its headers, and the body left unread.
+// headerReceived decides how much of a body fasthttp reads before the handler runs (bodies
+// over that stream). A request whose declared body is over its service's limit gets a single
+// byte read, so that the handler refuses it with 413 at once; a service with a limit under
+// bufferedBodyBytes never has more than its limit read.
 func (g *Gateway) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	name, _, ok, valid := splitTarget(h.RequestURI())
 	if !ok || !valid {
 		return fasthttp.RequestConfig{}
 	}
-	if svc := g.services[string(name)]; svc != nil && svc.maxBody < bufferedBodyBytes {
+	svc := g.services[string(name)]
+	switch {
+	case svc == nil:
+	case int64(h.ContentLength()) > svc.maxBody:
+		return fasthttp.RequestConfig{MaxRequestBodySize: 1}
+	case svc.maxBody < bufferedBodyBytes:
 		return fasthttp.RequestConfig{MaxRequestBodySize: int(svc.maxBody)}
 	}
 	return fasthttp.RequestConfig{}

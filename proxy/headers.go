@@ -51,22 +51,31 @@ func isFraming(name []byte) bool {
 const maxNominated = 32
 
 // headerNames collects header names to delete after a visit (deleting while visiting is unsafe).
+// It keeps offsets into its own buffer, not slices of it, so that it can live on the stack.
 type headerNames struct {
-	n     int
-	names [maxNominated][]byte
-	buf   [512]byte
-	used  int
+	n    int
+	ends [maxNominated]uint16
+	buf  [512]byte
+	used int
 }
 
 func (h *headerNames) add(name []byte) bool {
 	if h.n == maxNominated || h.used+len(name) > len(h.buf) {
 		return false
 	}
-	start := h.used
 	h.used += copy(h.buf[h.used:], name)
-	h.names[h.n] = h.buf[start:h.used]
+	h.ends[h.n] = uint16(h.used)
 	h.n++
 	return true
+}
+
+// name returns the i-th name collected.
+func (h *headerNames) name(i int) []byte {
+	start := uint16(0)
+	if i > 0 {
+		start = h.ends[i-1]
+	}
+	return h.buf[start:h.ends[i]]
 }
 
 // connectionNominated gathers the names listed in every Connection header value.
@@ -121,7 +130,7 @@ func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overT
 		host = append(host, h.Peek("X-Forwarded-Host")...)
 	}
 	for i := 0; i < drop.n; i++ {
-		h.DelBytes(drop.names[i])
+		h.DelBytes(drop.name(i))
 	}
 	for _, name := range hopHeaders {
 		h.Del(name)
@@ -139,13 +148,14 @@ func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overT
 	}
 	xff = peer.AppendTo(xff)
 	h.SetBytesV("X-Forwarded-For", xff)
-	if len(proto) == 0 {
-		proto = append(proto, "http"...)
-		if overTLS {
-			proto = append(proto, 's')
-		}
+	switch {
+	case len(proto) > 0:
+		h.SetBytesV("X-Forwarded-Proto", proto)
+	case overTLS:
+		h.Set("X-Forwarded-Proto", "https")
+	default:
+		h.Set("X-Forwarded-Proto", "http")
 	}
-	h.SetBytesV("X-Forwarded-Proto", proto)
 	if len(host) == 0 {
 		host = h.Host()
 	}
@@ -161,7 +171,7 @@ func cleanResponse(h *fasthttp.ResponseHeader) {
 	var drop headerNames
 	connectionNominated(h.PeekAll("Connection"), &drop) // past the bound, the rest stay; none are the gateway's
 	for i := 0; i < drop.n; i++ {
-		h.DelBytes(drop.names[i])
+		h.DelBytes(drop.name(i))
 	}
 	for _, name := range hopHeaders {
 		h.Del(name)

@@ -346,7 +346,8 @@ func rateLimiter(cfg *config.Config, redis *authn.RedisStore, log *slog.Logger) 
 	case !limited:
 		return nil
 	case redis != nil:
-		return ratelimit.NewShared(redis.Client(), cfg.Store.RedisPrefix, ratelimit.NewLocal(), ratelimit.WithLogger(log))
+		return ratelimit.NewShared(redis.Client(), cfg.Store.RedisPrefix, ratelimit.NewLocal(),
+			ratelimit.WithLogger(log), ratelimit.WithTimeout(cfg.Store.RedisTimeout))
 	}
 	return ratelimit.NewLocal()
 }
