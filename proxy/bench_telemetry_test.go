@@ -2,14 +2,17 @@ package proxy_test
 
 import (
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
@@ -17,33 +20,74 @@ import (
 	"github.com/scoregate/scoregate/telemetry"
 )
 
-// BenchmarkProxyKeyRequestTelemetry is BenchmarkProxyKeyRequest with telemetry on: the same
-// request, the same key, the same model, one reused connection, but the gateway runs
-// WithTelemetry, so the difference between the two is the cost of telemetry per request.
+// BenchmarkProxyKeyRequestTelemetry is BenchmarkProxyKeyRequest with telemetry off and on: the
+// same request, the same key, the same model, one reused connection, on the same gateway set-up,
+// so the difference between the two is the cost of telemetry per request.
 //
-// Every request is sampled (the default parentbased_always_on) and becomes a span, which goes to
-// tracetest's no-op exporter: the recorder builds and batches every span as it would for OTLP, but
-// nothing keeps them, so memory does not grow with b.N (an in-memory exporter would hold every
-// span of the run). ns/op is the latency of one request; the recorder's work runs on another
-// goroutine beside it (BenchmarkRecorderSpan in package telemetry measures it).
+//   - off: the gateway runs without telemetry.
+//   - otlp-http: telemetry configured as a user configures it, through the environment: spans go
+//     over OTLP/HTTP (the library's otlptracehttp client, which the OTEL_EXPORTER_OTLP_* variables
+//     choose) to a loopback receiver that reads and throws away each batch. Every request is
+//     sampled (the default parentbased_always_on) and becomes a span. otlp-B/op is the OTLP
+//     request body per request, counted by the receiver.
+//
+// ns/op is the latency of one request. The recorder's work (metrics, the span's protobuf message,
+// the upload) runs on another goroutine beside it and, the requests being one at a time, mostly
+// while the request waits on the model, so ns/op shows little of it; on a gateway whose CPUs are
+// busy it is paid in full. cpu-ns/op is that full price: the CPU time, user and system, the whole
+// process used per request (client, gateway, model, and with telemetry the recorder and the
+// receiver), with the last batch flushed before it is read. B/op and allocs/op count every
+// goroutine's allocations.
 func BenchmarkProxyKeyRequestTelemetry(b *testing.B) {
-	b.Setenv("OTEL_TRACES_SAMPLER", "") // the default, whatever the environment says
-	cfg := &config.Config{}
-	cfg.ApplyDefaults()
-	tel, err := telemetry.New(context.Background(), cfg, telemetry.Options{
-		Exporters: []sdktrace.SpanExporter{tracetest.NewNoopExporter()},
+	b.Run("off", func(b *testing.B) {
+		key, c := benchTelemetryClient(b, nil)
+		start := processCPU(b)
+		benchKeyRequest(b, c, key)
+		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
 	})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { // registered first, so it runs after the gateway has stopped
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := tel.Shutdown(ctx); err != nil {
-			b.Errorf("telemetry Shutdown: %v", err)
+	b.Run("otlp-http", func(b *testing.B) {
+		var received atomic.Int64
+		collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			n, _ := io.Copy(io.Discard, r.Body)
+			received.Add(n)
+		}))
+		b.Cleanup(collector.Close) // registered first, so it runs after telemetry has flushed
+
+		b.Setenv("OTEL_TRACES_SAMPLER", "") // the default, whatever the environment says
+		b.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+		b.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+		b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+		b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+		b.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "")
+		cfg := &config.Config{}
+		cfg.ApplyDefaults()
+		tel, err := telemetry.New(context.Background(), cfg, telemetry.Options{})
+		if err != nil {
+			b.Fatal(err)
 		}
+		shutdown := func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := tel.Shutdown(ctx); err != nil {
+				b.Errorf("telemetry Shutdown: %v", err)
+			}
+		}
+		b.Cleanup(shutdown) // registered before the gateway's, so it runs after the gateway has stopped
+		key, c := benchTelemetryClient(b, tel)
+		start := processCPU(b)
+		benchKeyRequest(b, c, key)
+		shutdown() // flushes the last batch (Shutdown is idempotent)
+		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+		if received.Load() == 0 {
+			b.Fatal("the OTLP receiver got nothing: telemetry was not on")
+		}
+		b.ReportMetric(float64(received.Load())/float64(b.N+1), "otlp-B/op") // +1: benchRequest's first request
+		b.ReportMetric(float64(tel.Dropped())/float64(b.N), "dropped/op")
 	})
-	key, c := benchTelemetryClient(b, tel)
+}
+
+// benchKeyRequest is BenchmarkProxyKeyRequest's request, with key, through c.
+func benchKeyRequest(b *testing.B, c *fasthttp.HostClient, key string) {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	req.SetRequestURI("http://gw.test/api/v1/service/iris/score?version=2")
@@ -53,12 +97,20 @@ func BenchmarkProxyKeyRequestTelemetry(b *testing.B) {
 	req.SetBodyString(`{"data":[[5.1,3.5,1.4,0.2]]}`)
 	benchRequest(b, c, req, fasthttp.StatusOK)
 	b.StopTimer()
-	b.ReportMetric(float64(tel.Dropped())/float64(b.N), "dropped/op")
 }
 
-// benchTelemetryClient is benchClient for a gateway WithTelemetry(tel): the iris service of
-// newEnv on benchUpstream, served on an in-memory listener, and a client over one reused
-// connection. It returns iris's primary key.
+// processCPU is the CPU time, user and system, the process has used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// benchTelemetryClient is benchClient for a gateway WithTelemetry(tel) (without telemetry when tel
+// is nil): the iris service of newEnv on benchUpstream, served on an in-memory listener, and a
+// client over one reused connection. It returns iris's primary key.
 func benchTelemetryClient(b *testing.B, tel *telemetry.Telemetry) (string, *fasthttp.HostClient) {
 	b.Helper()
 	ctx := context.Background()

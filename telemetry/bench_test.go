@@ -1,9 +1,19 @@
 package telemetry
 
 import (
-	"runtime"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/scoregate/scoregate/config"
 )
@@ -12,29 +22,34 @@ import (
 // queue is emptied.
 const benchDrain = 1024
 
-// BenchmarkRecordRequest is the request path's share of telemetry for one forwarded request, as
-// the proxy does it: Begin, SetRequest with an incoming traceparent, SetRequestID, the service,
-// auth mode and upstream, the upstream call's start and end, the traceparent for the model into a
-// stack buffer, and End(200). It measures the request path only, not the recorder that turns
-// records into spans and metrics (BenchmarkRecorderSpan measures that), in two settings:
+// BenchmarkRecordRequest is telemetry's cost for one forwarded request, as the proxy records it:
+// Begin, SetRequest with an incoming traceparent, SetRequestID, the service, auth mode and
+// upstream, the upstream call's start and end, the traceparent for the model into a stack buffer,
+// and End(200). Every benchDrain requests the benchmark waits for the queue to empty, in three
+// settings:
 //
 //   - request-path: the recorder is stopped and the benchmark hands the queued Records back to the
-//     pool itself every benchDrain requests, with the timer stopped. ns/op, B/op and allocs/op are
-//     the request path's alone (the allocation counters are process-wide, so a running recorder's
-//     allocations would otherwise be counted here).
-//   - recorder-running: the recorder runs on its own goroutine with an in-memory exporter, as in
-//     the gateway; ns/op includes waking it up on End and sharing the CPUs with it, and B/op and
-//     allocs/op include its allocations. Every benchDrain requests the timer stops until it has
-//     caught up and the exporter's spans are thrown away.
+//     pool itself, with the timer stopped. ns/op, B/op and allocs/op are the request path's alone
+//     (the allocation counters are process-wide, so a running recorder's allocations would
+//     otherwise be counted here).
+//   - recorder-running: the recorder runs on its own goroutine with an in-memory exporter (SDK
+//     spans, as for traces_file and tests). The wait for it to catch up is timed, so B/op and
+//     allocs/op include the recorder's allocations; only throwing the exporter's spans away is
+//     not timed. The request path and the recorder run side by side, so ns/op is about the
+//     slower of the two; cpu-ns/op is what one request costs the CPUs together: the process's
+//     CPU time, user and system, per request.
+//   - recorder-running-otlp: the same with the recorder sending spans as a gateway configured for
+//     OTLP/HTTP does: through the library's client (otlptracehttp) to a loopback receiver that
+//     reads and discards them, on the same CPUs.
 //
-// Either way the queue is large enough never to fill, so End takes the hand-over branch, not the
-// drop branch (dropped/op says so), and Records come back from the pool as they do in a gateway
-// whose recorder keeps up.
+// The queue is large enough never to fill, so End takes the hand-over branch, not the drop branch
+// (dropped/op says so), and Records come back from the pool as they do in a gateway whose
+// recorder keeps up. The recorders' last partial batch is uploaded after the timer has stopped.
 func BenchmarkRecordRequest(b *testing.B) {
 	b.Run("request-path", func(b *testing.B) {
 		tel, _ := newTel(b, func(c *config.Config) { c.Telemetry.QueueSize = 2 * benchDrain }, Options{})
-		shutdown(b, tel) // the recorder stops; End still queues, and drain hands Records back
-		benchRecordRequest(b, tel, func() {
+		shutdown(b, tel) // the recorder stops; End still queues, and the reset hands Records back
+		benchRecordRequest(b, tel, nil, func() {
 			for len(tel.queue) > 0 {
 				tel.put(<-tel.queue)
 			}
@@ -42,16 +57,45 @@ func BenchmarkRecordRequest(b *testing.B) {
 	})
 	b.Run("recorder-running", func(b *testing.B) {
 		tel, mem := newTel(b, func(c *config.Config) { c.Telemetry.QueueSize = 4 * benchDrain }, Options{})
-		benchRecordRequest(b, tel, func() {
-			for len(tel.queue) > 0 {
-				runtime.Gosched()
-			}
-			mem.Reset()
-		})
+		start := processCPU(b)
+		benchRecordRequest(b, tel, waitForRecorder(tel), mem.Reset)
+		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+	})
+	b.Run("recorder-running-otlp", func(b *testing.B) {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.Copy(io.Discard, r.Body)
+		}))
+		b.Cleanup(srv.Close)
+		tel, _ := newTel(b, func(c *config.Config) { c.Telemetry.QueueSize = 4 * benchDrain },
+			Options{Exporters: []sdktrace.SpanExporter{}, Client: otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(srv.URL))})
+		start := processCPU(b)
+		benchRecordRequest(b, tel, waitForRecorder(tel), nil)
+		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
 	})
 }
 
-func benchRecordRequest(b *testing.B, tel *Telemetry, drain func()) {
+// processCPU is the CPU time, user and system, the process has used so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// waitForRecorder returns a function that waits until tel's recorder has taken every queued
+// Record. It sleeps between looks rather than spin, which would spend CPU time cpu-ns/op counts.
+func waitForRecorder(tel *Telemetry) func() {
+	return func() {
+		for len(tel.queue) > 0 {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+}
+
+// benchRecordRequest records b.N requests; every benchDrain of them it calls catchUp with the
+// timer running and then reset with the timer stopped (either may be nil).
+func benchRecordRequest(b *testing.B, tel *Telemetry, catchUp, reset func()) {
 	var (
 		method      = []byte("POST")
 		target      = []byte("/api/v1/service/iris/score?x=1")
@@ -62,6 +106,16 @@ func benchRecordRequest(b *testing.B, tel *Telemetry, drain func()) {
 		tracestate  = []byte("congo=t61rcWkgMzE")
 		requestID   = []byte("6f1c2b7e-3d4a-4c1e-9a8b-7c6d5e4f3a2b")
 	)
+	drain := func() {
+		if catchUp != nil {
+			catchUp()
+		}
+		if reset != nil {
+			b.StopTimer()
+			reset()
+			b.StartTimer()
+		}
+	}
 	n, sent := 0, 0
 	b.ReportAllocs()
 	for b.Loop() {
@@ -76,13 +130,16 @@ func benchRecordRequest(b *testing.B, tel *Telemetry, drain func()) {
 		rec.UpstreamEnd()
 		rec.End(200)
 		if n++; n%benchDrain == 0 {
-			b.StopTimer()
 			drain()
-			b.StartTimer()
 		}
 	}
 	b.StopTimer()
-	drain()
+	if catchUp != nil {
+		catchUp()
+	}
+	if reset != nil {
+		reset()
+	}
 	if sent != 55*n {
 		b.Fatalf("traceparents of %d bytes for %d requests", sent, n)
 	}
@@ -90,28 +147,135 @@ func benchRecordRequest(b *testing.B, tel *Telemetry, drain func()) {
 }
 
 // BenchmarkRecorderSpan is the background recorder's cost per request, which the request path
-// does not pay: turning a Record into a finished SERVER span (t.span) and recording its metrics
-// (metrics.record). Handing spans to the exporter in batches and the optional access-log line
-// come on top.
+// does not pay, for a request with a sampled parent, a tracestate and a key in its query:
+//
+//   - otlp-build: writing its span into the OTLP batch's reused protobuf messages (fillOTLP).
+//   - otlp-build-marshal: the same, plus proto.Marshal of the ExportTraceServiceRequest for every
+//     batchSize spans, as the OTLP clients do before sending (otlptracehttp marshals into a new
+//     buffer per batch, so B/op is mostly that buffer, about the span's size on the wire). ns/op and
+//     B/op are per span; a last partial batch of b.N is built but not marshalled.
+//   - metrics: recording its metrics (metrics.record).
+//   - sdk: turning it into an SDK span (t.span), what the traces_file exporter and tests get.
+//
+// BenchmarkOTLPUpload adds the client's HTTP request; the optional access-log line comes on top.
 func BenchmarkRecorderSpan(b *testing.B) {
-	tel, _ := newTel(b, nil, Options{})
-	rec := tel.Begin()
-	rec.SetRequest([]byte("POST"), []byte("/api/v1/service/iris/score?x=1&key=abc"), []byte("python-requests/2.32.3"),
-		[]byte("scoring.example.com:8080"), []byte("10.20.30.40"), []byte("00-"+parentTrace+"-"+parentSpan+"-01"),
-		[]byte("congo=t61rcWkgMzE"))
-	rec.SetRequestID([]byte("6f1c2b7e-3d4a-4c1e-9a8b-7c6d5e4f3a2b"))
-	rec.Service, rec.Auth, rec.Reason, rec.Upstream = "iris", config.AuthKey, "ok", "127.0.0.1:5001"
-	rec.upstreamDur, rec.duration, rec.status = 1200*time.Microsecond, 1500*time.Microsecond, 200
-	if !rec.sampled {
-		b.Fatal("the record is not sampled: no span would be built")
+	tel, _ := newTel(b, nil, Options{Exporters: []sdktrace.SpanExporter{}})
+	recs := benchRecords(b, tel, batchSize)
+	batch := newOTLPBatch(tel.resource)
+	for _, r := range recs {
+		batch.add(r)
 	}
+	batch.build(tel) // makes the messages
+	b.Run("otlp-build", func(b *testing.B) {
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			tel.fillOTLP(batch.spans[i], recs[i])
+			if i++; i == len(recs) {
+				i = 0
+			}
+		}
+	})
+	b.Run("otlp-build-marshal", func(b *testing.B) {
+		i, size := 0, 0
+		b.ReportAllocs()
+		for b.Loop() {
+			tel.fillOTLP(batch.spans[i], recs[i])
+			if i++; i == len(recs) {
+				i = 0
+				body, err := proto.Marshal(&collectortrace.ExportTraceServiceRequest{ResourceSpans: batch.upload})
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(body)
+			}
+		}
+		b.ReportMetric(float64(size)/float64(len(recs)), "wire-B/span")
+	})
+	b.Run("metrics", func(b *testing.B) {
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			tel.metrics.record(recs[i])
+			if i++; i == len(recs) {
+				i = 0
+			}
+		}
+	})
+	b.Run("sdk", func(b *testing.B) {
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			if s := tel.span(recs[i]); s.Name() == "" {
+				b.Fatal("span without a name")
+			}
+			if i++; i == len(recs) {
+				i = 0
+			}
+		}
+	})
+	batch.release(tel)
+}
+
+// BenchmarkOTLPUpload is the recorder's cost per span of sending spans through the library's
+// OTLP/HTTP client (otlptracehttp.NewClient) to a loopback receiver that reads and discards each
+// request: building the batch, and UploadTraces (marshal, HTTP request, response) for every
+// batchSize spans. The receiver runs on the same CPUs, so its share is counted too. ns/op, B/op
+// and allocs/op are per span.
+func BenchmarkOTLPUpload(b *testing.B) {
+	var received atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		received.Add(n)
+	}))
+	b.Cleanup(srv.Close)
+	client := otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(srv.URL))
+	tel, _ := newTel(b, nil, Options{Exporters: []sdktrace.SpanExporter{}, Client: client})
+	recs := benchRecords(b, tel, batchSize)
+	batch := newOTLPBatch(tel.resource)
+	for _, r := range recs {
+		batch.add(r)
+	}
+	ctx := context.Background()
+	upload := func() {
+		if err := client.UploadTraces(ctx, batch.build(tel)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	upload() // the connection and the messages exist before the timer starts
+	received.Store(0)
+	i, batches := 0, 0
 	b.ReportAllocs()
 	for b.Loop() {
-		if s := tel.span(rec); s.Name() == "" {
-			b.Fatal("span without a name")
+		if i++; i == len(recs) {
+			upload()
+			i = 0
+			batches++
 		}
-		tel.metrics.record(rec)
 	}
 	b.StopTimer()
-	rec.End(200)
+	if batches > 0 {
+		b.ReportMetric(float64(received.Load())/float64(batches*len(recs)), "wire-B/span")
+	}
+	batch.release(tel)
+}
+
+// benchRecords returns n Records of the same request, with a sampled parent, a tracestate and a
+// key in the query, as the request path leaves them at End (but not handed over).
+func benchRecords(b *testing.B, tel *Telemetry, n int) []*Record {
+	recs := make([]*Record, n)
+	for i := range recs {
+		rec := tel.Begin()
+		rec.SetRequest([]byte("POST"), []byte("/api/v1/service/iris/score?x=1&key=abc"), []byte("python-requests/2.32.3"),
+			[]byte("scoring.example.com:8080"), []byte("10.20.30.40"), []byte("00-"+parentTrace+"-"+parentSpan+"-01"),
+			[]byte("congo=t61rcWkgMzE"))
+		rec.SetRequestID([]byte("6f1c2b7e-3d4a-4c1e-9a8b-7c6d5e4f3a2b"))
+		rec.Service, rec.Auth, rec.Reason, rec.Upstream = "iris", config.AuthKey, "ok", "127.0.0.1:5001"
+		rec.upstreamDur, rec.duration, rec.status = 1200*time.Microsecond, 1500*time.Microsecond, 200
+		if !rec.sampled {
+			b.Fatal("the record is not sampled: no span would be built")
+		}
+		recs[i] = rec
+	}
+	return recs
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
@@ -18,13 +19,13 @@ import (
 	"github.com/scoregate/scoregate/config"
 )
 
-// exportersFromEnv chooses the span exporters: OTLP when OTEL_TRACES_EXPORTER is "otlp", or is
-// unset and an OTLP endpoint is (protocol from OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
+// exportersFromEnv chooses where spans go: an OTLP client when OTEL_TRACES_EXPORTER is "otlp", or
+// is unset and an OTLP endpoint is (protocol from OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
 // OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf", the default, or "grpc"; endpoint, headers,
-// timeout and TLS from the other OTEL_EXPORTER_OTLP_* variables, read by the exporters
-// themselves); plus the JSON-lines file of telemetry.traces_file.
-func exportersFromEnv(ctx context.Context, cfg config.Telemetry, getenv func(string) string) ([]sdktrace.SpanExporter, error) {
-	var out []sdktrace.SpanExporter
+// timeout and TLS from the other OTEL_EXPORTER_OTLP_* variables, read by the client itself), not
+// yet started; and the exporter writing the JSON-lines file of telemetry.traces_file.
+func exportersFromEnv(cfg config.Telemetry, getenv func(string) string) (otlptrace.Client, []sdktrace.SpanExporter, error) {
+	var client otlptrace.Client
 	kind := getenv("OTEL_TRACES_EXPORTER")
 	endpoint := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
 	switch {
@@ -33,37 +34,31 @@ func exportersFromEnv(ctx context.Context, cfg config.Telemetry, getenv func(str
 		if protocol == "" {
 			protocol = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
 		}
-		var e sdktrace.SpanExporter
-		var err error
 		switch protocol {
 		case "", "http/protobuf":
-			e, err = otlptracehttp.New(ctx)
+			client = otlptracehttp.NewClient()
 		case "grpc":
-			e, err = otlptracegrpc.New(ctx)
+			client = otlptracegrpc.NewClient()
 		default:
-			return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: use http/protobuf or grpc", protocol)
+			return nil, nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: use http/protobuf or grpc", protocol)
 		}
-		if err != nil {
-			return nil, fmt.Errorf("starting the OTLP exporter: %w", err)
-		}
-		out = append(out, e)
 	case kind == "" || kind == "none":
 	default:
-		return nil, fmt.Errorf("OTEL_TRACES_EXPORTER %q: use otlp or none (and telemetry.traces_file for a file)", kind)
+		return nil, nil, fmt.Errorf("OTEL_TRACES_EXPORTER %q: use otlp or none (and telemetry.traces_file for a file)", kind)
 	}
-	if cfg.TracesFile != "" {
-		f, err := os.OpenFile(cfg.TracesFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-		if err != nil {
-			return nil, fmt.Errorf("telemetry.traces_file: %w", err)
-		}
-		e, err := stdouttrace.New(stdouttrace.WithWriter(f))
-		if err != nil {
-			f.Close()
-			return nil, err
-		}
-		out = append(out, fileExporter{SpanExporter: e, f: f})
+	if cfg.TracesFile == "" {
+		return client, nil, nil
 	}
-	return out, nil
+	f, err := os.OpenFile(cfg.TracesFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+	if err != nil {
+		return nil, nil, fmt.Errorf("telemetry.traces_file: %w", err)
+	}
+	e, err := stdouttrace.New(stdouttrace.WithWriter(f))
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return client, []sdktrace.SpanExporter{fileExporter{SpanExporter: e, f: f}}, nil
 }
 
 // fileExporter closes its file when shut down.

@@ -24,9 +24,11 @@ type metrics struct {
 	rejections metric.Int64Counter
 
 	// Attribute sets, made once per label combination (only the recorder goroutine uses them).
-	durationOpts  map[durationKey]metric.RecordOption
-	serviceOpts   map[string]metric.RecordOption
-	rejectionOpts map[[2]string]metric.AddOption
+	// They are kept as the variadic option slices Record and Add take, which would otherwise
+	// allocate a new one for every call.
+	durationOpts  map[durationKey][]metric.RecordOption
+	serviceOpts   map[string][]metric.RecordOption
+	rejectionOpts map[[2]string][]metric.AddOption
 }
 
 type durationKey struct{ method, class, service string }
@@ -41,9 +43,9 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	meter := provider.Meter("github.com/scoregate/scoregate/telemetry")
 	m := &metrics{
 		handler:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		durationOpts:  map[durationKey]metric.RecordOption{},
-		serviceOpts:   map[string]metric.RecordOption{},
-		rejectionOpts: map[[2]string]metric.AddOption{},
+		durationOpts:  map[durationKey][]metric.RecordOption{},
+		serviceOpts:   map[string][]metric.RecordOption{},
+		rejectionOpts: map[[2]string][]metric.AddOption{},
 	}
 	buckets := metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 	if m.duration, err = meter.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
@@ -108,30 +110,30 @@ func (m *metrics) record(r *Record) {
 	}
 	service := r.Service
 	dk := durationKey{normalMethod(r.method), class, service}
-	dopt, ok := m.durationOpts[dk]
+	dopts, ok := m.durationOpts[dk]
 	if !ok {
-		dopt = metric.WithAttributeSet(attribute.NewSet(
+		dopts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
 			attribute.String("http.request.method", dk.method),
 			attribute.String("http.response.status_class", dk.class),
-			attribute.String("service", dk.service)))
-		m.durationOpts[dk] = dopt
+			attribute.String("service", dk.service)))}
+		m.durationOpts[dk] = dopts
 	}
-	m.duration.Record(ctx, r.duration.Seconds(), dopt)
+	m.duration.Record(ctx, r.duration.Seconds(), dopts...)
 	if r.Upstream != "" {
-		sopt, ok := m.serviceOpts[service]
+		sopts, ok := m.serviceOpts[service]
 		if !ok {
-			sopt = metric.WithAttributeSet(attribute.NewSet(attribute.String("service", service)))
-			m.serviceOpts[service] = sopt
+			sopts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("service", service)))}
+			m.serviceOpts[service] = sopts
 		}
-		m.upstream.Record(ctx, r.upstreamDur.Seconds(), sopt)
+		m.upstream.Record(ctx, r.upstreamDur.Seconds(), sopts...)
 	}
 	if authReasons[r.Reason] {
 		rk := [2]string{r.Reason, service}
-		ropt, ok := m.rejectionOpts[rk]
+		ropts, ok := m.rejectionOpts[rk]
 		if !ok {
-			ropt = metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", rk[0]), attribute.String("service", rk[1])))
-			m.rejectionOpts[rk] = ropt
+			ropts = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", rk[0]), attribute.String("service", rk[1])))}
+			m.rejectionOpts[rk] = ropts
 		}
-		m.rejections.Add(ctx, 1, ropt)
+		m.rejections.Add(ctx, 1, ropts...)
 	}
 }

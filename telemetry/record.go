@@ -16,6 +16,8 @@ type Record struct {
 	start time.Time
 
 	method, target, userAgent, host, client, requestID, tracestate []byte
+	// spanBuf holds the span's values built from several pieces, for the OTLP batch (fillOTLP).
+	spanBuf []byte
 
 	traceID   [16]byte
 	spanID    [8]byte

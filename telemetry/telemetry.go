@@ -22,9 +22,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/sdk/instrumentation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -42,6 +44,8 @@ type Telemetry struct {
 	redact      map[string]bool
 	sampler     sampler
 	resource    *resource.Resource
+	client      otlptrace.Client // the OTLP client, or nil
+	otlp        *otlpBatch       // the client's batch, when there is a client
 	exporters   []sdktrace.SpanExporter
 	metrics     *metrics
 	accessLog   *slog.Logger
@@ -61,8 +65,11 @@ type Options struct {
 	// Log is the gateway's own log (exporter errors); AccessLog, when set, receives access-log
 	// lines (default: a JSON logger on stderr).
 	Log, AccessLog *slog.Logger
-	// Exporters replace the ones the environment and configuration choose (for tests).
+	// Exporters and Client, when either is set, replace what the environment and configuration
+	// choose (for tests and benchmarks). Exporters get every span as an SDK span; Client gets them
+	// as OTLP messages, built without the SDK. New starts Client and Shutdown stops it.
 	Exporters []sdktrace.SpanExporter
+	Client    otlptrace.Client
 	// StateAge, when set, reports how old the shared-state copy is, for the metric.
 	StateAge func() time.Duration
 }
@@ -101,10 +108,16 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Telemetry, error)
 	if t.resource, err = newResource(ctx); err != nil {
 		return nil, err
 	}
-	if o.Exporters != nil {
-		t.exporters = o.Exporters
-	} else if t.exporters, err = exportersFromEnv(ctx, cfg.Telemetry, os.Getenv); err != nil {
+	if o.Exporters != nil || o.Client != nil {
+		t.client, t.exporters = o.Client, o.Exporters
+	} else if t.client, t.exporters, err = exportersFromEnv(cfg.Telemetry, os.Getenv); err != nil {
 		return nil, err
+	}
+	if t.client != nil {
+		if err := t.client.Start(ctx); err != nil {
+			return nil, errors.Join(fmt.Errorf("starting the OTLP exporter: %w", err), t.shutdownExporters(ctx))
+		}
+		t.otlp = newOTLPBatch(t.resource)
 	}
 	if t.metrics, err = newMetrics(t, o.StateAge); err != nil {
 		return nil, err
@@ -148,6 +161,14 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+	var err error
+	if t.client != nil {
+		err = t.client.Stop(ctx)
+	}
+	return errors.Join(err, t.shutdownExporters(ctx))
+}
+
+func (t *Telemetry) shutdownExporters(ctx context.Context) error {
 	var errs []error
 	for _, e := range t.exporters {
 		errs = append(errs, e.Shutdown(ctx))
@@ -155,39 +176,59 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// run is the background recorder: metrics and access log for every record, spans in batches.
+// run is the background recorder: metrics and access log for every record, spans in batches. The
+// OTLP client's batch holds the sampled Records themselves until it is uploaded; the other
+// exporters get SDK spans, made at once.
 func (t *Telemetry) run() {
 	defer close(t.done)
 	tick := time.NewTicker(flushInterval)
 	defer tick.Stop()
-	batch := make([]sdktrace.ReadOnlySpan, 0, batchSize)
+	spans := make([]sdktrace.ReadOnlySpan, 0, batchSize)
+	pending := 0 // sampled requests since the last flush
 	flush := func() {
-		if len(batch) == 0 {
+		if pending == 0 {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if t.otlp != nil {
+			err := t.client.UploadTraces(ctx, t.otlp.build(t))
+			t.otlp.release(t)
+			if err != nil {
+				t.dropped.Add(int64(pending))
+				t.log.Warn("exporting spans", "spans", pending, "err", err)
+			}
+		}
 		for _, e := range t.exporters {
-			if err := e.ExportSpans(ctx, batch); err != nil {
-				t.dropped.Add(int64(len(batch)))
-				t.log.Warn("exporting spans", "spans", len(batch), "err", err)
+			if err := e.ExportSpans(ctx, spans); err != nil {
+				t.dropped.Add(int64(len(spans)))
+				t.log.Warn("exporting spans", "spans", len(spans), "err", err)
 			}
 		}
 		cancel()
-		clear(batch)
-		batch = batch[:0]
+		clear(spans)
+		spans = spans[:0]
+		pending = 0
 	}
 	handle := func(r *Record) {
 		t.metrics.record(r)
 		if t.accessLog != nil {
 			t.logAccess(r)
 		}
-		if r.sampled && len(t.exporters) > 0 {
-			batch = append(batch, t.span(r))
-			if len(batch) == batchSize {
-				flush()
-			}
+		if !r.sampled || (t.otlp == nil && len(t.exporters) == 0) {
+			t.put(r)
+			return
 		}
-		t.put(r)
+		if len(t.exporters) > 0 {
+			spans = append(spans, t.span(r))
+		}
+		if t.otlp != nil {
+			t.otlp.add(r) // back to the pool once uploaded
+		} else {
+			t.put(r)
+		}
+		if pending++; pending == batchSize {
+			flush()
+		}
 	}
 	for {
 		select {
@@ -266,9 +307,8 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 		flags = trace.FlagsSampled
 	}
 	ts, _ := trace.ParseTraceState(string(r.tracestate))
-	name := method + " " + Route
-	if method == "_OTHER" { // semantic conventions: "HTTP" for a method outside the standard set
-		name = "HTTP " + Route
+	name := spanName(method)
+	if method == "_OTHER" {
 		orig := r.method
 		if len(orig) > 32 {
 			orig = orig[:32]
@@ -284,7 +324,7 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 		Attributes:  attrs,
 		Resource:    t.resource,
 		InstrumentationScope: instrumentation.Scope{
-			Name: "github.com/scoregate/scoregate/telemetry",
+			Name: scopeName,
 		},
 	}
 	if r.hasParent {
@@ -362,36 +402,90 @@ func portOf(hostport string) int {
 
 // hostOnly is the host of a Host value, without port or IPv6 brackets.
 func hostOnly(hostport string) string {
-	if h, _, err := net.SplitHostPort(hostport); err == nil {
-		return h
+	// Without a colon there is no port, and net.SplitHostPort would allocate the error saying so.
+	if strings.IndexByte(hostport, ':') >= 0 {
+		if h, _, err := net.SplitHostPort(hostport); err == nil {
+			return h
+		}
 	}
 	return strings.TrimSuffix(strings.TrimPrefix(hostport, "["), "]")
 }
 
 // redactQuery replaces the values of sensitive parameters with REDACTED, keeping the rest as sent.
 func (t *Telemetry) redactQuery(q string) string {
+	if redacted, ok := t.appendRedactedQuery(nil, q); ok {
+		return string(redacted)
+	}
+	return q
+}
+
+// appendRedactedQuery appends q to dst with the values of sensitive parameters replaced by
+// REDACTED and the rest as sent, and returns true; when no parameter is sensitive it appends
+// nothing and returns false, q being its own redacted form. It allocates nothing but dst's growth
+// (and url.QueryUnescape's result for a parameter with an escape in it).
+func (t *Telemetry) appendRedactedQuery(dst []byte, q string) ([]byte, bool) {
 	if q == "" {
-		return ""
+		return dst, false
 	}
-	parts := strings.Split(q, "&")
-	for i, p := range parts {
-		name, _, hasValue := strings.Cut(p, "=")
-		plainName, plain := name, p // as the model's framework will read them
-		if u, err := url.QueryUnescape(name); err == nil {
-			plainName = u
-		}
-		if u, err := url.QueryUnescape(p); err == nil {
-			plain = u
-		}
-		if t.redact[strings.ToLower(plainName)] || looksLikeCredential(p) || looksLikeCredential(plain) {
-			if hasValue {
-				parts[i] = name + "=REDACTED"
-			} else {
-				parts[i] = "REDACTED"
+	redacted := false
+	for start := 0; ; {
+		p, _, more := strings.Cut(q[start:], "&")
+		if t.sensitive(p) {
+			if !redacted {
+				dst = append(dst, q[:start]...) // the parameters before this one, as sent
+				redacted = true
 			}
+			if name, _, hasValue := strings.Cut(p, "="); hasValue {
+				dst = append(dst, name...)
+				dst = append(dst, "=REDACTED"...)
+			} else {
+				dst = append(dst, "REDACTED"...)
+			}
+		} else if redacted {
+			dst = append(dst, p...)
 		}
+		if !more {
+			return dst, redacted
+		}
+		if redacted {
+			dst = append(dst, '&')
+		}
+		start += len(p) + 1
 	}
-	return strings.Join(parts, "&")
+}
+
+// sensitive says whether the query parameter p ("name=value", or a bare "name") must be redacted:
+// its name is one of redact_query_params, or it holds a credential, as sent or decoded.
+func (t *Telemetry) sensitive(p string) bool {
+	name, _, _ := strings.Cut(p, "=")
+	plainName, plain := name, p // as the model's framework will read them
+	if u, err := url.QueryUnescape(name); err == nil {
+		plainName = u
+	}
+	if u, err := url.QueryUnescape(p); err == nil {
+		plain = u
+	}
+	return t.redactedName(plainName) || looksLikeCredential(p) || looksLikeCredential(plain)
+}
+
+// redactedName says whether name is one of redact_query_params, without regard to case. A short
+// ASCII name is lowered on the stack, which the map lookup does not copy.
+func (t *Telemetry) redactedName(name string) bool {
+	var lower [64]byte
+	if len(name) > len(lower) {
+		return t.redact[strings.ToLower(name)]
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= utf8.RuneSelf:
+			return t.redact[strings.ToLower(name)]
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		}
+		lower[i] = c
+	}
+	return t.redact[string(lower[:len(name)])]
 }
 
 // looksLikeCredential catches a scoregate key or a JWT in any query value, whatever its name.
