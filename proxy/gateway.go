@@ -172,6 +172,7 @@ func (g *Gateway) begin(ctx *fasthttp.RequestCtx, id []byte) *telemetry.Record {
 	rec.SetRequest(h.Method(), h.RequestURI(), h.UserAgent(), h.Host(), peerAddr(ctx).AppendTo(addr[:0]),
 		h.Peek(headerTraceparent), h.Peek(headerTracestate))
 	rec.SetRequestID(id)
+	rec.TLS = ctx.IsTLS()
 	return rec
 }
 
@@ -329,7 +330,9 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	}
 
 	r, waited, err := dep.acquire(nil)
-	_ = waited // TODO(telemetry): queue wait and deployment on the span
+	if rec != nil {
+		rec.Deployment, rec.QueueWait = dep.name, waited
+	}
 	if err != nil {
 		return admissionError(err)
 	}

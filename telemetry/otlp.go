@@ -72,8 +72,8 @@ func (b *otlpBatch) release(t *Telemetry) {
 }
 
 // otlpMaxAttrs is the most attributes a span has (span's full list: no high_business_impact, a
-// port, a query, an upstream and an unknown method).
-const otlpMaxAttrs = 23
+// port, a query, an upstream, a deployment and an unknown method).
+const otlpMaxAttrs = 25
 
 // otlpSpan is one span's messages: the span, its status and its attributes, each attribute's
 // KeyValue, AnyValue and oneof wrapper allocated once, in place.
@@ -135,7 +135,7 @@ func (t *Telemetry) fillOTLP(s *otlpSpan, r *Record) {
 		buf, query = redacted, unsafeString(redacted)
 	}
 	start := len(buf)
-	buf = append(buf, t.scheme...)
+	buf = append(buf, r.scheme()...)
 	buf = append(buf, "://"...)
 	buf = append(buf, host...)
 	buf = append(buf, path...)
@@ -154,7 +154,7 @@ func (t *Telemetry) fillOTLP(s *otlpSpan, r *Record) {
 
 	s.n = 0
 	s.str("http.request.method", method)
-	s.str("url.scheme", t.scheme)
+	s.str("url.scheme", r.scheme())
 	s.str("url.path", path)
 	s.str("http.route", Route)
 	s.int("http.response.status_code", int64(r.status))
@@ -183,6 +183,10 @@ func (t *Telemetry) fillOTLP(s *otlpSpan, r *Record) {
 	if r.Upstream != "" {
 		s.str("scoregate.upstream.address", r.Upstream)
 		s.double("scoregate.upstream.duration_ms", float64(r.upstreamDur.Microseconds())/1000)
+	}
+	if r.Deployment != "" {
+		s.str("scoregate.deployment", r.Deployment)
+		s.double("scoregate.queue_wait_ms", float64(r.QueueWait.Microseconds())/1000)
 	}
 	if method == "_OTHER" {
 		orig := r.method

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -102,6 +103,9 @@ func (c *captureClient) spans(tb testing.TB) (map[string]*tracepb.Span, []*trace
 var otlpCases = []req{
 	{method: "POST", target: "/api/v1/service/iris/score?version=2", userAgent: testUA, host: "gw.test:8080",
 		client: testClient, service: "iris", auth: config.AuthKey, upstream: "127.0.0.1:9000", status: 200},
+	{method: "POST", target: "/api/v1/service/iris/score?k=v&key=sgk_x", userAgent: testUA, host: "gw.test:8443", tls: true,
+		client: testClient, service: "iris", auth: config.AuthKey, upstream: "127.0.0.1:9000", deployment: "blue",
+		queueWait: 1500 * time.Microsecond, status: 200},
 	{method: "POST", target: "/api/v1/service/iris/score", userAgent: testUA, host: "gw.test", client: testClient,
 		service: "iris", auth: config.AuthKey, reason: "missing_credential", status: 401},
 	{method: "GET", target: "/api/v1/service/nope/score?a=b", userAgent: "curl/8.5.0", host: "gw.test",

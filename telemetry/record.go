@@ -33,6 +33,12 @@ type Record struct {
 	Reason string
 	// Upstream is the model's host:port, when the request was forwarded.
 	Upstream string
+	// Deployment is the deployment that took the request, when it was forwarded.
+	Deployment string
+	// QueueWait is how long the request waited for a replica.
+	QueueWait time.Duration
+	// TLS is true for a request that came over HTTPS.
+	TLS bool
 
 	upstreamStart time.Time
 	upstreamDur   time.Duration
@@ -163,4 +169,12 @@ func hexValue(c byte) (byte, bool) {
 		return c - 'a' + 10, true
 	}
 	return 0, false
+}
+
+// scheme is the request's URL scheme.
+func (r *Record) scheme() string {
+	if r.TLS {
+		return "https"
+	}
+	return "http"
 }

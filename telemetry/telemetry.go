@@ -40,7 +40,6 @@ import (
 type Telemetry struct {
 	cfg         config.Telemetry
 	computeType string
-	scheme      string
 	redact      map[string]bool
 	sampler     sampler
 	resource    *resource.Resource
@@ -90,7 +89,6 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Telemetry, error)
 	t := &Telemetry{
 		cfg:         cfg.Telemetry,
 		computeType: cfg.ComputeType,
-		scheme:      "http",
 		redact:      map[string]bool{},
 		log:         log,
 		queue:       make(chan *Record, cfg.Telemetry.QueueSize),
@@ -147,7 +145,8 @@ func (t *Telemetry) Begin() *Record {
 }
 
 func (t *Telemetry) put(r *Record) {
-	r.Service, r.Auth, r.Reason, r.Upstream = "", "", "", ""
+	r.Service, r.Auth, r.Reason, r.Upstream, r.Deployment = "", "", "", "", ""
+	r.QueueWait, r.TLS = 0, false
 	r.upstreamStart, r.upstreamDur = time.Time{}, 0
 	r.requestID = r.requestID[:0]
 	t.pool.Put(r)
@@ -260,14 +259,15 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 	query = t.redactQuery(query)
 	end := r.start.Add(r.duration)
 	host := string(r.host)
-	requestURL := t.scheme + "://" + host + path
+	scheme := r.scheme()
+	requestURL := scheme + "://" + host + path
 	if query != "" && !t.cfg.HighBusinessImpact {
 		requestURL += "?" + query
 	}
 	attrs := make([]attribute.KeyValue, 0, 24)
 	attrs = append(attrs,
 		attribute.String("http.request.method", method),
-		attribute.String("url.scheme", t.scheme),
+		attribute.String("url.scheme", scheme),
 		attribute.String("url.path", path),
 		attribute.String("http.route", Route),
 		attribute.Int("http.response.status_code", r.status),
@@ -301,6 +301,11 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 		attrs = append(attrs,
 			attribute.String("scoregate.upstream.address", r.Upstream),
 			attribute.Float64("scoregate.upstream.duration_ms", float64(r.upstreamDur.Microseconds())/1000))
+	}
+	if r.Deployment != "" {
+		attrs = append(attrs,
+			attribute.String("scoregate.deployment", r.Deployment),
+			attribute.Float64("scoregate.queue_wait_ms", float64(r.QueueWait.Microseconds())/1000))
 	}
 	flags := trace.TraceFlags(0)
 	if r.sampled {

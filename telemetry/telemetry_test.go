@@ -96,6 +96,9 @@ type req struct {
 	id                                      string
 
 	service, auth, reason, upstream string
+	deployment                      string
+	queueWait                       time.Duration
+	tls                             bool
 	// wait is spent between Begin and End (and inside the upstream call when upstream is set),
 	// so that durations are not zero.
 	wait   time.Duration
@@ -109,6 +112,7 @@ func do(tel *Telemetry, q req) string {
 		[]byte(q.traceparent), []byte(q.tracestate))
 	rec.SetRequestID([]byte(q.id))
 	rec.Service, rec.Auth, rec.Reason = q.service, q.auth, q.reason
+	rec.Deployment, rec.QueueWait, rec.TLS = q.deployment, q.queueWait, q.tls
 	if q.upstream != "" {
 		rec.Upstream = q.upstream
 		rec.UpstreamStart()
@@ -301,6 +305,26 @@ func TestSpanUnknownMethod(t *testing.T) {
 	if s.Name != "HTTP "+Route || attrs(s.Attributes)["http.request.method"] != "_OTHER" || attrs(s.Attributes)["HTTPMethod"] != "_OTHER" ||
 		attrs(s.Attributes)["http.request.method_original"] != "BREW" {
 		t.Errorf("name %q, attributes %v; want the method folded to _OTHER", s.Name, s.Attributes)
+	}
+}
+
+// A request over HTTPS that waited for a replica of deployment "blue": the span says https, the
+// deployment and the wait.
+func TestSpanTLSAndDeployment(t *testing.T) {
+	tel, mem := newTel(t, nil, Options{})
+	do(tel, req{method: "POST", target: "/api/v1/service/iris/score", host: "gw.test:8443", id: "tls", status: 200, tls: true,
+		service: "iris", upstream: "127.0.0.1:5001", deployment: "blue", queueWait: 2500 * time.Microsecond})
+	do(tel, req{method: "POST", target: "/api/v1/service/iris/score", host: "gw.test:8080", id: "plain", status: 401})
+	shutdown(t, tel)
+	spans := spansByID(t, mem.GetSpans())
+	a := attrs(spans["tls"].Attributes)
+	if a["url.scheme"] != "https" || a["RequestUrl"] != "https://gw.test:8443/api/v1/service/iris/score" ||
+		a["scoregate.deployment"] != "blue" || a["scoregate.queue_wait_ms"] != 2.5 {
+		t.Errorf("HTTPS span attributes %v", a)
+	}
+	p := attrs(spans["plain"].Attributes)
+	if _, ok := p["scoregate.deployment"]; ok || p["url.scheme"] != "http" {
+		t.Errorf("plain span attributes %v: no deployment, http", p)
 	}
 }
 
