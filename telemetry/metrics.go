@@ -22,6 +22,9 @@ type metrics struct {
 	duration   metric.Float64Histogram
 	upstream   metric.Float64Histogram
 	rejections metric.Int64Counter
+	admission  metric.Int64Counter
+	queueWait  metric.Float64Histogram
+	meter      metric.Meter
 
 	// Attribute sets, made once per label combination (only the recorder goroutine uses them).
 	// They are kept as the variadic option slices Record and Add take, which would otherwise
@@ -29,6 +32,7 @@ type metrics struct {
 	durationOpts  map[durationKey][]metric.RecordOption
 	serviceOpts   map[string][]metric.RecordOption
 	rejectionOpts map[[2]string][]metric.AddOption
+	queueOpts     map[[2]string][]metric.RecordOption
 }
 
 type durationKey struct{ method, class, service string }
@@ -46,6 +50,8 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 		durationOpts:  map[durationKey][]metric.RecordOption{},
 		serviceOpts:   map[string][]metric.RecordOption{},
 		rejectionOpts: map[[2]string][]metric.AddOption{},
+		queueOpts:     map[[2]string][]metric.RecordOption{},
+		meter:         meter,
 	}
 	buckets := metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 	if m.duration, err = meter.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
@@ -58,6 +64,14 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	}
 	if m.rejections, err = meter.Int64Counter("scoregate.auth.rejections",
 		metric.WithDescription("Requests refused by authentication or authorization, by reason.")); err != nil {
+		return nil, err
+	}
+	if m.admission, err = meter.Int64Counter("scoregate.admission.rejections",
+		metric.WithDescription("Requests refused before reaching a model for lack of capacity or rate, by reason (rate_limited, shed, no_healthy_upstream).")); err != nil {
+		return nil, err
+	}
+	if m.queueWait, err = meter.Float64Histogram("scoregate.queue.wait", metric.WithUnit("s"),
+		metric.WithDescription("Time forwarded requests waited for a replica, by service and deployment."), buckets); err != nil {
 		return nil, err
 	}
 	_, err = meter.Int64ObservableGauge("http.server.active_requests",
@@ -127,13 +141,33 @@ func (m *metrics) record(r *Record) {
 		}
 		m.upstream.Record(ctx, r.upstreamDur.Seconds(), sopts...)
 	}
-	if authReasons[r.Reason] {
+	if r.Deployment != "" {
+		qk := [2]string{service, r.Deployment}
+		qopts, ok := m.queueOpts[qk]
+		if !ok {
+			qopts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("service", qk[0]), attribute.String("deployment", qk[1])))}
+			m.queueOpts[qk] = qopts
+		}
+		m.queueWait.Record(ctx, r.QueueWait.Seconds(), qopts...)
+	}
+	if authReasons[r.Reason] || admissionReasons[r.Reason] {
 		rk := [2]string{r.Reason, service}
 		ropts, ok := m.rejectionOpts[rk]
 		if !ok {
 			ropts = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", rk[0]), attribute.String("service", rk[1])))}
 			m.rejectionOpts[rk] = ropts
 		}
-		m.rejections.Add(ctx, 1, ropts...)
+		if authReasons[r.Reason] {
+			m.rejections.Add(ctx, 1, ropts...)
+		} else {
+			m.admission.Add(ctx, 1, ropts...)
+		}
 	}
 }
+
+// admissionReasons are the outcomes counted as admission rejections.
+var admissionReasons = map[string]bool{"rate_limited": true, "shed": true, "no_healthy_upstream": true}
+
+// Meter is where other parts of the gateway (the data plane's replicas, rate limits,
+// certificates) register their own instruments, served on the same /metrics.
+func (t *Telemetry) Meter() metric.Meter { return t.metrics.meter }

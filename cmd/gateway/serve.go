@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 
 	"github.com/scoregate/scoregate/admin"
 	"github.com/scoregate/scoregate/authn"
@@ -199,11 +201,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 			gwOpts = append(gwOpts, proxy.WithACMEChallenge(certMgr.HTTPChallenge()))
 		}
 	}
-	if limiter := rateLimiter(cfg, redisStore, log); limiter != nil {
+	limiter := rateLimiter(cfg, redisStore, log)
+	if limiter != nil {
 		gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter))
 	}
 	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log, gwOpts...)
 	if err != nil {
+		return err
+	}
+	if err := registerMetrics(tel.Meter(), gw, limiter, certMgr); err != nil {
 		return err
 	}
 	deps.Upstreams = func(service string) []admin.UpstreamInfo {
@@ -332,6 +338,59 @@ func listen(cfg *config.Config) (*listeners, error) {
 		}
 	}
 	return l, nil
+}
+
+// registerMetrics adds the replicas', the shared rate limiter's and the certificates' gauges to
+// /metrics.
+func registerMetrics(m metric.Meter, gw *proxy.Gateway, limiter ratelimit.Limiter, certMgr *certs.Manager) error {
+	if err := gw.RegisterMetrics(m); err != nil {
+		return err
+	}
+	if shared, ok := limiter.(*ratelimit.Shared); ok {
+		_, err := m.Int64ObservableGauge("scoregate.ratelimit.degraded",
+			metric.WithDescription("1 while Redis is unreachable and rate limits are enforced by each instance alone."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				if shared.Degraded() {
+					o.Observe(1)
+				} else {
+					o.Observe(0)
+				}
+				return nil
+			}))
+		if err != nil {
+			return err
+		}
+		if _, err = m.Int64ObservableCounter("scoregate.ratelimit.local_decisions",
+			metric.WithDescription("Rate-limit decisions taken by this instance alone because Redis did not answer."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				o.Observe(shared.Fallbacks())
+				return nil
+			})); err != nil {
+			return err
+		}
+	}
+	if certMgr != nil {
+		_, err := m.Float64ObservableGauge("scoregate.tls.certificate.expiry", metric.WithUnit("s"),
+			metric.WithDescription("When each served certificate expires, as a Unix time; alert well before it."),
+			metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+				for _, e := range certMgr.Expiries() {
+					o.Observe(float64(e.NotAfter.Unix()), metric.WithAttributes(attribute.String("name", e.Name), attribute.String("source", e.Source)))
+				}
+				return nil
+			}))
+		if err != nil {
+			return err
+		}
+		if _, err = m.Int64ObservableCounter("scoregate.tls.certificate.failures",
+			metric.WithDescription("Failed certificate orders and renewals since start."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				o.Observe(certMgr.Failures())
+				return nil
+			})); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // rateLimiter enforces the services' rate limits: through Redis when the store is shared (so

@@ -401,6 +401,12 @@ tls:
 		t.Fatalf("served %v (%v), want serial %d", leaf, err, serial1)
 	}
 
+	// /metrics shows when the served certificate expires.
+	metrics := getMetrics(t, p)
+	if !strings.Contains(metrics, `scoregate_tls_certificate_expiry_seconds{name="files.example.com",source="file"}`) {
+		t.Errorf("/metrics has no certificate expiry:\n%s", metrics)
+	}
+
 	// A new pair is picked up; the connection pool of the client does not matter to the check.
 	_, _, serial2 := ca.issue(t, dir, "server", false, "files.example.com")
 	deadline := time.Now().Add(10 * time.Second)
@@ -520,4 +526,16 @@ func TestCheckConfigTLS(t *testing.T) {
 	if out, errOut, code := runCLI(t, nil, "check-config", "-config", path); code != 0 {
 		t.Fatalf("guarded on-demand: exit %d\n%s%s", code, out, errOut)
 	}
+}
+
+// getMetrics returns p's /metrics text.
+func getMetrics(t *testing.T, p *proc) string {
+	t.Helper()
+	resp, err := http.Get(p.adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

@@ -240,6 +240,17 @@ func TestReplicaFailoverAndRecovery(t *testing.T) {
 	if st := replicaStates(t, p, "iris")[a.url()]; st != "healthy" {
 		t.Errorf("the surviving replica is %q, want healthy", st)
 	}
+	metrics := getMetrics(t, p)
+	for _, want := range []string{
+		fmt.Sprintf(`scoregate_upstream_state{deployment="default",service="iris",state="unhealthy",upstream=%q} 1`, b.url()),
+		fmt.Sprintf(`scoregate_upstream_state{deployment="default",service="iris",state="healthy",upstream=%q} 1`, a.url()),
+		`scoregate_queue_length{deployment="default",service="iris"}`,
+		`scoregate_queue_wait_seconds_bucket{deployment="default",service="iris"`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 
 	before := b.scored.Load()
 	b.restart(t)
@@ -590,6 +601,13 @@ func TestRateLimitSharedByInstances(t *testing.T) {
 		// Each of these is up to a probe interval in which the instance enforced the limit alone.
 		if n := strings.Count(p.stderr.String(), "rate limits are enforced by each instance alone"); n > 0 {
 			t.Logf("instance %d fell back to its local rate limit %d times (Redis did not answer in time)", i, n)
+		}
+	}
+	metrics := getMetrics(t, gateways[0])
+	for _, want := range []string{`scoregate_ratelimit_degraded `, `scoregate_ratelimit_local_decisions_total `,
+		`scoregate_admission_rejections_total{reason="rate_limited",service="iris"}`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 	for _, p := range gateways {
