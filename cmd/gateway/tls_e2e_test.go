@@ -273,6 +273,12 @@ tls:
 	if code := p.stop(t, os.Interrupt); code != 0 {
 		t.Fatalf("exit %d\n%s", code, p.stderr)
 	}
+	// Pebble's certificates name no OCSP responder: nothing is logged about it, and no error at all.
+	for line := range strings.Lines(p.stderr.String()) {
+		if strings.Contains(line, `"level":"ERROR"`) || strings.Contains(strings.ToLower(line), "ocsp") {
+			t.Errorf("error logged: %s", line)
+		}
+	}
 }
 
 // TLS acceptance 2: two instances sharing Redis storage make one ACME order and serve the same
