@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play the helper roles: the harness starts its own executable as
+// the model, the floor proxy and the telemetry sink.
+func TestMain(m *testing.M) {
+	if handled, err := runRoleFromEnv(); handled {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench helper:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// peerPrograms are what the quick run needs to measure every row.
+var peerPrograms = []string{"nginx", "haproxy", "wrk", "redis-server"}
+
+// requirePeers skips the test, loudly, when a peer program is missing; under CI=true it fails
+// instead, since .ci/run installs them.
+func requirePeers(t *testing.T) {
+	t.Helper()
+	var missing []string
+	for _, p := range peerPrograms {
+		if _, ok := lookBinary(p); !ok {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := fmt.Sprintf("%s not installed (apt-get install -y %s)", strings.Join(missing, ", "), strings.Join(peerPrograms, " "))
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("the quick bench run needs its peers under CI: %s", msg)
+	}
+	t.Skipf("SKIPPING the quick bench run: %s; under CI=true this fails", msg)
+}
+
+// testLog passes the progress lines to t.Log.
+type testLog struct{ t *testing.T }
+
+func (w testLog) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// TestQuickRun runs "bench -quick" whole and checks its results: every peer present and passing
+// its check, every row and sweep step measured without errors, the report, the JSON and the plots
+// written.
+func TestQuickRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the quick bench run takes about a minute")
+	}
+	requirePeers(t)
+	out := t.TempDir()
+	opts, err := parseOptions([]string{"-quick", "-out", out}, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.progressOut = testLog{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	defer cancel()
+	dir, err := run(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res results
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &res); err != nil {
+		t.Fatalf("results.json: %v", err)
+	}
+	checkPeersRan(t, &res)
+	checkRows(t, &res, opts)
+	checkSweeps(t, &res)
+	checkFiles(t, dir, &res)
+}
+
+func checkPeersRan(t *testing.T, res *results) {
+	t.Helper()
+	if want := 2 + len(tiers) + 2; len(res.Peers) != want {
+		t.Errorf("%d peers in the results, want %d", len(res.Peers), want)
+	}
+	for _, p := range res.Peers {
+		if p.Status != statusOK {
+			t.Errorf("peer %s: %s: %s", p.Name, p.Status, p.Detail)
+		}
+	}
+}
+
+func checkRows(t *testing.T, res *results, opts options) {
+	t.Helper()
+	want := len(res.Peers) * len(opts.profiles) * (1 + len(opts.shares))
+	if len(res.Rows) != want {
+		t.Errorf("%d rows, want %d", len(res.Rows), want)
+	}
+	for _, rw := range res.Rows {
+		name := fmt.Sprintf("%s/%s/%s/%g", rw.Profile, rw.Peer, rw.Mode, rw.Share)
+		if len(rw.Samples) != opts.rounds || len(rw.Failures) > 0 {
+			t.Errorf("%s: %d samples, want %d; failures %q", name, len(rw.Samples), opts.rounds, rw.Failures)
+		}
+		for _, s := range rw.Samples {
+			if s.Requests == 0 {
+				t.Errorf("%s: a sample with no requests", name)
+			}
+			if rw.Mode == modeClosed && s.Errors > 0 {
+				t.Errorf("%s: %d errors, the first: %s", name, s.Errors, s.FirstError)
+			}
+			if rw.Mode == modeOpen && s.Errors > 0 { // an overloaded open loop may time out
+				t.Logf("%s: %d errors at %d r/s, the first: %s", name, s.Errors, s.TargetRate, s.FirstError)
+			}
+			if rw.Peer != "upstream alone" && s.ProxyCPUus <= 0 {
+				t.Errorf("%s: no proxy CPU time measured", name)
+			}
+		}
+	}
+}
+
+func checkSweeps(t *testing.T, res *results) {
+	t.Helper()
+	if len(res.Sweeps) != 5 {
+		t.Errorf("%d sweeps, want 5", len(res.Sweeps))
+	}
+	for _, s := range res.Sweeps {
+		for _, st := range s.Steps {
+			if st.Failure != "" || len(st.Samples) == 0 {
+				t.Errorf("%s %d: %d samples, failure %q", s.Axis, st.Value, len(st.Samples), st.Failure)
+			}
+			for _, smp := range st.Samples {
+				if smp.Errors > 0 {
+					t.Errorf("%s %d: %d errors, the first: %s", s.Axis, st.Value, smp.Errors, smp.FirstError)
+				}
+			}
+			if st.RSSIdleKB <= 0 || st.RSSPeakKB < st.RSSIdleKB {
+				t.Errorf("%s %d: RSS idle %d kB, peak %d kB", s.Axis, st.Value, st.RSSIdleKB, st.RSSPeakKB)
+			}
+		}
+	}
+}
+
+func checkFiles(t *testing.T, dir string, res *results) {
+	t.Helper()
+	report, err := os.ReadFile(filepath.Join(dir, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range res.Peers {
+		if !strings.Contains(string(report), "| "+p.Name+" |") {
+			t.Errorf("report.md has no row for %s", p.Name)
+		}
+	}
+	pngs, _ := filepath.Glob(filepath.Join(dir, "*.png"))
+	if want := 1 + len(res.Settings.OpenShares) + 2*len(res.Sweeps); len(pngs) != want {
+		t.Errorf("%d plots, want %d", len(pngs), want)
+	}
+	for _, p := range pngs {
+		if !strings.Contains(string(report), "("+filepath.Base(p)+")") {
+			t.Errorf("report.md does not show %s", filepath.Base(p))
+		}
+	}
+}

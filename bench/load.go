@@ -1,0 +1,321 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	vegeta "github.com/tsenart/vegeta/v12/lib"
+	"github.com/valyala/fasthttp"
+)
+
+// target is what a load generator sends: POST of a body to one URL, with the credentials (if any)
+// sent in turn, one per request.
+type target struct {
+	url         string
+	contentType string
+	body        []byte
+	creds       []string
+}
+
+// loadResult is what a load generator saw.
+type loadResult struct {
+	requests int64 // answered, whatever the status
+	errors   int64 // non-2xx answers and transport errors
+	firstErr string
+	elapsed  time.Duration
+	lat      [4]time.Duration // p50, p90, p99, p99.9
+	genCPU   time.Duration    // CPU time of an external generator (wrk); 0 for one in this process
+}
+
+// newHistogram records latencies in microseconds, from 1 µs to a minute, to three digits.
+func newHistogram() *hdrhistogram.Histogram {
+	return hdrhistogram.New(1, int64(time.Minute/time.Microsecond), 3)
+}
+
+// percentiles reads p50, p90, p99 and p99.9 from h.
+func percentiles(h *hdrhistogram.Histogram) [4]time.Duration {
+	var out [4]time.Duration
+	for i, q := range []float64{50, 90, 99, 99.9} {
+		out[i] = time.Duration(h.ValueAtQuantile(q)) * time.Microsecond
+	}
+	return out
+}
+
+// errorTally counts failed requests and keeps the first reason.
+type errorTally struct {
+	mu    sync.Mutex
+	n     int64
+	first string
+}
+
+func (e *errorTally) add(reason string) {
+	e.mu.Lock()
+	if e.n == 0 {
+		e.first = reason
+	}
+	e.n++
+	e.mu.Unlock()
+}
+
+// builtinClosedLoop keeps conns connections busy for d with fasthttp: the closed-loop generator
+// when wrk is not installed.
+func builtinClosedLoop(ctx context.Context, t target, conns int, d time.Duration) (loadResult, error) {
+	u, err := url.Parse(t.url)
+	if err != nil {
+		return loadResult{}, err
+	}
+	client := &fasthttp.HostClient{
+		Addr: u.Host, MaxConns: conns, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second,
+		MaxResponseBodySize: 64 << 20, MaxConnWaitTimeout: 10 * time.Second,
+	}
+	defer client.CloseIdleConnections()
+	var (
+		next     atomic.Int64
+		requests atomic.Int64
+		errs     errorTally
+		mu       sync.Mutex
+		total    = newHistogram()
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	for range conns {
+		wg.Go(func() {
+			h := newHistogram()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI(t.url)
+			req.Header.SetMethod(fasthttp.MethodPost)
+			req.Header.SetContentType(t.contentType)
+			req.SetBodyRaw(t.body)
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				if len(t.creds) > 0 {
+					req.Header.Set("Authorization", t.creds[int(next.Add(1)-1)%len(t.creds)])
+				}
+				began := time.Now()
+				err := client.Do(req, resp)
+				h.RecordValue(int64(time.Since(began) / time.Microsecond))
+				requests.Add(1)
+				switch {
+				case err != nil:
+					errs.add(err.Error())
+				case resp.StatusCode()/100 != 2:
+					errs.add(fmt.Sprintf("status %d", resp.StatusCode()))
+				}
+			}
+			mu.Lock()
+			total.Merge(h)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	return loadResult{requests: requests.Load(), errors: errs.n, firstErr: errs.first,
+		elapsed: time.Since(start), lat: percentiles(total)}, ctx.Err()
+}
+
+// openLoop sends requests at fixed rates with vegeta, whatever the answers' pace, so that
+// latency is measured without the closed loop's coordinated omission. Its connections are kept
+// from one attack to the next, so that a warm-up attack leaves them open for the measured one.
+type openLoop struct {
+	t       target
+	targets []vegeta.Target
+	client  *http.Client
+}
+
+// newOpenLoop prepares the vegeta targets for t, one per credential, sent in turn.
+func newOpenLoop(t target) *openLoop {
+	u, _ := url.Parse(t.url) // made by the harness
+	o := &openLoop{t: t, client: &http.Client{Timeout: 10 * time.Second, Transport: newFastTransport(u.Host)}}
+	header := http.Header{"Content-Type": {t.contentType}}
+	if len(t.creds) == 0 {
+		o.targets = []vegeta.Target{{Method: http.MethodPost, URL: t.url, Body: t.body, Header: header}}
+	}
+	for _, c := range t.creds {
+		h := header.Clone()
+		h.Set("Authorization", c)
+		o.targets = append(o.targets, vegeta.Target{Method: http.MethodPost, URL: t.url, Body: t.body, Header: h})
+	}
+	return o
+}
+
+// close drops the kept connections.
+func (o *openLoop) close() { o.client.Transport.(*fastTransport).c.CloseIdleConnections() }
+
+// fastTransport is an http.RoundTripper over a fasthttp client, under vegeta's attacker: vegeta
+// still paces the requests and times them, but each costs a fraction of net/http's CPU, and on a
+// small machine every microsecond the generator spends is taken from the proxy it measures.
+// The answer's body is read and dropped (vegeta is told to keep none of it).
+type fastTransport struct {
+	c *fasthttp.HostClient
+}
+
+func newFastTransport(host string) *fastTransport {
+	return &fastTransport{c: &fasthttp.HostClient{
+		Addr: host, MaxConns: 100000, MaxIdleConnDuration: 30 * time.Second,
+		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxResponseBodySize: 64 << 20,
+	}}
+}
+
+// RoundTrip sends r with fasthttp and answers with its status only.
+func (t *fastTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(r.URL.String())
+	req.Header.SetMethod(r.Method)
+	for name, values := range r.Header {
+		for _, v := range values {
+			req.Header.Add(name, v)
+		}
+	}
+	if r.Body != nil {
+		body := make([]byte, max(r.ContentLength, 0))
+		_, err := io.ReadFull(r.Body, body)
+		r.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req.SetBodyRaw(body)
+	}
+	if err := t.c.Do(req, resp); err != nil {
+		return nil, err
+	}
+	code := resp.StatusCode()
+	return &http.Response{
+		StatusCode: code, Status: fmt.Sprintf("%d %s", code, http.StatusText(code)),
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Body: http.NoBody, ContentLength: 0, Request: r,
+	}, nil
+}
+
+// attack sends rate requests a second for d and records every answer's latency.
+func (o *openLoop) attack(ctx context.Context, rate int, d time.Duration) (loadResult, error) {
+	atk := vegeta.NewAttacker(vegeta.Client(o.client), vegeta.MaxBody(0), vegeta.Workers(32))
+	stop := context.AfterFunc(ctx, func() { atk.Stop() })
+	defer stop()
+	h := newHistogram()
+	var r loadResult
+	start := time.Now()
+	for res := range atk.Attack(vegeta.NewStaticTargeter(o.targets...), vegeta.Rate{Freq: rate, Per: time.Second}, d, "") {
+		r.requests++
+		h.RecordValue(int64(res.Latency / time.Microsecond))
+		if res.Error != "" || res.Code/100 != 2 {
+			if r.errors == 0 {
+				r.firstErr = firstNonEmpty(res.Error, fmt.Sprintf("status %d", res.Code))
+			}
+			r.errors++
+		}
+	}
+	r.elapsed, r.lat = time.Since(start), percentiles(h)
+	return r, ctx.Err()
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// sample is one measurement of one peer.
+type sample struct {
+	Requests        int64   `json:"requests"`
+	Errors          int64   `json:"errors"`
+	FirstError      string  `json:"firstError,omitempty"`
+	Seconds         float64 `json:"seconds"`
+	RPS             float64 `json:"rps"`
+	ProxyCPUus      float64 `json:"proxyCpuUsPerRequest,omitempty"` // absent for the model alone
+	UpstreamCPUus   float64 `json:"upstreamCpuUsPerRequest"`        // the model's
+	ProxyRSSKB      int64   `json:"proxyRssKb,omitempty"`           // after the measurement
+	ProxyCPUPercent float64 `json:"proxyCpuPercent,omitempty"`      // of one core, over the measurement
+	GeneratorCPUus  float64 `json:"generatorCpuUsPerRequest"`       // the load generator's
+	P50ms           float64 `json:"p50Ms"`
+	P90ms           float64 `json:"p90Ms"`
+	P99ms           float64 `json:"p99Ms"`
+	P999ms          float64 `json:"p999Ms"`
+	TargetRate      int     `json:"targetRate,omitempty"` // open loop only
+	Generator       string  `json:"generator"`
+}
+
+// measure runs load and reads the CPU time of the proxy (when there is one) and of the model
+// around it, so that CPU per request is the processes' own, not the load generator's. The
+// generator's own CPU is read too (wrk's from its rusage, an in-process one's from this
+// process), since on a small machine it competes with the proxy for the same cores.
+func (h *harness) measure(proxy *process, generator string, load func() (loadResult, error)) (sample, error) {
+	var pb, pa, ub, ua usage
+	var err error
+	self := os.Getpid()
+	sb, _ := readCPU(self)
+	if proxy != nil {
+		if pb, err = readUsage(proxy.pid()); err != nil {
+			return sample{}, fmt.Errorf("reading %s's CPU time: %w", proxy.name, err)
+		}
+	}
+	if ub, err = readUsage(h.upstream.pid()); err != nil {
+		return sample{}, fmt.Errorf("reading the model's CPU time: %w", err)
+	}
+	began := time.Now()
+	r, err := load()
+	wall := time.Since(began)
+	if err != nil {
+		return sample{}, err
+	}
+	if proxy != nil {
+		if pa, err = readUsage(proxy.pid()); err != nil {
+			return sample{}, fmt.Errorf("%s is gone: %w (%s)", proxy.name, err, proxy.tail())
+		}
+	}
+	ua, _ = readUsage(h.upstream.pid())
+	sa, _ := readCPU(self)
+	if r.genCPU == 0 {
+		r.genCPU = sa - sb
+	}
+	s := sample{
+		Requests: r.requests, Errors: r.errors, FirstError: r.firstErr, Seconds: r.elapsed.Seconds(),
+		Generator: generator,
+		P50ms:     ms(r.lat[0]), P90ms: ms(r.lat[1]), P99ms: ms(r.lat[2]), P999ms: ms(r.lat[3]),
+	}
+	if r.elapsed > 0 {
+		s.RPS = float64(r.requests) / r.elapsed.Seconds()
+	}
+	if r.requests > 0 {
+		s.UpstreamCPUus = perRequestUs(ua.cpu-ub.cpu, r.requests)
+		s.GeneratorCPUus = perRequestUs(r.genCPU, r.requests)
+		if proxy != nil {
+			s.ProxyCPUus = perRequestUs(pa.cpu-pb.cpu, r.requests)
+		}
+	}
+	if proxy != nil {
+		s.ProxyRSSKB = pa.rssKB
+		s.ProxyCPUPercent = 100 * (pa.cpu - pb.cpu).Seconds() / wall.Seconds()
+	}
+	return s, nil
+}
+
+func perRequestUs(cpu time.Duration, requests int64) float64 {
+	return float64(cpu) / float64(time.Microsecond) / float64(requests)
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// closedLoop runs the closed-loop generator the options chose: wrk when installed, else the
+// built-in one.
+func (h *harness) closedLoop(ctx context.Context, t target, conns int, d time.Duration) (loadResult, string, error) {
+	if h.wrk != "" {
+		r, err := runWrk(ctx, h.wrk, h.tmp, t, conns, d)
+		return r, "wrk", err
+	}
+	r, err := builtinClosedLoop(ctx, t, conns, d)
+	return r, "builtin", err
+}

@@ -1,0 +1,196 @@
+// Command bench is scoregate's load harness. On loopback, with bounded durations, it starts a
+// sample model upstream and, in one run, measures the upstream alone (the ceiling), a minimal
+// fasthttp proxy (the floor), scoregate in tiers (no auth, key, cached and uncached token,
+// telemetry at 100% and 1%, the Redis-backed store) and the peers that are installed (HAProxy,
+// nginx), each with one worker, interleaved and repeated; then it sweeps scoregate over the
+// number of keys, revocations, services, connections and the body size. It writes a Markdown
+// report, a JSON file with every number and PNG plots under bench/results/<timestamp>/.
+//
+//	go run ./bench            # the full run (about 15 minutes)
+//	go run ./bench -quick     # a smoke run of about a minute
+//
+// It never measures a peer that fails its 401/200 check, and reports peers that are not
+// installed as absent. It does not tune or profile the gateway: that is the hot path's business.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command's flags.
+type options struct {
+	quick       bool
+	out         string         // folder the timestamped results folder is made in
+	duration    time.Duration  // one closed-loop measurement (wrk takes whole seconds)
+	openFor     time.Duration  // one open-loop measurement
+	rounds      int            // repetitions of every measurement
+	conns       int            // closed-loop connections
+	only        *regexp.Regexp // peers and sweeps to run, by name; nil runs all
+	loadgen     string         // auto, wrk or builtin
+	gateway     string         // a prebuilt gateway binary; "" builds ./cmd/gateway
+	keep        bool           // keep the scratch folder (configs, logs)
+	warmup      time.Duration  // load on each peer before its first measurement
+	tokenPool   int            // distinct tokens sent in turn by the uncached token tier
+	profiles    []string       // upstream profiles measured
+	shares      []float64      // open-loop rates, as shares of the reference maximum
+	sweepRounds int            // repetitions of every sweep step
+	sweepSteps  sweepSteps
+	progressOut io.Writer
+	args        []string // as given, for the report
+	rerender    string   // a results folder whose report and plots are redrawn from its results.json
+}
+
+func main() {
+	if handled, err := runRoleFromEnv(); handled {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	opts, err := parseOptions(os.Args[1:], os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(2)
+	}
+	if opts.rerender != "" {
+		if err := rerender(opts.rerender); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir, err := run(ctx, opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+	fmt.Printf("report: %s\n", dir)
+}
+
+// parseOptions reads the flags; -quick changes the defaults of the flags that were not given.
+func parseOptions(args []string, stderr io.Writer) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	var only string
+	fs.BoolVar(&o.quick, "quick", false, "a smoke run of about a minute: short measurements, small sweep steps, the fast profile only")
+	fs.StringVar(&o.out, "out", "", "`folder` for results (default: bench/results of the module)")
+	fs.DurationVar(&o.duration, "duration", 2*time.Second, "one closed-loop measurement (whole seconds with wrk)")
+	fs.DurationVar(&o.openFor, "open-duration", 2*time.Second, "one open-loop measurement")
+	fs.IntVar(&o.rounds, "rounds", 3, "repetitions of every measurement (at least 3 for a real run)")
+	fs.IntVar(&o.conns, "conns", 64, "closed-loop connections")
+	fs.StringVar(&only, "only", "", "`regexp`: run only the peers and sweeps (sweep-keys, sweep-revocations, sweep-services, sweep-connections, sweep-body) whose name matches")
+	fs.StringVar(&o.loadgen, "loadgen", "auto", "closed-loop load generator: auto (wrk when installed), wrk or builtin")
+	fs.StringVar(&o.gateway, "gateway", "", "a prebuilt gateway `binary` (default: go build ./cmd/gateway)")
+	fs.BoolVar(&o.keep, "keep", false, "keep the scratch folder with configs and logs")
+	fs.StringVar(&o.rerender, "rerender", "", "measure nothing: judge the targets again and redraw the report and plots of a results `folder` from its results.json")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "load on each peer before its first measurement")
+	fs.IntVar(&o.tokenPool, "token-pool", 1024, "distinct tokens the uncached token tier sends in turn")
+	profiles := fs.String("profiles", "fast,slow,large", "upstream profiles to measure")
+	shares := fs.String("open-shares", "0.25,0.5", "open-loop rates, as shares of the reference peer's closed-loop maximum")
+	fs.IntVar(&o.sweepRounds, "sweep-rounds", 3, "repetitions of every sweep step")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	o.sweepSteps = fullSweepSteps()
+	if o.quick {
+		o.quickDefaults(set)
+	}
+	if set["profiles"] || !o.quick {
+		o.profiles = splitList(*profiles)
+	}
+	for _, v := range splitList(*shares) {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 || f > 2 {
+			return o, fmt.Errorf("-open-shares: %q is not a share between 0 and 2", v)
+		}
+		o.shares = append(o.shares, f)
+	}
+	for _, p := range o.profiles {
+		if _, ok := profileByName[p]; !ok {
+			return o, fmt.Errorf("-profiles: unknown profile %q (fast, slow, large)", p)
+		}
+	}
+	if only != "" {
+		re, err := regexp.Compile(only)
+		if err != nil {
+			return o, fmt.Errorf("-only: %w", err)
+		}
+		o.only = re
+	}
+	switch o.loadgen {
+	case "auto", "wrk", "builtin":
+	default:
+		return o, fmt.Errorf("-loadgen %q: use auto, wrk or builtin", o.loadgen)
+	}
+	if o.rounds < 1 || o.sweepRounds < 1 || o.conns < 1 || o.duration <= 0 || o.openFor <= 0 || o.tokenPool < 2 {
+		return o, errors.New("-rounds, -conns, -duration, -open-duration must be positive and -token-pool at least 2")
+	}
+	o.progressOut = stderr
+	o.args = args
+	return o, nil
+}
+
+// quickDefaults shrinks what the flags left at their defaults, so that the whole run takes about a
+// minute: every peer, tier and sweep still runs, with two rounds (one per sweep step) instead of
+// three. It proves every piece works; it is not a measurement to quote.
+func (o *options) quickDefaults(set map[string]bool) {
+	if !set["rounds"] {
+		o.rounds = 2
+	}
+	if !set["sweep-rounds"] {
+		o.sweepRounds = 1
+	}
+	if !set["duration"] {
+		o.duration = time.Second
+	}
+	if !set["open-duration"] {
+		o.openFor = 250 * time.Millisecond
+	}
+	if !set["warmup"] {
+		o.warmup = 200 * time.Millisecond
+	}
+	if !set["token-pool"] {
+		o.tokenPool = 256
+	}
+	o.profiles = []string{"fast"}
+	o.sweepSteps = quickSweepSteps()
+}
+
+// selected reports whether the -only pattern lets name run.
+func (o options) selected(name string) bool {
+	return o.only == nil || o.only.MatchString(name)
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}

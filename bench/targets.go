@@ -1,0 +1,203 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// targetCheck is one of issue 8's performance targets, held against this run's numbers.
+type targetCheck struct {
+	Target   string `json:"target"`
+	Measured string `json:"measured"`
+	Verdict  string `json:"verdict"` // met, missed, or "not measured: why"
+}
+
+// Verdicts.
+const (
+	verdictMet    = "met"
+	verdictMissed = "missed"
+)
+
+// targetProfile is the profile the targets are judged on: the one where the proxy's own cost
+// shows most.
+const targetProfile = "fast"
+
+// checkTargets compares the measurements with the targets. It judges nothing it did not measure.
+func (r *results) checkTargets() []targetCheck {
+	var out []targetCheck
+	out = append(out, r.throughputTargets()...)
+	out = append(out, r.addedLatencyTargets()...)
+	for _, axis := range []string{"sweep-keys", "sweep-revocations", "sweep-services"} {
+		out = append(out, r.flatCostTarget(axis))
+	}
+	out = append(out, r.idleConnTarget(), r.bodyTarget(), targetCheck{
+		Target:  "zero allocations in the key and revocation checks; allocs/op of the whole handler",
+		Verdict: "not measured: a benchmark matter (go test -bench . -benchmem ./authn ./proxy), not a load-test one",
+	})
+	return out
+}
+
+// notMeasured explains a target the run has no numbers for.
+func notMeasured(target, why string) targetCheck {
+	return targetCheck{Target: target, Verdict: "not measured: " + why}
+}
+
+func judge(ok bool) string {
+	if ok {
+		return verdictMet
+	}
+	return verdictMissed
+}
+
+// closedSummary is the closed-loop summary of a peer in the target profile, if it was measured.
+func (r *results) closedSummary(peer string) (summary, bool) {
+	rw := r.row(targetProfile, peer, modeClosed, 0)
+	if rw == nil || len(rw.Samples) == 0 {
+		return summary{}, false
+	}
+	return rw.Summary, true
+}
+
+// throughputTargets compare the target tier's closed-loop throughput and CPU per request with
+// HAProxy's.
+func (r *results) throughputTargets() []targetCheck {
+	t1 := "throughput of " + targetTier + " at least 0.8 of HAProxy's (closed loop, " + targetProfile + " profile)"
+	t2 := "CPU per request of " + targetTier + " at most 1.3 times HAProxy's (closed loop, " + targetProfile + " profile)"
+	sg, ok1 := r.closedSummary(targetTier)
+	hp, ok2 := r.closedSummary("haproxy")
+	if !ok1 || !ok2 {
+		why := "HAProxy or " + targetTier + " was not measured"
+		return []targetCheck{notMeasured(t1, why), notMeasured(t2, why)}
+	}
+	tput := sg.RPS.Median / hp.RPS.Median
+	cpu := sg.ProxyCPUus.Median / hp.ProxyCPUus.Median
+	return []targetCheck{
+		{Target: t1, Verdict: judge(tput >= 0.8),
+			Measured: fmt.Sprintf("%.2f (%s r/s against %s r/s)", tput, num(sg.RPS.Median), num(hp.RPS.Median))},
+		{Target: t2, Verdict: judge(cpu <= 1.3),
+			Measured: fmt.Sprintf("%.2f (%.1f µs against %.1f µs)", cpu, sg.ProxyCPUus.Median, hp.ProxyCPUus.Median)},
+	}
+}
+
+// addedLatencyTargets compare the latency a proxy adds to the model's own, at half of the
+// reference maximum.
+func (r *results) addedLatencyTargets() []targetCheck {
+	var out []targetCheck
+	for _, q := range []struct {
+		name string
+		get  func(summary) float64
+	}{
+		{"p50", func(s summary) float64 { return s.P50ms.Median }},
+		{"p99", func(s summary) float64 { return s.P99ms.Median }},
+	} {
+		t := fmt.Sprintf("added %s latency over the upstream alone at 50%% load at most 1.5 times HAProxy's (%s, %s profile)", q.name, targetTier, targetProfile)
+		sg, hp, up := r.row(targetProfile, targetTier, modeOpen, 0.5), r.row(targetProfile, "haproxy", modeOpen, 0.5), r.row(targetProfile, "upstream alone", modeOpen, 0.5)
+		if sg == nil || hp == nil || up == nil || len(sg.Samples)*len(hp.Samples)*len(up.Samples) == 0 {
+			out = append(out, notMeasured(t, "HAProxy, the upstream alone or "+targetTier+" lacks an open-loop measurement at 50%"))
+			continue
+		}
+		if short := shortOfRate(sg, hp, up); short != "" {
+			out = append(out, notMeasured(t, short+" fell more than 5% short of the asked rate, so its latency is an overloaded machine's"))
+			continue
+		}
+		addSG, addHP := q.get(sg.Summary)-q.get(up.Summary), q.get(hp.Summary)-q.get(up.Summary)
+		m := fmt.Sprintf("scoregate adds %.3f ms, HAProxy %.3f ms", addSG, addHP)
+		if addHP <= 0 {
+			out = append(out, targetCheck{Target: t, Measured: m, Verdict: "not measured: HAProxy added nothing measurable, so no ratio"})
+			continue
+		}
+		ratio := addSG / addHP
+		out = append(out, targetCheck{Target: t, Measured: fmt.Sprintf("%.2f (%s)", ratio, m), Verdict: judge(ratio <= 1.5)})
+	}
+	return out
+}
+
+// shortOfRate names the first open-loop row whose median achieved rate fell more than 5% short
+// of the asked rate, or "".
+func shortOfRate(rows ...*row) string {
+	for _, rw := range rows {
+		if rw.Summary.RPS.Median < 0.95*float64(rw.Rate) {
+			return rw.Peer
+		}
+	}
+	return ""
+}
+
+// sweep finds a sweep by axis name.
+func (r *results) sweep(axis string) *sweepResult {
+	for _, s := range r.Sweeps {
+		if s.Axis == axis {
+			return s
+		}
+	}
+	return nil
+}
+
+// measuredSteps are the steps of a sweep that have samples.
+func measuredSteps(s *sweepResult) []*sweepStep {
+	var out []*sweepStep
+	if s == nil {
+		return nil
+	}
+	for _, st := range s.Steps {
+		if len(st.Samples) > 0 {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// flatCostTarget compares the gateway's CPU per request at an axis's largest step with its
+// smallest. The issue names 1,000,000; the services sweep stops at 10,000, its own largest step.
+func (r *results) flatCostTarget(axis string) targetCheck {
+	full := map[string]int64{"sweep-keys": 1_000_000, "sweep-revocations": 1_000_000, "sweep-services": 10_000}[axis]
+	s := r.sweep(axis)
+	title := strings.TrimPrefix(axis, "sweep-")
+	t := fmt.Sprintf("flat cost over %s: gateway CPU per request at %s within 10%% of the smallest step's", title, num(float64(full)))
+	steps := measuredSteps(s)
+	if len(steps) < 2 {
+		return notMeasured(t, "fewer than two steps measured")
+	}
+	first, last := steps[0], steps[len(steps)-1]
+	ratio := last.Summary.ProxyCPUus.Median / first.Summary.ProxyCPUus.Median
+	m := fmt.Sprintf("%.2f (%.1f µs at %s, %.1f µs at %s)", ratio, last.Summary.ProxyCPUus.Median, num(float64(last.Value)),
+		first.Summary.ProxyCPUus.Median, num(float64(first.Value)))
+	if last.Value < full {
+		return targetCheck{Target: t, Measured: m, Verdict: "not measured: the largest step was " + num(float64(last.Value))}
+	}
+	return targetCheck{Target: t, Measured: m, Verdict: judge(ratio <= 1.10)}
+}
+
+// idleConnTarget reads the memory per idle connection at the largest connections step.
+func (r *results) idleConnTarget() targetCheck {
+	t := "memory per idle connection under 16 KB"
+	steps := measuredSteps(r.sweep("sweep-connections"))
+	if len(steps) == 0 {
+		return notMeasured(t, "the connections sweep did not run")
+	}
+	last := steps[len(steps)-1] // the most connections: the least noise per connection
+	return targetCheck{Target: t, Verdict: judge(last.IdleConnBytes < 16<<10),
+		Measured: fmt.Sprintf("%.1f KB per connection with %s idle connections", last.IdleConnBytes/1024, num(float64(last.Value)))}
+}
+
+// bodyTarget reads how much more the gateway's memory grew with the largest bodies than with the
+// smallest: the smallest step's growth is the buffers any request needs, the rest is what the
+// body itself costs (nothing much, when it is streamed).
+func (r *results) bodyTarget() targetCheck {
+	t := "a 10 MB body through with gateway memory growth under 2 MB beyond the buffers"
+	steps := measuredSteps(r.sweep("sweep-body"))
+	if len(steps) < 2 {
+		return notMeasured(t, "the body sweep measured fewer than two steps")
+	}
+	first, last := steps[0], steps[len(steps)-1]
+	growth := func(st *sweepStep) float64 { return float64(st.RSSPeakKB-st.RSSStartKB) * 1024 }
+	beyond := growth(last) - growth(first)
+	m := fmt.Sprintf("%s MB beyond the buffers: peak over the gateway as started %s MB with %s MB bodies, %s MB with %s KB bodies; one connection",
+		mb(beyond), mb(growth(last)), mb(float64(last.Value)), mb(growth(first)), num(float64(first.Value)/1024))
+	if last.Value < 10<<20 {
+		return targetCheck{Target: t, Measured: m, Verdict: "not measured: the largest step was " + mb(float64(last.Value)) + " MB"}
+	}
+	return targetCheck{Target: t, Measured: m, Verdict: judge(beyond < 2<<20)}
+}
+
+func mb(b float64) string { return fmt.Sprintf("%.1f", b/(1<<20)) }
