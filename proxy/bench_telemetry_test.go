@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
@@ -26,13 +27,15 @@ import (
 //
 //   - off: the gateway runs without telemetry.
 //   - otlp-http: telemetry configured as a user configures it, through the environment: spans go
-//     over OTLP/HTTP (the library's otlptracehttp client, which the OTEL_EXPORTER_OTLP_* variables
-//     choose) to a loopback receiver that reads and throws away each batch. Every request is
-//     sampled (the default parentbased_always_on) and becomes a span. otlp-B/op is the OTLP
-//     request body per request, counted by the receiver.
+//     over OTLP/HTTP (the gateway's own exporter, which OTEL_EXPORTER_OTLP_ENDPOINT chooses) to a
+//     loopback receiver that reads and throws away each batch. Every request is sampled (the
+//     default parentbased_always_on) and becomes a span. otlp-B/op is the OTLP request body per
+//     request, counted by the receiver.
+//   - otlp-http-library: the same through the library's otlptracehttp client, which the gateway
+//     used before its own exporter, for comparison.
 //
-// ns/op is the latency of one request. The recorder's work (metrics, the span's protobuf message,
-// the upload) runs on another goroutine beside it and, the requests being one at a time, mostly
+// ns/op is the latency of one request. The recorder's work (metrics, the span's encoding, the
+// upload) runs on another goroutine beside it and, the requests being one at a time, mostly
 // while the request waits on the model, so ns/op shows little of it; on a gateway whose CPUs are
 // busy it is paid in full. cpu-ns/op is that full price: the CPU time, user and system, the whole
 // process used per request (client, gateway, model, and with telemetry the recorder and the
@@ -45,45 +48,54 @@ func BenchmarkProxyKeyRequestTelemetry(b *testing.B) {
 		benchKeyRequest(b, c, key)
 		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
 	})
-	b.Run("otlp-http", func(b *testing.B) {
-		var received atomic.Int64
-		collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			n, _ := io.Copy(io.Discard, r.Body)
-			received.Add(n)
-		}))
-		b.Cleanup(collector.Close) // registered first, so it runs after telemetry has flushed
+	b.Run("otlp-http", func(b *testing.B) { benchOTLPTelemetry(b, false) })
+	b.Run("otlp-http-library", func(b *testing.B) { benchOTLPTelemetry(b, true) })
+}
 
-		b.Setenv("OTEL_TRACES_SAMPLER", "") // the default, whatever the environment says
-		b.Setenv("OTEL_TRACES_EXPORTER", "otlp")
-		b.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-		b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
-		b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
-		b.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "")
-		cfg := &config.Config{}
-		cfg.ApplyDefaults()
-		tel, err := telemetry.New(context.Background(), cfg, telemetry.Options{})
-		if err != nil {
-			b.Fatal(err)
+// benchOTLPTelemetry is BenchmarkProxyKeyRequestTelemetry's request with telemetry sending every
+// span over OTLP/HTTP, through the library's client when library is true.
+func benchOTLPTelemetry(b *testing.B, library bool) {
+	var received atomic.Int64
+	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		received.Add(n)
+	}))
+	b.Cleanup(collector.Close) // registered first, so it runs after telemetry has flushed
+
+	b.Setenv("OTEL_TRACES_SAMPLER", "") // the default, whatever the environment says
+	b.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+	b.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
+	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "")
+	cfg := &config.Config{}
+	cfg.ApplyDefaults()
+	var opts telemetry.Options
+	if library {
+		opts.Client = otlptracehttp.NewClient() // configured from the same variables
+	}
+	tel, err := telemetry.New(context.Background(), cfg, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	shutdown := func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := tel.Shutdown(ctx); err != nil {
+			b.Errorf("telemetry Shutdown: %v", err)
 		}
-		shutdown := func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := tel.Shutdown(ctx); err != nil {
-				b.Errorf("telemetry Shutdown: %v", err)
-			}
-		}
-		b.Cleanup(shutdown) // registered before the gateway's, so it runs after the gateway has stopped
-		key, c := benchTelemetryClient(b, tel)
-		start := processCPU(b)
-		benchKeyRequest(b, c, key)
-		shutdown() // flushes the last batch (Shutdown is idempotent)
-		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
-		if received.Load() == 0 {
-			b.Fatal("the OTLP receiver got nothing: telemetry was not on")
-		}
-		b.ReportMetric(float64(received.Load())/float64(b.N+1), "otlp-B/op") // +1: benchRequest's first request
-		b.ReportMetric(float64(tel.Dropped())/float64(b.N), "dropped/op")
-	})
+	}
+	b.Cleanup(shutdown) // registered before the gateway's, so it runs after the gateway has stopped
+	key, c := benchTelemetryClient(b, tel)
+	start := processCPU(b)
+	benchKeyRequest(b, c, key)
+	shutdown() // flushes the last batch (Shutdown is idempotent)
+	b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+	if received.Load() == 0 {
+		b.Fatal("the OTLP receiver got nothing: telemetry was not on")
+	}
+	b.ReportMetric(float64(received.Load())/float64(b.N+1), "otlp-B/op") // +1: benchRequest's first request
+	b.ReportMetric(float64(tel.Dropped())/float64(b.N), "dropped/op")
 }
 
 // benchKeyRequest is BenchmarkProxyKeyRequest's request, with key, through c.

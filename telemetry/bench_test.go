@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -39,8 +40,10 @@ const benchDrain = 1024
 //     slower of the two; cpu-ns/op is what one request costs the CPUs together: the process's
 //     CPU time, user and system, per request.
 //   - recorder-running-otlp: the same with the recorder sending spans as a gateway configured for
-//     OTLP/HTTP does: through the library's client (otlptracehttp) to a loopback receiver that
-//     reads and discards them, on the same CPUs.
+//     OTLP/HTTP does (OTEL_EXPORTER_OTLP_ENDPOINT): encoded by the gateway's exporter and POSTed
+//     to a loopback receiver that reads and discards them, on the same CPUs.
+//   - recorder-running-otlp-library: the same through the library's client (otlptracehttp), which
+//     the gateway used before, for comparison.
 //
 // The queue is large enough never to fill, so End takes the hand-over branch, not the drop branch
 // (dropped/op says so), and Records come back from the pool as they do in a gateway whose
@@ -62,16 +65,34 @@ func BenchmarkRecordRequest(b *testing.B) {
 		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("recorder-running-otlp", func(b *testing.B) {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			io.Copy(io.Discard, r.Body)
-		}))
-		b.Cleanup(srv.Close)
+		b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", discardingCollector(b, nil))
 		tel, _ := newTel(b, func(c *config.Config) { c.Telemetry.QueueSize = 4 * benchDrain },
-			Options{Exporters: []sdktrace.SpanExporter{}, Client: otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(srv.URL))})
+			Options{Exporters: []sdktrace.SpanExporter{}})
 		start := processCPU(b)
 		benchRecordRequest(b, tel, waitForRecorder(tel), nil)
 		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
 	})
+	b.Run("recorder-running-otlp-library", func(b *testing.B) {
+		client := otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(discardingCollector(b, nil)))
+		tel, _ := newTel(b, func(c *config.Config) { c.Telemetry.QueueSize = 4 * benchDrain },
+			Options{Exporters: []sdktrace.SpanExporter{}, Client: client})
+		start := processCPU(b)
+		benchRecordRequest(b, tel, waitForRecorder(tel), nil)
+		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+	})
+}
+
+// discardingCollector is a loopback OTLP/HTTP endpoint that reads each request and throws it
+// away, adding the bytes to received when it is not nil. It returns the endpoint's URL.
+func discardingCollector(b *testing.B, received *atomic.Int64) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, _ := io.Copy(io.Discard, r.Body)
+		if received != nil {
+			received.Add(n)
+		}
+	}))
+	b.Cleanup(srv.Close)
+	return srv.URL
 }
 
 // processCPU is the CPU time, user and system, the process has used so far.
@@ -149,6 +170,9 @@ func benchRecordRequest(b *testing.B, tel *Telemetry, catchUp, reset func()) {
 // BenchmarkRecorderSpan is the background recorder's cost per request, which the request path
 // does not pay, for a request with a sampled parent, a tracestate and a key in its query:
 //
+//   - otlp-wire: encoding its span into the OTLP/HTTP exporter's request body (spanEncoder.add),
+//     and completing the body every batchSize spans. B/op is what parsing the tracestate
+//     allocates (a request without one allocates nothing); wire-B/span the body per span.
 //   - otlp-build: writing its span into the OTLP batch's reused protobuf messages (fillOTLP).
 //   - otlp-build-marshal: the same, plus proto.Marshal of the ExportTraceServiceRequest for every
 //     batchSize spans, as the OTLP clients do before sending (otlptracehttp marshals into a new
@@ -157,7 +181,8 @@ func benchRecordRequest(b *testing.B, tel *Telemetry, catchUp, reset func()) {
 //   - metrics: recording its metrics (metrics.record).
 //   - sdk: turning it into an SDK span (t.span), what the traces_file exporter and tests get.
 //
-// BenchmarkOTLPUpload adds the client's HTTP request; the optional access-log line comes on top.
+// otlp-build and otlp-build-marshal are the library client's path, which grpc still takes.
+// BenchmarkOTLPUpload adds the HTTP request; the optional access-log line comes on top.
 func BenchmarkRecorderSpan(b *testing.B) {
 	tel, _ := newTel(b, nil, Options{Exporters: []sdktrace.SpanExporter{}})
 	recs := benchRecords(b, tel, batchSize)
@@ -166,6 +191,23 @@ func BenchmarkRecorderSpan(b *testing.B) {
 		batch.add(r)
 	}
 	batch.build(tel) // makes the messages
+	b.Run("otlp-wire", func(b *testing.B) {
+		enc, err := newSpanEncoder(tel.resource)
+		if err != nil {
+			b.Fatal(err)
+		}
+		i, size := 0, 0
+		b.ReportAllocs()
+		for b.Loop() {
+			enc.add(tel, recs[i])
+			if i++; i == len(recs) {
+				i = 0
+				size = len(enc.request())
+				enc.reset()
+			}
+		}
+		b.ReportMetric(float64(size)/float64(len(recs)), "wire-B/span")
+	})
 	b.Run("otlp-build", func(b *testing.B) {
 		i := 0
 		b.ReportAllocs()
@@ -217,47 +259,84 @@ func BenchmarkRecorderSpan(b *testing.B) {
 	batch.release(tel)
 }
 
-// BenchmarkOTLPUpload is the recorder's cost per span of sending spans through the library's
-// OTLP/HTTP client (otlptracehttp.NewClient) to a loopback receiver that reads and discards each
-// request: building the batch, and UploadTraces (marshal, HTTP request, response) for every
-// batchSize spans. The receiver runs on the same CPUs, so its share is counted too. ns/op, B/op
-// and allocs/op are per span.
+// BenchmarkOTLPUpload is the recorder's cost per span of sending spans over OTLP/HTTP to a
+// loopback receiver that reads and discards each request:
+//
+//   - otlphttp: the gateway's exporter: encoding each span into the request body, and for every
+//     batchSize spans completing it and POSTing it (upload).
+//   - library: the library's client (otlptracehttp.NewClient): filling the batch's protobuf
+//     messages, and UploadTraces (marshal, HTTP request, response) for every batchSize spans.
+//
+// The receiver runs on the same CPUs, so its share is counted too. ns/op, B/op and allocs/op are
+// per span; wire-B/span is the body per span.
 func BenchmarkOTLPUpload(b *testing.B) {
-	var received atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		received.Add(n)
-	}))
-	b.Cleanup(srv.Close)
-	client := otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(srv.URL))
-	tel, _ := newTel(b, nil, Options{Exporters: []sdktrace.SpanExporter{}, Client: client})
-	recs := benchRecords(b, tel, batchSize)
-	batch := newOTLPBatch(tel.resource)
-	for _, r := range recs {
-		batch.add(r)
-	}
 	ctx := context.Background()
-	upload := func() {
-		if err := client.UploadTraces(ctx, batch.build(tel)); err != nil {
+	b.Run("otlphttp", func(b *testing.B) {
+		var received atomic.Int64
+		tel, _ := newTel(b, nil, Options{Exporters: []sdktrace.SpanExporter{}})
+		env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": discardingCollector(b, &received)}
+		exp, err := newOTLPHTTP(func(k string) string { return env[k] }, os.ReadFile, tel.resource, tel.log)
+		if err != nil {
 			b.Fatal(err)
 		}
-	}
-	upload() // the connection and the messages exist before the timer starts
-	received.Store(0)
-	i, batches := 0, 0
-	b.ReportAllocs()
-	for b.Loop() {
-		if i++; i == len(recs) {
-			upload()
-			i = 0
-			batches++
+		recs := benchRecords(b, tel, batchSize)
+		upload := func() {
+			if err := exp.upload(ctx); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
-	b.StopTimer()
-	if batches > 0 {
-		b.ReportMetric(float64(received.Load())/float64(batches*len(recs)), "wire-B/span")
-	}
-	batch.release(tel)
+		for _, r := range recs { // the connection and the buffers exist before the timer starts
+			exp.add(tel, r)
+		}
+		upload()
+		received.Store(0)
+		i, batches := 0, 0
+		b.ReportAllocs()
+		for b.Loop() {
+			exp.add(tel, recs[i])
+			if i++; i == len(recs) {
+				upload()
+				i = 0
+				batches++
+			}
+		}
+		b.StopTimer()
+		if batches > 0 {
+			b.ReportMetric(float64(received.Load())/float64(batches*len(recs)), "wire-B/span")
+		}
+		exp.close()
+	})
+	b.Run("library", func(b *testing.B) {
+		var received atomic.Int64
+		client := otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(discardingCollector(b, &received)))
+		tel, _ := newTel(b, nil, Options{Exporters: []sdktrace.SpanExporter{}, Client: client})
+		recs := benchRecords(b, tel, batchSize)
+		batch := newOTLPBatch(tel.resource)
+		for _, r := range recs {
+			batch.add(r)
+		}
+		upload := func() {
+			if err := client.UploadTraces(ctx, batch.build(tel)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		upload() // the connection and the messages exist before the timer starts
+		received.Store(0)
+		i, batches := 0, 0
+		b.ReportAllocs()
+		for b.Loop() {
+			if i++; i == len(recs) {
+				upload()
+				i = 0
+				batches++
+			}
+		}
+		b.StopTimer()
+		if batches > 0 {
+			b.ReportMetric(float64(received.Load())/float64(batches*len(recs)), "wire-B/span")
+		}
+		batch.release(tel)
+	})
 }
 
 // benchRecords returns n Records of the same request, with a sampled parent, a tracestate and a

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"strings"
@@ -11,7 +12,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/exporters/stdout/stdouttrace"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -19,46 +19,52 @@ import (
 	"github.com/scoregate/scoregate/config"
 )
 
-// exportersFromEnv chooses where spans go: an OTLP client when OTEL_TRACES_EXPORTER is "otlp", or
-// is unset and an OTLP endpoint is (protocol from OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
-// OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf", the default, or "grpc"; endpoint, headers,
-// timeout and TLS from the other OTEL_EXPORTER_OTLP_* variables, read by the client itself), not
-// yet started; and the exporter writing the JSON-lines file of telemetry.traces_file.
-func exportersFromEnv(cfg config.Telemetry, getenv func(string) string) (otlptrace.Client, []sdktrace.SpanExporter, error) {
-	var client otlptrace.Client
+// otlpFromEnv chooses the OTLP exporter: none unless OTEL_TRACES_EXPORTER is "otlp", or is unset
+// and an OTLP endpoint is set. The protocol comes from OTEL_EXPORTER_OTLP_TRACES_PROTOCOL or
+// OTEL_EXPORTER_OTLP_PROTOCOL: "http/protobuf", the default, gets the gateway's own OTLP/HTTP
+// exporter (otlpHTTP, configured from the other OTEL_EXPORTER_OTLP_* variables here); "grpc" gets
+// the library's client, not yet started, which reads them itself.
+func otlpFromEnv(getenv func(string) string, res *resource.Resource, log *slog.Logger) (otlptrace.Client, *otlpHTTP, error) {
 	kind := getenv("OTEL_TRACES_EXPORTER")
 	endpoint := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") != "" || getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != ""
 	switch {
 	case kind == "otlp" || (kind == "" && endpoint):
-		protocol := getenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
-		if protocol == "" {
-			protocol = getenv("OTEL_EXPORTER_OTLP_PROTOCOL")
-		}
-		switch protocol {
-		case "", "http/protobuf":
-			client = otlptracehttp.NewClient()
-		case "grpc":
-			client = otlptracegrpc.NewClient()
-		default:
-			return nil, nil, fmt.Errorf("OTEL_EXPORTER_OTLP_PROTOCOL %q: use http/protobuf or grpc", protocol)
-		}
 	case kind == "" || kind == "none":
+		return nil, nil, nil
 	default:
 		return nil, nil, fmt.Errorf("OTEL_TRACES_EXPORTER %q: use otlp or none (and telemetry.traces_file for a file)", kind)
 	}
+	variable := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	protocol := getenv(variable)
+	if protocol == "" {
+		variable = "OTEL_EXPORTER_OTLP_PROTOCOL"
+		protocol = getenv(variable)
+	}
+	switch protocol {
+	case "", "http/protobuf":
+		exp, err := newOTLPHTTP(getenv, os.ReadFile, res, log)
+		return nil, exp, err
+	case "grpc":
+		return otlptracegrpc.NewClient(), nil, nil
+	}
+	return nil, nil, fmt.Errorf("%s %q: use http/protobuf or grpc", variable, protocol)
+}
+
+// fileExporters is the exporter writing the JSON-lines file of telemetry.traces_file, if any.
+func fileExporters(cfg config.Telemetry) ([]sdktrace.SpanExporter, error) {
 	if cfg.TracesFile == "" {
-		return client, nil, nil
+		return nil, nil
 	}
 	f, err := os.OpenFile(cfg.TracesFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
-		return nil, nil, fmt.Errorf("telemetry.traces_file: %w", err)
+		return nil, fmt.Errorf("telemetry.traces_file: %w", err)
 	}
 	e, err := stdouttrace.New(stdouttrace.WithWriter(f))
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return client, []sdktrace.SpanExporter{fileExporter{SpanExporter: e, f: f}}, nil
+	return []sdktrace.SpanExporter{fileExporter{SpanExporter: e, f: f}}, nil
 }
 
 // fileExporter closes its file when shut down.

@@ -16,12 +16,12 @@ import (
 // scopeName is the instrumentation scope of every span.
 const scopeName = "github.com/scoregate/scoregate/telemetry"
 
-// otlpBatch is the batch of spans for the OTLP client, written straight into the OTLP protobuf
-// messages the client marshals, without the SDK's span in between. It holds the batch's Records
-// rather than copies of their contents: the messages' string values point into the Records'
-// buffers, so a Record goes back to the pool only once the upload that carried it has returned.
-// Every message is allocated once and refilled from batch to batch. Only the recorder goroutine
-// uses it.
+// otlpBatch is the batch of spans for the library's OTLP client (grpc), written straight into the
+// OTLP protobuf messages the client marshals, without the SDK's span in between. It holds the
+// batch's Records rather than copies of their contents: the messages' string values point into
+// the Records' buffers, so a Record goes back to the pool only once the upload that carried it
+// has returned. Every message is allocated once and refilled from batch to batch. Only the
+// recorder goroutine uses it.
 type otlpBatch struct {
 	records []*Record
 	spans   []*otlpSpan     // spans[i] is records[i]'s span; grown to the largest batch seen

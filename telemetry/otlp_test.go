@@ -2,6 +2,8 @@ package telemetry
 
 import (
 	"bufio"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -137,8 +139,36 @@ var otlpCases = []req{
 	{method: "POST", target: "/x", host: "gw.test", traceparent: "00-" + parentTrace + "-" + parentSpan + "-01", status: 200},
 }
 
-// TestOTLPMatchesSDK: the spans the OTLP client gets, built without the SDK, are exactly what the
-// OTLP exporter makes of span's SDK spans, for every case, with and without
+// variedCase is the i-th of a long run of requests: otlpCases in turn, each time changed in
+// another way (TLS, a deployment, long or non-ASCII values, an error), so that a run of a few
+// batches covers every combination and varint lengths of one, two and three bytes.
+func variedCase(i int) req {
+	q := otlpCases[i%len(otlpCases)]
+	q.id = fmt.Sprint("r", i)
+	switch i / len(otlpCases) % 8 {
+	case 1:
+		q.tls = !q.tls
+	case 2:
+		q.deployment, q.queueWait, q.upstream = "green", time.Duration(i)*time.Microsecond, "10.1.2.3:5001"
+	case 3:
+		q.userAgent = "naïve-client/1.0 ✓ " + strings.Repeat("x", 150) // lengths past 127
+		q.id = fmt.Sprint("r", i, "-", strings.Repeat("é", 70))
+	case 4:
+		q.status, q.reason = 503, "shed"
+	case 5:
+		q.target += "&q=" + strings.Repeat("long", 5000) // a span longer than 16 KiB
+	case 6:
+		q.host = ""
+		q.client, q.userAgent = "", ""
+	case 7:
+		q.service, q.auth, q.reason = "a-much-longer-service-name", config.AuthToken, "upstream_timeout"
+		q.status = 504
+	}
+	return q
+}
+
+// TestOTLPMatchesSDK: the spans the library's OTLP client (grpc) gets, built without the SDK, are
+// exactly what the OTLP exporter makes of span's SDK spans, for every case, with and without
 // high_business_impact, and for a resource with attributes from the environment. Three batches'
 // worth go through, so that the messages and the Records' buffers are reused with different
 // contents.
@@ -153,9 +183,7 @@ func TestOTLPMatchesSDK(t *testing.T) {
 			}, Options{Exporters: []sdktrace.SpanExporter{otlptrace.NewUnstarted(ref)}, Client: got})
 			n := 2*batchSize + len(otlpCases)
 			for i := range n {
-				q := otlpCases[i%len(otlpCases)]
-				q.id = fmt.Sprint("r", i)
-				do(tel, q)
+				do(tel, variedCase(i))
 			}
 			shutdown(t, tel)
 			want, wantEnv := ref.spans(t)
@@ -168,13 +196,149 @@ func TestOTLPMatchesSDK(t *testing.T) {
 			}
 			checkEqual(t, "resource and scope of every upload", wantEnv, env, protocmp.Transform())
 			for i := range n {
-				id := fmt.Sprint("r", i)
+				id := variedCase(i).id
 				if diff := cmp.Diff(want[id], spans[id], protocmp.Transform()); diff != "" {
-					t.Fatalf("request %d (%+v): span mismatch (-SDK +OTLP batch):\n%s", i, otlpCases[i%len(otlpCases)], diff)
+					t.Fatalf("request %d (%+v): span mismatch (-SDK +OTLP batch):\n%s", i, variedCase(i), diff)
 				}
 			}
 		})
 	}
+}
+
+// bodyRecorder is an OTLP/HTTP collector that keeps every request body it is sent, decompressed,
+// and answers with status (200 when 0).
+type bodyRecorder struct {
+	status int
+
+	mu      sync.Mutex
+	bodies  [][]byte
+	headers []http.Header
+}
+
+func (c *bodyRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var body io.Reader = r.Body
+	if r.Header.Get("Content-Encoding") == "gzip" {
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		body = zr
+	}
+	b, err := io.ReadAll(body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	c.mu.Lock()
+	c.bodies = append(c.bodies, b)
+	c.headers = append(c.headers, r.Header.Clone())
+	c.mu.Unlock()
+	if c.status != 0 {
+		w.WriteHeader(c.status)
+	}
+}
+
+func (c *bodyRecorder) received() [][]byte {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.bodies)
+}
+
+// TestOTLPWireMatchesSDK: every request body the OTLP/HTTP exporter sends is, byte for byte, what
+// the library's otlptracehttp client would send for the same batch: proto.Marshal of the
+// ExportTraceServiceRequest the OTLP exporter makes of span's SDK spans. Over three batches of
+// varied requests (every otlpCases branch, TLS, deployments, tracestates, parents, unknown
+// methods, redacted queries, errors, lengths whose varints take one to three bytes), with and
+// without high_business_impact, with a resource from the environment, and compressed or not.
+// A mismatch is shown span by span, as the messages differ.
+func TestOTLPWireMatchesSDK(t *testing.T) {
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test,team=scoring")
+	for _, tc := range []struct {
+		name        string
+		hbi         bool
+		compression string
+	}{
+		{"plain", false, ""},
+		{"high_business_impact", true, ""},
+		{"gzip", false, "gzip"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			col := &bodyRecorder{}
+			srv := httptest.NewServer(col)
+			t.Cleanup(srv.Close)
+			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", srv.URL)
+			t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", tc.compression)
+			ref := &captureClient{}
+			tel, _ := newTel(t, func(c *config.Config) {
+				c.ComputeType = "edge"
+				c.Telemetry.HighBusinessImpact = tc.hbi
+			}, Options{Exporters: []sdktrace.SpanExporter{otlptrace.NewUnstarted(ref)}})
+			if tel.otlpHTTP == nil {
+				t.Fatal("OTEL_EXPORTER_OTLP_ENDPOINT did not choose the OTLP/HTTP exporter")
+			}
+			n := 2*batchSize + 8*len(otlpCases)
+			for i := range n {
+				do(tel, variedCase(i))
+			}
+			shutdown(t, tel)
+			if tel.Dropped() != 0 {
+				t.Fatalf("%d spans dropped", tel.Dropped())
+			}
+			bodies := col.received()
+			ref.mu.Lock()
+			uploads := slices.Clone(ref.uploads)
+			ref.mu.Unlock()
+			if len(bodies) != len(uploads) || len(bodies) < 3 {
+				t.Fatalf("%d requests from the exporter, %d uploads through the SDK; want the same, at least 3", len(bodies), len(uploads))
+			}
+			spans := 0
+			for i, body := range bodies {
+				want, err := proto.Marshal(&collectortrace.ExportTraceServiceRequest{ResourceSpans: uploads[i : i+1]})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got collectortrace.ExportTraceServiceRequest
+				if err := proto.Unmarshal(body, &got); err != nil {
+					t.Fatalf("request %d: not an ExportTraceServiceRequest: %v", i, err)
+				}
+				if !bytes.Equal(body, want) {
+					t.Errorf("request %d: %d bytes, the library's %d differ", i, len(body), len(want))
+					showWireDiff(t, uploads[i], &got)
+				}
+				for _, ss := range got.ResourceSpans[0].ScopeSpans {
+					spans += len(ss.Spans)
+				}
+			}
+			if spans != n {
+				t.Errorf("%d spans sent, want %d", spans, n)
+			}
+		})
+	}
+}
+
+// showWireDiff reports the first span, or the envelope, in which got differs from want.
+func showWireDiff(t *testing.T, want *tracepb.ResourceSpans, got *collectortrace.ExportTraceServiceRequest) {
+	t.Helper()
+	if len(got.ResourceSpans) != 1 || len(got.ResourceSpans[0].ScopeSpans) != 1 {
+		t.Errorf("got %d ResourceSpans, want one with one ScopeSpans", len(got.ResourceSpans))
+		return
+	}
+	gotRS, wantRS := got.ResourceSpans[0], proto.CloneOf(want)
+	gotSpans, wantSpans := gotRS.ScopeSpans[0].Spans, wantRS.ScopeSpans[0].Spans
+	for i := range min(len(gotSpans), len(wantSpans)) {
+		if diff := cmp.Diff(wantSpans[i], gotSpans[i], protocmp.Transform()); diff != "" {
+			t.Errorf("span %d (-library +exporter):\n%s", i, diff)
+			return
+		}
+	}
+	gotRS = proto.CloneOf(gotRS)
+	gotRS.ScopeSpans[0].Spans, wantRS.ScopeSpans[0].Spans = nil, nil
+	if diff := cmp.Diff(wantRS, gotRS, protocmp.Transform()); diff != "" || len(gotSpans) != len(wantSpans) {
+		t.Errorf("%d spans, want %d; envelope (-library +exporter):\n%s", len(gotSpans), len(wantSpans), diff)
+		return
+	}
+	t.Errorf("the messages are equal but not their encoding")
 }
 
 // An upload that fails counts its spans as dropped, in Dropped and in /metrics.

@@ -43,8 +43,9 @@ type Telemetry struct {
 	redact      map[string]bool
 	sampler     sampler
 	resource    *resource.Resource
-	client      otlptrace.Client // the OTLP client, or nil
+	client      otlptrace.Client // the library's OTLP client (grpc, or a test's), or nil
 	otlp        *otlpBatch       // the client's batch, when there is a client
+	otlpHTTP    *otlpHTTP        // the OTLP/HTTP exporter, when OTLP goes over http/protobuf
 	exporters   []sdktrace.SpanExporter
 	metrics     *metrics
 	accessLog   *slog.Logger
@@ -57,6 +58,10 @@ type Telemetry struct {
 	stop     chan struct{} // closed by Shutdown; the queue itself is never closed
 	done     chan struct{}
 	stopOnce sync.Once
+	// uploads is the context of every export; Shutdown cancels it when its own context ends
+	// before the recorder has flushed, so that an export in flight gives up.
+	uploads       context.Context
+	cancelUploads context.CancelFunc
 }
 
 // Options are Telemetry's dependencies beyond the configuration.
@@ -64,9 +69,10 @@ type Options struct {
 	// Log is the gateway's own log (exporter errors); AccessLog, when set, receives access-log
 	// lines (default: a JSON logger on stderr).
 	Log, AccessLog *slog.Logger
-	// Exporters and Client, when either is set, replace what the environment and configuration
-	// choose (for tests and benchmarks). Exporters get every span as an SDK span; Client gets them
-	// as OTLP messages, built without the SDK. New starts Client and Shutdown stops it.
+	// Exporters, when not nil, replace the exporter of telemetry.traces_file, and Client, when
+	// set, the OTLP exporter the environment chooses (for tests and benchmarks). Exporters get
+	// every span as an SDK span; Client gets them as OTLP messages, built without the SDK. New
+	// starts Client and Shutdown stops it.
 	Exporters []sdktrace.SpanExporter
 	Client    otlptrace.Client
 	// StateAge, when set, reports how old the shared-state copy is, for the metric.
@@ -99,6 +105,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Telemetry, error)
 		t.redact[strings.ToLower(p)] = true
 	}
 	t.pool.New = func() any { return &Record{t: t} }
+	t.uploads, t.cancelUploads = context.WithCancel(context.Background())
 	var err error
 	if t.sampler, err = samplerFromEnv(os.Getenv); err != nil {
 		return nil, err
@@ -106,10 +113,15 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Telemetry, error)
 	if t.resource, err = newResource(ctx); err != nil {
 		return nil, err
 	}
-	if o.Exporters != nil || o.Client != nil {
-		t.client, t.exporters = o.Client, o.Exporters
-	} else if t.client, t.exporters, err = exportersFromEnv(cfg.Telemetry, os.Getenv); err != nil {
-		return nil, err
+	if t.client = o.Client; t.client == nil {
+		if t.client, t.otlpHTTP, err = otlpFromEnv(os.Getenv, t.resource, log); err != nil {
+			return nil, err
+		}
+	}
+	if t.exporters = o.Exporters; t.exporters == nil {
+		if t.exporters, err = fileExporters(cfg.Telemetry); err != nil {
+			return nil, err
+		}
 	}
 	if t.client != nil {
 		if err := t.client.Start(ctx); err != nil {
@@ -158,11 +170,16 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	select {
 	case <-t.done:
 	case <-ctx.Done():
+		t.cancelUploads() // the export in flight gives up, and so will the recorder's last
 		return ctx.Err()
 	}
+	t.cancelUploads()
 	var err error
 	if t.client != nil {
 		err = t.client.Stop(ctx)
+	}
+	if t.otlpHTTP != nil {
+		t.otlpHTTP.close()
 	}
 	return errors.Join(err, t.shutdownExporters(ctx))
 }
@@ -176,7 +193,8 @@ func (t *Telemetry) shutdownExporters(ctx context.Context) error {
 }
 
 // run is the background recorder: metrics and access log for every record, spans in batches. The
-// OTLP client's batch holds the sampled Records themselves until it is uploaded; the other
+// OTLP/HTTP exporter encodes each sampled Record's span into its next request at once; the
+// library client's batch holds the sampled Records themselves until it is uploaded; the other
 // exporters get SDK spans, made at once.
 func (t *Telemetry) run() {
 	defer close(t.done)
@@ -188,7 +206,13 @@ func (t *Telemetry) run() {
 		if pending == 0 {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if t.otlpHTTP != nil { // within its own OTEL_EXPORTER_OTLP_TIMEOUT
+			if err := t.otlpHTTP.upload(t.uploads); err != nil {
+				t.dropped.Add(int64(pending))
+				t.log.Warn("exporting spans", "spans", pending, "err", err)
+			}
+		}
+		ctx, cancel := context.WithTimeout(t.uploads, 10*time.Second)
 		if t.otlp != nil {
 			err := t.client.UploadTraces(ctx, t.otlp.build(t))
 			t.otlp.release(t)
@@ -213,12 +237,15 @@ func (t *Telemetry) run() {
 		if t.accessLog != nil {
 			t.logAccess(r)
 		}
-		if !r.sampled || (t.otlp == nil && len(t.exporters) == 0) {
+		if !r.sampled || (t.otlp == nil && t.otlpHTTP == nil && len(t.exporters) == 0) {
 			t.put(r)
 			return
 		}
 		if len(t.exporters) > 0 {
 			spans = append(spans, t.span(r))
+		}
+		if t.otlpHTTP != nil {
+			t.otlpHTTP.add(t, r)
 		}
 		if t.otlp != nil {
 			t.otlp.add(r) // back to the pool once uploaded
