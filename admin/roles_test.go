@@ -66,9 +66,10 @@ func TestRolePermissions(t *testing.T) {
 		"revoke a token":   {"POST", "/v1/tokens/revoke", `{"jti": "abc", "exp": 4102444800}`},
 		"list principals":  {"GET", "/v1/principals", ""},
 		"read activity":    {"GET", "/v1/activity?limit=5", ""},
+		"reload config":    {"POST", "/v1/reload", ""},
 	}
 	allowed := map[string][]string{
-		"owner":       {"list services", "list keys", "regenerate a key", "mint a token", "revoke a token", "list principals", "read activity"},
+		"owner":       {"list services", "list keys", "regenerate a key", "mint a token", "revoke a token", "list principals", "read activity", "reload config"},
 		"contributor": {"list services", "list keys", "regenerate a key", "mint a token", "revoke a token", "read activity"},
 		"reader":      {"list services", "list keys", "mint a token", "read activity"},
 		"auditor":     {"read activity"},

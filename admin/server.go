@@ -21,7 +21,8 @@ import (
 
 // Server is the admin API.
 type Server struct {
-	cfg        *config.Config
+	cfg        atomic.Pointer[config.Config] // the running configuration; replaced on reload
+	reload     func(ctx context.Context, initiator string) (ReloadResult, error)
 	keys       *authn.Keyring
 	principals *authn.Principals
 	tokens     *authn.Tokens
@@ -46,7 +47,11 @@ type Deps struct {
 	Metrics http.Handler
 	// Upstreams, if set, reports the replicas of a service and their state for GET /v1/services.
 	Upstreams func(service string) []UpstreamInfo
-	Log       *slog.Logger
+	// Reload, if set, serves POST /v1/reload: it reads the configuration file again and applies
+	// it, for the principal named initiator. A rejected configuration comes back as
+	// config.Problems (400, every problem listed); any other error is a 500.
+	Reload func(ctx context.Context, initiator string) (ReloadResult, error)
+	Log    *slog.Logger
 }
 
 // New returns the admin API for cfg. Every /v1 call needs a principal's key, and the permission
@@ -56,7 +61,9 @@ func New(cfg *config.Config, d Deps) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{cfg: cfg, keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, metrics: d.Metrics, upstreams: d.Upstreams, log: log}
+	s := &Server{keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, metrics: d.Metrics,
+		upstreams: d.Upstreams, reload: d.Reload, log: log}
+	s.cfg.Store(cfg)
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -68,6 +75,10 @@ func New(cfg *config.Config, d Deps) *Server {
 	}
 	return s
 }
+
+// SetConfig makes cfg the configuration the admin API answers from (services, their auth modes),
+// after a reload.
+func (s *Server) SetConfig(cfg *config.Config) { s.cfg.Store(cfg) }
 
 // Handler returns the admin API's routes.
 func (s *Server) Handler() http.Handler {
@@ -86,6 +97,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/principals", s.authed(authn.PrincipalsManage, authn.OpPrincipalCreate, s.createPrincipal))
 	mux.Handle("DELETE /v1/principals/{name}", s.authed(authn.PrincipalsManage, authn.OpPrincipalDelete, s.deletePrincipal))
 	mux.Handle("GET /v1/activity", s.authed(authn.ActivityRead, authn.OpActivityRead, s.listActivity))
+	if s.reload != nil {
+		mux.Handle("POST /v1/reload", s.authed(authn.ConfigReload, authn.OpConfigReload, s.reloadConfig))
+	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
 			mux.ServeHTTP(w, r)
@@ -213,8 +227,9 @@ type UpstreamInfo struct {
 }
 
 func (s *Server) listServices(w http.ResponseWriter, _ *http.Request, _ authn.Principal) {
-	out := make([]ServiceInfo, 0, len(s.cfg.Services))
-	for _, svc := range s.cfg.Services {
+	cfg := s.cfg.Load()
+	out := make([]ServiceInfo, 0, len(cfg.Services))
+	for _, svc := range cfg.Services {
 		info := ServiceInfo{Name: svc.Name, Auth: svc.Auth}
 		if s.upstreams != nil {
 			info.Upstreams = s.upstreams(svc.Name)
@@ -232,7 +247,7 @@ func (s *Server) listServices(w http.ResponseWriter, _ *http.Request, _ authn.Pr
 
 // keyService returns the named key-mode service, or writes the error and returns nil.
 func (s *Server) keyService(w http.ResponseWriter, r *http.Request) *config.Service {
-	svc := s.cfg.Service(r.PathValue("name"))
+	svc := s.cfg.Load().Service(r.PathValue("name"))
 	switch {
 	case svc == nil:
 		writeError(w, http.StatusNotFound, "NotFound", "no such service")
@@ -299,7 +314,7 @@ func (s *Server) regenerateKey(w http.ResponseWriter, r *http.Request, p authn.P
 
 func (s *Server) mintToken(w http.ResponseWriter, r *http.Request, p authn.Principal) {
 	name := r.PathValue("name")
-	if s.cfg.Service(name) == nil {
+	if s.cfg.Load().Service(name) == nil {
 		writeError(w, http.StatusNotFound, "NotFound", "no such service")
 		return
 	}
@@ -451,6 +466,48 @@ func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, _ authn.Pr
 		recs = []authn.Activity{}
 	}
 	writeJSON(w, http.StatusOK, recs)
+}
+
+// ReloadResult is the answer of a successful POST /v1/reload: the services added, removed and
+// changed, by name (empty lists when the file had not changed).
+type ReloadResult struct {
+	Added   []string `json:"added"`
+	Removed []string `json:"removed"`
+	Changed []string `json:"changed"`
+}
+
+// ReloadRejected is the answer of POST /v1/reload for a configuration that was not applied: every
+// problem, as check-config prints them. The running configuration is unchanged.
+type ReloadRejected struct {
+	ErrorBody
+	Problems []string `json:"problems"`
+}
+
+func (s *Server) reloadConfig(w http.ResponseWriter, r *http.Request, p authn.Principal) {
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	res, err := s.reload(ctx, p.Name)
+	var probs config.Problems
+	switch {
+	case err == nil:
+		for _, l := range []*[]string{&res.Added, &res.Removed, &res.Changed} {
+			if *l == nil {
+				*l = []string{}
+			}
+		}
+		writeJSON(w, http.StatusOK, res)
+	case errors.As(err, &probs):
+		var out ReloadRejected
+		out.Error.Code = "InvalidConfiguration"
+		out.Error.Message = "the configuration was not applied; the running one is unchanged"
+		for _, pr := range probs {
+			out.Problems = append(out.Problems, pr.String())
+		}
+		writeJSON(w, http.StatusBadRequest, out)
+	default:
+		s.log.Error("reloading the configuration", "err", err)
+		writeError(w, http.StatusInternalServerError, "InternalError", "the configuration could not be reloaded")
+	}
 }
 
 // readJSON decodes a small JSON body into v, or answers 400 and returns false.

@@ -23,6 +23,8 @@ type testEnv struct {
 	keys       *authn.Keyring
 	principals *authn.Principals
 	tokens     *authn.Tokens
+	// reload answers POST /v1/reload; by default it succeeds and changes nothing.
+	reload func(ctx context.Context, initiator string) (ReloadResult, error)
 }
 
 func newTestServer(t *testing.T) (*Server, *httptest.Server, *authn.Keyring) {
@@ -60,10 +62,13 @@ func newTestEnv(t *testing.T) (*Server, *httptest.Server, *testEnv) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity})
+	env := &testEnv{keys: keys, principals: principals, tokens: tokens}
+	env.reload = func(context.Context, string) (ReloadResult, error) { return ReloadResult{}, nil }
+	reload := func(ctx context.Context, initiator string) (ReloadResult, error) { return env.reload(ctx, initiator) }
+	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Reload: reload})
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
-	return s, hs, &testEnv{keys: keys, principals: principals, tokens: tokens}
+	return s, hs, env
 }
 
 func call(t *testing.T, hs *httptest.Server, method, path, key string) (int, http.Header, string) {

@@ -26,6 +26,7 @@ const (
 	TokensRevoke
 	PrincipalsManage
 	ActivityRead
+	ConfigReload
 )
 
 var permissionNames = map[string]Permission{
@@ -36,6 +37,7 @@ var permissionNames = map[string]Permission{
 	config.PermTokensRevoke:     TokensRevoke,
 	config.PermPrincipalsManage: PrincipalsManage,
 	config.PermActivityRead:     ActivityRead,
+	config.PermConfigReload:     ConfigReload,
 }
 
 // Roles maps role names (built-in and custom) to their permissions.

@@ -117,7 +117,7 @@ type Role struct {
 	// owner, contributor or reader. Required.
 	Name string `yaml:"name"`
 	// Permissions granted, from: services:read, services:call, tokens:mint, keys:regenerate,
-	// tokens:revoke, principals:manage, activity:read. At least one.
+	// tokens:revoke, principals:manage, activity:read, config:reload. At least one.
 	Permissions []string `yaml:"permissions"`
 }
 
@@ -130,15 +130,17 @@ const (
 	PermTokensRevoke     = "tokens:revoke"
 	PermPrincipalsManage = "principals:manage"
 	PermActivityRead     = "activity:read"
+	PermConfigReload     = "config:reload"
 )
 
 // AllPermissions lists every permission.
 var AllPermissions = []string{PermServicesRead, PermServicesCall, PermTokensMint, PermKeysRegenerate,
-	PermTokensRevoke, PermPrincipalsManage, PermActivityRead}
+	PermTokensRevoke, PermPrincipalsManage, PermActivityRead, PermConfigReload}
 
 // BuiltinRoles are the roles every installation has, after Azure ML's role table: all three may
 // call services, mint tokens and read services and the activity log; contributor and owner may
-// also regenerate keys and revoke tokens; only owner manages principals.
+// also regenerate keys and revoke tokens; only owner manages principals and reloads the
+// configuration.
 var BuiltinRoles = map[string][]string{
 	"reader":      {PermServicesRead, PermServicesCall, PermTokensMint, PermActivityRead},
 	"contributor": {PermServicesRead, PermServicesCall, PermTokensMint, PermActivityRead, PermKeysRegenerate, PermTokensRevoke},

@@ -1,7 +1,8 @@
 // Package proxy is scoregate's data plane: the fasthttp server, routing of
 // /api/v1/service/{name}/{rest} to the service's model, pooled upstream connections, header
-// hygiene, request ids, error bodies and graceful shutdown. It asks authn whether a credential is
-// good and never inspects credentials itself.
+// hygiene, request ids, error bodies, the atomic swap of the services on a configuration reload,
+// and graceful shutdown. It asks authn whether a credential is good and never inspects
+// credentials itself.
 package proxy
 
 import (
@@ -33,8 +34,9 @@ type Authenticator interface {
 
 // Gateway is the data-plane server.
 type Gateway struct {
-	services       map[string]*service
-	order          []string // service names in configuration order
+	// routes is the current routing table. Each request reads it once and keeps that table to
+	// the end, so a reload never changes a service under a request.
+	routes         atomic.Pointer[routes]
 	auth           Authenticator
 	log            *slog.Logger
 	trustedProxies []netip.Prefix
@@ -46,6 +48,11 @@ type Gateway struct {
 
 	mu         sync.Mutex
 	redirector *fasthttp.Server // the plain listener's redirect server, when TLS is on
+
+	reloadMu sync.Mutex     // serialises Reload and Shutdown
+	closed   bool           // Shutdown has run; under reloadMu
+	quit     chan struct{}  // closed by Shutdown: replaced backends stop at once
+	retiring sync.WaitGroup // replaced backends waiting for their last requests
 }
 
 // Option adds to a Gateway.
@@ -66,9 +73,9 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 		log = slog.New(slog.DiscardHandler)
 	}
 	g := &Gateway{
-		services: make(map[string]*service, len(cfg.Services)),
-		auth:     auth,
-		log:      log,
+		auth: auth,
+		log:  log,
+		quit: make(chan struct{}),
 	}
 	for _, o := range opts {
 		o(g)
@@ -80,14 +87,16 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 		}
 		g.trustedProxies = append(g.trustedProxies, prefix)
 	}
+	rt := &routes{services: make(map[string]*service, len(cfg.Services))}
 	for _, sc := range cfg.Services {
-		svc, err := newService(sc, g.log)
+		svc, err := newService(sc, nil, g.log)
 		if err != nil {
+			rt.stop()
 			return nil, fmt.Errorf("service %s: %w", sc.Name, err)
 		}
-		g.services[sc.Name] = svc
-		g.order = append(g.order, sc.Name)
+		rt.add(svc)
 	}
+	g.routes.Store(rt)
 	s := cfg.Server
 	g.server = &fasthttp.Server{
 		Handler:                      g.serve,
@@ -129,9 +138,14 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		go redirector.ShutdownWithContext(ctx) // it holds no request worth waiting for
 	}
 	err := g.server.ShutdownWithContext(ctx)
-	for _, svc := range g.services {
-		svc.stop()
+	g.reloadMu.Lock()
+	if !g.closed {
+		g.closed = true
+		close(g.quit)
+		g.retiring.Wait()
+		g.routes.Load().stop()
 	}
+	g.reloadMu.Unlock()
 	return err
 }
 
@@ -195,7 +209,7 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	if err := checkRequestHeader(&ctx.Request.Header); err != nil {
 		return err
 	}
-	svc, forward, err := g.route(ctx)
+	svc, forward, err := g.route(ctx, g.routes.Load())
 	if err != nil {
 		return err
 	}
@@ -221,8 +235,8 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	return g.forward(ctx, svc, forward, id, rec)
 }
 
-// route finds the service of the request and the target to forward to the model.
-func (g *Gateway) route(ctx *fasthttp.RequestCtx) (*service, []byte, error) {
+// route finds the service of the request in rt and the target to forward to the model.
+func (g *Gateway) route(ctx *fasthttp.RequestCtx, rt *routes) (*service, []byte, error) {
 	if ctx.IsConnect() {
 		return nil, nil, errMethodNotAllowed
 	}
@@ -233,7 +247,7 @@ func (g *Gateway) route(ctx *fasthttp.RequestCtx) (*service, []byte, error) {
 	case !ok:
 		return nil, nil, errNotFound
 	}
-	svc := g.services[string(name)]
+	svc := rt.services[string(name)]
 	if svc == nil {
 		return nil, nil, errNotFound
 	}
@@ -400,7 +414,7 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) int {
 	var svc *service
 	var forward []byte
 	if err == nil {
-		svc, forward, err = g.route(ctx)
+		svc, forward, err = g.route(ctx, g.routes.Load())
 	}
 	switch {
 	case err != nil:
@@ -445,7 +459,7 @@ func (g *Gateway) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConf
 	if !ok || !valid {
 		return fasthttp.RequestConfig{}
 	}
-	svc := g.services[string(name)]
+	svc := g.routes.Load().services[string(name)]
 	switch {
 	case svc == nil:
 	case int64(h.ContentLength()) > svc.maxBody:

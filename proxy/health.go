@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"log/slog"
 	"sync"
 	"time"
 
@@ -15,11 +16,11 @@ type healthChecker struct {
 	wg   sync.WaitGroup
 }
 
-func startHealthChecks(svc *service, hc config.HealthCheck) *healthChecker {
+func startHealthChecks(b *backend, hc config.HealthCheck, log *slog.Logger) *healthChecker {
 	h := &healthChecker{done: make(chan struct{})}
-	for _, d := range svc.deployments {
+	for _, d := range b.deployments {
 		for _, r := range d.replicas {
-			h.wg.Go(func() { h.probeLoop(svc, d, r, hc) })
+			h.wg.Go(func() { h.probeLoop(d, r, hc, log) })
 		}
 	}
 	return h
@@ -32,7 +33,7 @@ func (h *healthChecker) stop() {
 
 // probeLoop sends GET path to one replica every interval: unhealthy_threshold failures in a row
 // take it out of rotation, healthy_threshold passes in a row bring it back. Changes are logged.
-func (h *healthChecker) probeLoop(svc *service, d *deployment, r *replica, hc config.HealthCheck) {
+func (h *healthChecker) probeLoop(d *deployment, r *replica, hc config.HealthCheck, log *slog.Logger) {
 	t := time.NewTicker(hc.Interval)
 	defer t.Stop()
 	req := fasthttp.AcquireRequest()
@@ -63,12 +64,12 @@ func (h *healthChecker) probeLoop(svc *service, d *deployment, r *replica, hc co
 		switch {
 		case !ok && fails == hc.UnhealthyThreshold && r.healthy.Load():
 			r.healthy.Store(false)
-			svc.log.Warn("replica failed its health checks; out of rotation", "deployment", r.deployment,
+			log.Warn("replica failed its health checks; out of rotation", "deployment", r.deployment,
 				"upstream", r.url, "failures", fails, "status", resp.StatusCode(), "err", err)
 		case ok && passes == hc.HealthyThreshold && !r.healthy.Load():
 			r.healthy.Store(true)
 			r.ejectedUntil.Store(0)
-			svc.log.Info("replica passed its health checks; back in rotation", "deployment", r.deployment, "upstream", r.url)
+			log.Info("replica passed its health checks; back in rotation", "deployment", r.deployment, "upstream", r.url)
 			d.wake()
 		}
 	}

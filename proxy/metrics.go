@@ -32,8 +32,7 @@ func (g *Gateway) RegisterMetrics(m metric.Meter) error {
 	}
 	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
 		now := time.Now().UnixNano()
-		for _, name := range g.order {
-			svc := g.services[name]
+		for _, svc := range g.routes.Load().order {
 			for _, d := range svc.deployments {
 				o.ObserveInt64(queued, int64(d.queued.Load()), metric.WithAttributes(
 					attribute.String("service", svc.name), attribute.String("deployment", d.name)))

@@ -44,7 +44,6 @@ func (r *replica) state(now int64) string {
 // deployment is a named group of replicas with its admission queue.
 type deployment struct {
 	name     string
-	weight   int
 	replicas []*replica
 	balance  string
 	next     atomic.Uint32
@@ -228,8 +227,7 @@ type ReplicaState struct {
 func (g *Gateway) Replicas() []ReplicaState {
 	var out []ReplicaState
 	now := time.Now().UnixNano()
-	for _, name := range g.order {
-		svc := g.services[name]
+	for _, svc := range g.routes.Load().order {
 		for _, d := range svc.deployments {
 			for _, r := range d.replicas {
 				out = append(out, ReplicaState{Service: svc.name, Deployment: d.name, URL: r.url, State: r.state(now),

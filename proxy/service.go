@@ -9,6 +9,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,16 +23,18 @@ import (
 	"github.com/scoregate/scoregate/internal/ratelimit"
 )
 
-// service is one configured model: its deployments of replicas, limits and rules.
+// service is one configured model: its deployments of replicas, limits and rules. A service is
+// never changed once built: a reload builds a new one (sharing the backend when the replicas'
+// settings are the same) and swaps the routing table.
 type service struct {
 	name    string
 	auth    string
 	maxBody int64
 	timeout time.Duration
 	log     *slog.Logger
+	cfg     config.Service // what it was built from, to tell an unchanged service on reload
 
-	deployments []*deployment
-	byName      map[string]*deployment
+	*backend
 	totalWeight int
 	cumulative  []int
 
@@ -46,28 +50,92 @@ type service struct {
 
 	passiveFailures int32
 	ejectionTime    time.Duration
-
-	health *healthChecker
 }
 
-func newService(sc config.Service, log *slog.Logger) (*service, error) {
+// backend is a service's replicas: their connection pools, admission queues, state and health
+// checks. It lives on across a reload that changes only the service's rules (auth, weights,
+// limits, blocked paths, mirror, passive ejection), so that requests in flight and in the queues
+// keep their places and the replicas their state.
+type backend struct {
+	settings    config.Service // the settings it was built from, as backendSettings gives them
+	deployments []*deployment
+	byName      map[string]*deployment
+	health      *healthChecker
+}
+
+// backendSettings is the part of a service's configuration that its backend is built from: all
+// of it but the rules applied per request, and the deployments' weights.
+func backendSettings(sc config.Service) config.Service {
+	deps := slices.Clone(sc.DeploymentList())
+	for i := range deps {
+		deps[i].Weight = 0
+	}
+	sc.Upstreams, sc.Deployments = nil, deps
+	sc.Auth, sc.MaxBodyBytes, sc.BlockedPaths = "", 0, nil
+	sc.RateLimit, sc.Mirror = config.RateLimit{}, config.Mirror{}
+	sc.PassiveFailures, sc.EjectionTime = 0, 0
+	sc.TokenLifetime, sc.TokenRefreshAfter, sc.Issuers = 0, 0, nil
+	return sc
+}
+
+// newService builds the service of sc. With prev, the service of the same name being replaced,
+// it takes over prev's backend when the replicas' settings are unchanged; otherwise it builds
+// its own and carries over what is known of each replica it shares an address with.
+func newService(sc config.Service, prev *service, log *slog.Logger) (*service, error) {
 	svc := &service{
 		name:            sc.Name,
 		auth:            sc.Auth,
 		maxBody:         sc.MaxBodyBytes,
 		timeout:         sc.ScoringTimeout,
 		log:             log.With("service", sc.Name),
-		byName:          map[string]*deployment{},
+		cfg:             sc,
 		perKey:          ratelimit.Limit{Rate: sc.RateLimit.PerKey.RequestsPerSecond, Burst: sc.RateLimit.PerKey.Burst},
 		perPrincipal:    ratelimit.Limit{Rate: sc.RateLimit.PerPrincipal.RequestsPerSecond, Burst: sc.RateLimit.PerPrincipal.Burst},
 		passiveFailures: int32(sc.PassiveFailures),
 		ejectionTime:    sc.EjectionTime,
 		mirrorTimeout:   sc.ScoringTimeout,
 	}
+	settings := backendSettings(sc)
+	if prev != nil && reflect.DeepEqual(prev.settings, settings) {
+		svc.backend = prev.backend
+	} else {
+		b, err := newBackend(sc, settings)
+		if err != nil {
+			return nil, err
+		}
+		if prev != nil {
+			b.inherit(prev.backend)
+		}
+		svc.backend = b
+		if sc.HealthCheck.Path != "" {
+			b.health = startHealthChecks(b, sc.HealthCheck, svc.log)
+		}
+	}
+	for _, dc := range sc.DeploymentList() {
+		svc.totalWeight += max(dc.Weight, 0)
+		svc.cumulative = append(svc.cumulative, svc.totalWeight)
+	}
+	if sc.Mirror.Deployment != "" && sc.Mirror.Percent > 0 {
+		svc.mirror = svc.byName[sc.Mirror.Deployment]
+		svc.mirrorPercent = sc.Mirror.Percent / 100
+	}
+	for _, p := range sc.BlockedPaths {
+		svc.blockedPaths = append(svc.blockedPaths, strings.TrimSuffix(normalizePath([]byte(p)), "/"))
+	}
+	svc.keyLimitKeys = map[string]string{
+		authn.SlotPrimary:   "key:" + sc.Name + ":" + authn.SlotPrimary,
+		authn.SlotSecondary: "key:" + sc.Name + ":" + authn.SlotSecondary,
+	}
+	return svc, nil
+}
+
+// newBackend builds the replicas of sc's deployments, one connection pool each. Health checks are
+// started by the caller.
+func newBackend(sc config.Service, settings config.Service) (*backend, error) {
+	b := &backend{settings: settings, byName: map[string]*deployment{}}
 	for _, dc := range sc.DeploymentList() {
 		d := &deployment{
 			name:        dc.Name,
-			weight:      dc.Weight,
 			balance:     sc.Balance,
 			maxInflight: int32(sc.MaxConcurrentRequests),
 			maxWait:     sc.MaxRequestWait,
@@ -82,36 +150,58 @@ func newService(sc config.Service, log *slog.Logger) (*service, error) {
 			r.healthy.Store(true)
 			d.replicas = append(d.replicas, r)
 		}
-		svc.deployments = append(svc.deployments, d)
-		svc.byName[d.name] = d
-		if d.weight > 0 {
-			svc.totalWeight += d.weight
-		}
-		svc.cumulative = append(svc.cumulative, svc.totalWeight)
+		b.deployments = append(b.deployments, d)
+		b.byName[d.name] = d
 	}
-	if sc.Mirror.Deployment != "" && sc.Mirror.Percent > 0 {
-		svc.mirror = svc.byName[sc.Mirror.Deployment]
-		svc.mirrorPercent = sc.Mirror.Percent / 100
-	}
-	for _, p := range sc.BlockedPaths {
-		svc.blockedPaths = append(svc.blockedPaths, strings.TrimSuffix(normalizePath([]byte(p)), "/"))
-	}
-	svc.keyLimitKeys = map[string]string{
-		authn.SlotPrimary:   "key:" + sc.Name + ":" + authn.SlotPrimary,
-		authn.SlotSecondary: "key:" + sc.Name + ":" + authn.SlotSecondary,
-	}
-	if sc.HealthCheck.Path != "" {
-		svc.health = startHealthChecks(svc, sc.HealthCheck)
-	}
-	return svc, nil
+	return b, nil
 }
 
-// stop ends health checks and closes idle model connections.
-func (s *service) stop() {
-	if s.health != nil {
-		s.health.stop()
+// inherit carries over, from the backend being replaced, the state of each replica of the same
+// deployment and address: a passive ejection, and the health checks' verdict when this backend
+// checks health too (without checks nothing would ever bring an unhealthy replica back).
+func (b *backend) inherit(prev *backend) {
+	checked := b.settings.HealthCheck.Path != ""
+	for _, d := range b.deployments {
+		old := prev.byName[d.name]
+		if old == nil {
+			continue
+		}
+		for _, r := range d.replicas {
+			for _, o := range old.replicas {
+				if o.url != r.url {
+					continue
+				}
+				r.ejectedUntil.Store(o.ejectedUntil.Load())
+				if checked {
+					r.healthy.Store(o.healthy.Load())
+				}
+			}
+		}
 	}
-	for _, d := range s.deployments {
+}
+
+// idle reports whether no request holds one of the backend's replicas or waits in its queues.
+func (b *backend) idle() bool {
+	for _, d := range b.deployments {
+		if d.queued.Load() != 0 {
+			return false
+		}
+		for _, r := range d.replicas {
+			if r.inflight.Load() != 0 {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// stop ends health checks and closes idle model connections. A request that still takes one of
+// its replicas afterwards is served on a fresh connection, closed once idle.
+func (b *backend) stop() {
+	if b.health != nil {
+		b.health.stop()
+	}
+	for _, d := range b.deployments {
 		for _, r := range d.replicas {
 			r.client.CloseIdleConnections()
 		}

@@ -52,7 +52,7 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	log, _ := newLogger(cfg.Log, stderr)
 
 	// Only hashes are stored, so a key cannot be shown twice: quickstart makes a new primary key
 	// at every start and prints it.
@@ -61,7 +61,7 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
 		key, err = keys.Regenerate(ctx, "demo", authn.SlotPrimary)
 		return err
 	}
-	err = serve(ctx, cfg, log, hooks{prepare: prepare, ready: func(in *instance) error {
+	err = serve(ctx, cfg, configSource{}, log, hooks{prepare: prepare, ready: func(in *instance) error {
 		scoreURL := fmt.Sprintf("http://%s/api/v1/service/demo/score", in.dataAddr)
 		keyPath, _ := filepath.Abs(in.keyPath)
 		fmt.Fprintf(stdout, `scoregate quickstart is running.

@@ -12,8 +12,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/caddyserver/certmagic"
@@ -47,8 +49,8 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("configuration %s: %w", *path, err)
 	}
-	log := newLogger(cfg.Log, stderr)
-	return serve(ctx, cfg, log, hooks{})
+	log, level := newLogger(cfg.Log, stderr)
+	return serve(ctx, cfg, configSource{path: *path, level: level}, log, hooks{})
 }
 
 func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
@@ -79,14 +81,17 @@ func cmdCheckConfig(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
+// newLogger returns the gateway's log on w, and its level, which a reload may change.
+func newLogger(c config.Log, w io.Writer) (*slog.Logger, *slog.LevelVar) {
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(c.Level)) // validated
-	opts := &slog.HandlerOptions{Level: level}
+	lv := new(slog.LevelVar)
+	lv.Set(level)
+	opts := &slog.HandlerOptions{Level: lv}
 	if c.Format == "text" {
-		return slog.New(slog.NewTextHandler(w, opts))
+		return slog.New(slog.NewTextHandler(w, opts)), lv
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	return slog.New(slog.NewJSONHandler(w, opts)), lv
 }
 
 // instance is a running gateway, handed to the ready callback.
@@ -114,8 +119,15 @@ const tokenMaintenanceInterval = time.Minute
 
 // serve runs the gateway for cfg until ctx ends, then shuts down gracefully: /readyz turns 503,
 // the drain delay passes, in-flight requests finish within the shutdown timeout, and the store
-// is closed.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) error {
+// is closed. When cfg came from a file (src.path), SIGHUP and POST /v1/reload apply the file
+// again.
+func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.Logger, h hooks) error {
+	// Until the gateway listens, a SIGHUP waits here instead of ending the process.
+	hup := make(chan os.Signal, 1)
+	if src.path != "" {
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+	}
 	var store authn.Store
 	var redisStore *authn.RedisStore
 	if cfg.Store.Shared() {
@@ -163,11 +175,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 			return err
 		}
 	}
-	for _, svc := range cfg.Services {
-		if svc.Auth == config.AuthKey && len(keys.Keys(svc.Name)) == 0 {
-			log.Warn("service has no keys yet, so every request to it gets 401; create one with 'gateway keys regenerate "+svc.Name+" primary'", "service", svc.Name)
-		}
-	}
+	warnKeyless(cfg.Services, keys, log)
 
 	authOpts := []authn.AuthenticatorOption{authn.WithTokens(tokens)}
 	deps := admin.Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Log: log}
@@ -202,9 +210,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 		}
 	}
 	limiter := rateLimiter(cfg, redisStore, log)
-	if limiter != nil {
-		gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter))
-	}
+	gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter))
 	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log, gwOpts...)
 	if err != nil {
 		return err
@@ -221,7 +227,15 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 		}
 		return out
 	}
+	var rl *reloader
+	if src.path != "" {
+		rl = &reloader{src: src, started: cfg, gw: gw, keys: keys, activity: activity, log: log}
+		deps.Reload = rl.reload
+	}
 	adm := admin.New(cfg, deps)
+	if rl != nil {
+		rl.adm = adm
+	}
 
 	lns, err := listen(cfg)
 	if err != nil {
@@ -275,18 +289,28 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, h hooks) e
 		inst.tlsAddr = lns.tls.Addr()
 	}
 	log.Info("gateway started", started...)
+	if err := notifyReady(); err != nil {
+		log.Warn("telling the service manager the gateway is ready", "err", err)
+	}
 	var runErr error
 	if h.ready != nil {
 		runErr = h.ready(inst)
 	}
-	if runErr == nil {
+	for running := runErr == nil; running; {
 		select {
 		case <-ctx.Done():
 			log.Info("shutting down")
+			running = false
 		case runErr = <-errc:
+			running = false
+		case <-hup:
+			rl.reload(ctx, "SIGHUP") // logged and recorded either way
 		}
 	}
 
+	if err := notifyStopping(); err != nil {
+		log.Warn("telling the service manager the gateway stops", "err", err)
+	}
 	adm.SetDraining()
 	if d := cfg.Server.DrainDelay; d > 0 && runErr == nil {
 		log.Info("draining", "delay", d.String())
@@ -395,16 +419,10 @@ func registerMetrics(m metric.Meter, gw *proxy.Gateway, limiter ratelimit.Limite
 
 // rateLimiter enforces the services' rate limits: through Redis when the store is shared (so
 // the limit holds across instances), falling back to a per-instance limit while Redis is down;
-// per instance otherwise. nil when no service has a limit.
+// per instance otherwise. There is one even when no service has a limit yet, since a reload may
+// add one; it costs nothing until then.
 func rateLimiter(cfg *config.Config, redis *authn.RedisStore, log *slog.Logger) ratelimit.Limiter {
-	limited := false
-	for _, svc := range cfg.Services {
-		limited = limited || svc.RateLimit.PerKey.RequestsPerSecond > 0 || svc.RateLimit.PerPrincipal.RequestsPerSecond > 0
-	}
-	switch {
-	case !limited:
-		return nil
-	case redis != nil:
+	if redis != nil {
 		return ratelimit.NewShared(redis.Client(), cfg.Store.RedisPrefix, ratelimit.NewLocal(),
 			ratelimit.WithLogger(log), ratelimit.WithTimeout(cfg.Store.RedisTimeout))
 	}
