@@ -381,6 +381,12 @@ func TestReleaseBuild(t *testing.T) {
 			t.Errorf("darwin binary: build setting %s=%q, want %q", k, settings[k], want)
 		}
 	}
+	if settings["vcs.revision"] == "" {
+		// Go stamps VCS information only when it can read the repository (not, for example, in
+		// some git worktrees or a source tarball); the binary then says "commit unknown".
+		t.Logf("SKIPPING the revision check: go stamped no vcs.revision in this checkout")
+		commit = "unknown"
+	}
 	if commit != "unknown" && settings["vcs.revision"] != commit {
 		t.Errorf("darwin binary: vcs.revision=%q, want %s", settings["vcs.revision"], commit)
 	}
