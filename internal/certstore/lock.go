@@ -95,6 +95,10 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 		ok, err := s.acquire(ctx, name, l)
 		if err != nil {
 			s.release(name, l)
+			if ctx.Err() != nil {
+				// The caller's deadline ended during the Redis call: say so, not the I/O error.
+				err = ctx.Err()
+			}
 			return fmt.Errorf("certstore: locking %q: %w", name, err)
 		}
 		if ok {
