@@ -238,12 +238,26 @@ func redisOutage(t *testing.T, blackHole bool) {
 	cfg.Store.StalenessBound = 1500 * time.Millisecond
 	a := startInstance(t, cfg)
 	ctx := context.Background()
-	key, _ := a.keys.Regenerate(ctx, "iris", SlotPrimary)
-	p, _, _ := a.principals.Create(ctx, "rita", "reader")
-	revoked, _ := a.tokens.Mint(ctx, p, "scoring")
-	if _, err := a.tokens.RevokeToken(ctx, revoked.AccessToken); err != nil {
-		t.Fatal(err)
+	// Setup calls have store.redis_timeout each; on a busy machine one may time out, so each is
+	// tried a few times and must succeed before the outage starts.
+	retry := func(what string, f func() error) {
+		t.Helper()
+		var err error
+		for range 5 {
+			if err = f(); err == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		t.Fatalf("%s: %v", what, err)
 	}
+	var key string
+	var p Principal
+	var revoked TokenResponse
+	retry("regenerating the key", func() (err error) { key, err = a.keys.Regenerate(ctx, "iris", SlotPrimary); return })
+	retry("creating the principal", func() (err error) { p, _, err = a.principals.Create(ctx, "rita", "reader"); return })
+	retry("minting", func() (err error) { revoked, err = a.tokens.Mint(ctx, p, "scoring"); return })
+	retry("revoking", func() error { _, err := a.tokens.RevokeToken(ctx, revoked.AccessToken); return err })
 
 	if blackHole {
 		srv.Pause(t)
