@@ -95,9 +95,13 @@ func (s *Storage) Lock(ctx context.Context, name string) error {
 		ok, err := s.acquire(ctx, name, l)
 		if err != nil {
 			s.release(name, l)
-			if ctx.Err() != nil {
-				// The caller's deadline ended during the Redis call: say so, not the I/O error.
-				err = ctx.Err()
+			if dl, ok := ctx.Deadline(); ctx.Err() != nil || (ok && !time.Now().Before(dl)) {
+				// The caller's deadline ended during the Redis call (the connection's deadline,
+				// set from it, may fire a moment before the context says so): report that.
+				err = context.DeadlineExceeded
+				if ctx.Err() != nil {
+					err = ctx.Err()
+				}
 			}
 			return fmt.Errorf("certstore: locking %q: %w", name, err)
 		}
