@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -46,26 +47,49 @@ func OpenBolt(dir string) (*BoltStore, error) {
 		return nil, fmt.Errorf("opening %s: %w", path, ErrStoreInUse)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("opening %s: %w", path, err)
+		var pe *fs.PathError
+		if errors.As(err, &pe) && pe.Path == path {
+			err = pe.Err // the path is said once
+		}
+		return nil, fmt.Errorf("opening the embedded store %s: %w", path, err)
 	}
-	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bucketMeta, bucketKeys, bucketPrincipals, bucketSigningKeys, bucketRevocations, bucketActivity} {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
+	buckets := [][]byte{bucketMeta, bucketKeys, bucketPrincipals, bucketSigningKeys, bucketRevocations, bucketActivity}
+	complete := true
+	db.View(func(tx *bolt.Tx) error {
+		for _, b := range buckets {
+			complete = complete && tx.Bucket(b) != nil
 		}
 		return nil
 	})
-	if err != nil {
-		db.Close()
-		return nil, fmt.Errorf("initialising %s: %w", path, err)
+	if !complete { // a new store: a store that has them opens without writing (say, on a full disk)
+		err = db.Update(func(tx *bolt.Tx) error {
+			for _, b := range buckets {
+				if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			db.Close()
+			return nil, fmt.Errorf("initialising %s: %w", path, err)
+		}
 	}
 	return &BoltStore{db: db}, nil
 }
 
-// Secret implements Store.
+// Secret implements Store. Once the secret exists, reading it writes nothing.
 func (s *BoltStore) Secret(context.Context) ([]byte, error) {
 	var secret []byte
+	s.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(bucketMeta).Get(metaSecret); v != nil {
+			secret = append([]byte(nil), v...)
+		}
+		return nil
+	})
+	if secret != nil {
+		return secret, nil
+	}
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketMeta)
 		if v := b.Get(metaSecret); v != nil {
@@ -173,24 +197,32 @@ func (s *BoltStore) PutPrincipal(_ context.Context, rec PrincipalRecord) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPrincipals)
 		if b.Get([]byte(rec.Name)) != nil {
 			return ErrPrincipalExists
 		}
 		return b.Put([]byte(rec.Name), v)
 	})
+	if err != nil && !errors.Is(err, ErrPrincipalExists) {
+		return fmt.Errorf("saving principal %s: %w", rec.Name, err)
+	}
+	return err
 }
 
 // DeletePrincipal implements Store.
 func (s *BoltStore) DeletePrincipal(_ context.Context, name string) error {
-	return s.db.Update(func(tx *bolt.Tx) error {
+	err := s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketPrincipals)
 		if b.Get([]byte(name)) == nil {
 			return ErrPrincipalUnknown
 		}
 		return b.Delete([]byte(name))
 	})
+	if err != nil && !errors.Is(err, ErrPrincipalUnknown) {
+		return fmt.Errorf("deleting principal %s: %w", name, err)
+	}
+	return err
 }
 
 // SigningKeys implements Store.
@@ -205,10 +237,16 @@ func (s *BoltStore) PutSigningKey(_ context.Context, rec SigningKeyRecord) error
 
 // DeleteSigningKey implements Store.
 func (s *BoltStore) DeleteSigningKey(_ context.Context, kid string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSigningKeys).Delete([]byte(kid)) })
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketSigningKeys).Delete([]byte(kid)) })
+	if err != nil {
+		return fmt.Errorf("deleting signing key %s: %w", kid, err)
+	}
+	return nil
 }
 
-// Revocations implements Store. Expired revocations are dropped as they are read.
+// Revocations implements Store. Expired revocations are dropped as they are read; when that
+// cannot be written (a full or read-only disk), they are still left out, and dropped at a later
+// read.
 func (s *BoltStore) Revocations(context.Context) ([]Revocation, error) {
 	all, err := readAll[Revocation](s.db, bucketRevocations)
 	if err != nil {
@@ -225,7 +263,9 @@ func (s *BoltStore) Revocations(context.Context) ([]Revocation, error) {
 		live = append(live, r)
 	}
 	if len(expired) > 0 {
-		err := s.db.Update(func(tx *bolt.Tx) error {
+		// Housekeeping: a failure here must not stop the revocations from being read (and the
+		// gateway from starting).
+		s.db.Update(func(tx *bolt.Tx) error {
 			b := tx.Bucket(bucketRevocations)
 			for _, k := range expired {
 				if err := b.Delete(k); err != nil {
@@ -234,9 +274,6 @@ func (s *BoltStore) Revocations(context.Context) ([]Revocation, error) {
 			}
 			return nil
 		})
-		if err != nil {
-			return nil, fmt.Errorf("dropping expired revocations: %w", err)
-		}
 	}
 	return live, nil
 }
@@ -257,7 +294,7 @@ func (s *BoltStore) AppendActivity(_ context.Context, a Activity) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error {
+	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketActivity)
 		seq, err := b.NextSequence()
 		if err != nil {
@@ -276,6 +313,10 @@ func (s *BoltStore) AppendActivity(_ context.Context, a Activity) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return fmt.Errorf("recording activity: %w", err)
+	}
+	return nil
 }
 
 // Activity implements Store.

@@ -229,10 +229,16 @@ func (s *service) observe(r *replica, err error) {
 }
 
 // connectionFailure reports whether err means the replica could not be talked to at all (as
-// opposed to a slow or malformed answer).
+// opposed to a slow or malformed answer): a slow answer, even one that stalls half way, is not.
 func connectionFailure(err error) bool {
 	var op *net.OpError
-	return neverSent(err) || errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed)
+	switch {
+	case neverSent(err):
+		return true
+	case timedOut(err):
+		return false
+	}
+	return errors.As(err, &op) || errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed)
 }
 
 // neverSent reports whether the request cannot have reached the model: the connection was never

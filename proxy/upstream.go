@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -17,10 +20,11 @@ import (
 
 // upstream is one model address with its pool of keep-alive connections, created once at start.
 type upstream struct {
-	url    string
-	host   string // Host header sent to the model
-	scheme string
-	client *fasthttp.HostClient
+	url     string
+	service string // the service it belongs to, for the log
+	host    string // Host header sent to the model
+	scheme  string
+	client  *fasthttp.HostClient
 }
 
 // upstreamIdleTimeout closes pooled model connections idle this long, before most model servers
@@ -41,9 +45,10 @@ func newUpstream(raw string, svc config.Service) (*upstream, error) {
 		}
 	}
 	return &upstream{
-		url:    raw,
-		host:   u.Addr,
-		scheme: scheme,
+		url:     raw,
+		service: svc.Name,
+		host:    u.Addr,
+		scheme:  scheme,
 		client: &fasthttp.HostClient{
 			Addr:                     u.Addr,
 			IsTLS:                    u.TLS,
@@ -58,6 +63,8 @@ func newUpstream(raw string, svc config.Service) (*upstream, error) {
 			MaxResponseBodySize:      int(svc.MaxResponseBytes),
 			SecureErrorLogMessage:    true,
 			RetryIfErr:               retryIdleClose,
+			DialTimeout:              dialModel,
+			Transport:                modelTransport{},
 		},
 	}, nil
 }
@@ -94,25 +101,177 @@ func upstreamTLS(addr string, c config.UpstreamTLS) (*tls.Config, error) {
 	return conf, nil
 }
 
-// retryIdleClose sends a request once more, on a fresh connection, when the model closed the
-// connection without answering a single byte. That is almost always a pooled keep-alive connection
-// the model had already closed as idle, which the request never reached. Other errors (timeouts,
-// partial answers) are never retried, whatever the method.
+// retryIdleClose sends a request once more, on a fresh connection, when a pooled keep-alive
+// connection turned out to be closed by the model: writing the request failed, or the model
+// closed the connection without answering a single byte. That is almost always a connection the
+// model had closed (or reset, as a restarted model's kernel does) while it sat idle, which the
+// request never reached. modelTransport has already refused the retry unless the connection had
+// carried an earlier exchange and the model sent nothing since this request; fasthttp reports
+// every error on the first byte of an answer, but a timeout, as io.EOF. Other errors (timeouts,
+// partial answers, a fresh connection dropped) are never retried, whatever the method: the model
+// may have acted on the request.
 func retryIdleClose(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
-	return false, attempts < 2 && (errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed))
+	var op *net.OpError
+	writeFailed := errors.As(err, &op) && op.Op == "write"
+	return false, attempts < 2 && (errors.Is(err, io.EOF) || writeFailed)
 }
 
-// upstreamError maps a failed call to the model onto the client's status: a timeout is 504, a
-// full connection pool 503, anything else (refused, reset, a failed TLS handshake, a malformed or
-// oversized answer) 502. The logged cause names the upstream.
-func upstreamError(up *upstream, err error) *Error {
-	err = fmt.Errorf("upstream %s: %w", up.url, err)
-	switch {
-	case errors.Is(err, fasthttp.ErrTimeout):
-		return errGatewayTimeout.withCause(err)
-	case errors.Is(err, fasthttp.ErrNoFreeConns):
-		return errUpstreamBusy.withCause(err)
-	default:
-		return errBadGateway.withCause(err)
+// modelConn is a connection to a model that knows whether it is a reused one. Its local address
+// (what fasthttp keeps in the response as LocalAddr) carries that state, so that modelTransport
+// can read it after a failed call.
+type modelConn struct {
+	net.Conn
+	state connState
+}
+
+// connState is a model connection's local address and what has happened on it.
+type connState struct {
+	net.Addr
+	// served: a whole exchange has completed on the connection (set after each success).
+	served atomic.Bool
+	// answered: the model has sent bytes since the request was last written.
+	answered atomic.Bool
+}
+
+func (c *modelConn) LocalAddr() net.Addr { return &c.state }
+
+func (c *modelConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && !c.state.answered.Load() {
+		c.state.answered.Store(true)
 	}
+	return n, err
+}
+
+func (c *modelConn) Write(p []byte) (int, error) {
+	if c.state.answered.Load() {
+		c.state.answered.Store(false) // a new request: nothing of its answer has arrived
+	}
+	return c.Conn.Write(p)
+}
+
+// dialModel dials a model the way fasthttp does by default, and wraps the connection in a
+// modelConn.
+func dialModel(addr string, timeout time.Duration) (net.Conn, error) {
+	var c net.Conn
+	var err error
+	if timeout > 0 {
+		c, err = fasthttp.DialTimeout(addr, timeout)
+	} else {
+		c, err = fasthttp.Dial(addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	mc := &modelConn{Conn: c}
+	mc.state.Addr = c.LocalAddr()
+	return mc, nil
+}
+
+// modelTransport is fasthttp's transport, but it allows a failed call to be retried only when
+// it failed on a reused connection before the model sent a byte of its answer. A fresh connection
+// that the model closes or resets after taking the request is the model's answer, not a stale
+// pool entry, and sending the request again would have the model score it twice.
+type modelTransport struct{}
+
+func (modelTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+	st, _ := resp.LocalAddr().(*connState)
+	switch {
+	case st == nil: // no connection was made
+	case err == nil:
+		if !st.served.Load() {
+			st.served.Store(true)
+		}
+	case retry:
+		retry = st.served.Load() && !st.answered.Load()
+	}
+	return retry, err
+}
+
+// upstreamError maps a failed call to the model onto the client's status: a timeout (also one in
+// the middle of the answer) is 504, a full connection pool 503, anything else (refused, reset, a
+// failed TLS handshake, a malformed, truncated or oversized answer) 502. The logged cause names
+// the service, the upstream and a low-cardinality reason; the client sees none of it.
+func upstreamError(up *upstream, err error) *Error {
+	f := &upstreamFailure{service: up.service, upstream: up.url, reason: failureReason(err), err: err}
+	switch f.reason {
+	case reasonTimeout:
+		return errGatewayTimeout.withCause(f)
+	case reasonBusy:
+		return errUpstreamBusy.withCause(f)
+	default:
+		return errBadGateway.withCause(f)
+	}
+}
+
+// timedOut reports whether a call to a model ran out of its scoring_timeout: before the answer
+// began (fasthttp's ErrTimeout) or in the middle of it (the connection's read deadline).
+func timedOut(err error) bool {
+	return errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+// upstreamFailure is why a call to a model failed, as it is logged: a group of the service, the
+// upstream, a low-cardinality reason and the error's detail.
+type upstreamFailure struct {
+	service, upstream, reason string
+	err                       error
+}
+
+func (f *upstreamFailure) Error() string {
+	return fmt.Sprintf("service %s, upstream %s: %s: %v", f.service, f.upstream, f.reason, f.err)
+}
+
+func (f *upstreamFailure) Unwrap() error { return f.err }
+
+func (f *upstreamFailure) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("service", f.service),
+		slog.String("upstream", f.upstream),
+		slog.String("reason", f.reason),
+		slog.String("detail", f.err.Error()),
+	)
+}
+
+// The reasons a call to a model fails, as logged.
+const (
+	reasonTimeout     = "upstream_timeout"     // no (whole) answer within scoring_timeout
+	reasonBusy        = "upstream_busy"        // max_conns_per_upstream connections in use
+	reasonUnreachable = "upstream_unreachable" // the connection could not be made
+	reasonTLS         = "upstream_tls"         // the TLS handshake failed
+	reasonClosed      = "upstream_closed"      // the model closed the connection without answering
+	reasonReset       = "upstream_reset"       // the connection was reset, or broke otherwise
+	reasonTruncated   = "upstream_truncated"   // the answer ended early
+	reasonTooLarge    = "upstream_too_large"   // the answer is over max_response_bytes
+	reasonMalformed   = "upstream_malformed"   // the answer is not valid HTTP/1.1
+)
+
+// failureReason classifies err, a failed call to a model.
+func failureReason(err error) string {
+	var op *net.OpError
+	var tlsRecord tls.RecordHeaderError
+	var tlsAlert tls.AlertError
+	var tlsVerify *tls.CertificateVerificationError
+	switch {
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return reasonBusy
+	case neverSent(err):
+		return reasonUnreachable
+	case timedOut(err):
+		return reasonTimeout
+	case errors.As(err, &tlsRecord), errors.As(err, &tlsAlert), errors.As(err, &tlsVerify),
+		errors.As(err, &op) && op.Op == "remote error": // an alert from the model's TLS stack
+		return reasonTLS
+	case errors.Is(err, syscall.ECONNRESET):
+		return reasonReset
+	case errors.Is(err, fasthttp.ErrConnectionClosed), errors.Is(err, syscall.EPIPE):
+		return reasonClosed
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return reasonTooLarge
+	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
+		return reasonTruncated // the answer began, then the connection ended
+	case errors.As(err, &op):
+		return reasonReset
+	}
+	return reasonMalformed
 }

@@ -7,7 +7,8 @@
 // files in its own t.TempDir, and is killed by t.Cleanup. A Server can be
 // stopped, killed, restarted on the same port and dir, and paused with
 // SIGSTOP (the black-hole case: the port accepts connections but nothing
-// answers).
+// answers). NewProxy puts a TCP relay in front of one, to make Redis slow to
+// answer or to cut a client off from it.
 //
 // It execs the redis-server and redis-cli binaries found on $PATH (see
 // Require) and depends only on the standard library.
