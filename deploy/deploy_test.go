@@ -135,10 +135,15 @@ func drainBudget(cfg *config.Config) time.Duration {
 	return cfg.Server.DrainDelay + cfg.Server.ShutdownTimeout
 }
 
-// skipLoudly skips a test that needs a tool this machine lacks, in a way nobody misses.
+// skipLoudly skips a test that needs a tool this machine lacks, in a way nobody misses. Under
+// CI=true the tool is required: the test fails instead, so that CI cannot pass by skipping.
 func skipLoudly(t *testing.T, format string, args ...any) {
 	t.Helper()
-	msg := "SKIPPING: " + fmt.Sprintf(format, args...)
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("required under CI=true: %s", msg)
+	}
+	msg = "SKIPPING: " + msg
 	fmt.Fprintln(os.Stderr, msg)
 	t.Skip(msg)
 }

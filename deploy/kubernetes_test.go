@@ -461,8 +461,27 @@ func TestKubernetesSidecarOverlay(t *testing.T) {
 		t.Fatalf("%d main containers, want the model alone", len(spec.Containers))
 	}
 	model := spec.Containers[0]
-	if ps := model.Lifecycle.PreStop; ps == nil || ps.Sleep == nil || ps.Sleep.Seconds == 0 {
-		t.Error("the model has no preStop sleep: it would stop while the pod is still in the Service's endpoints")
+	// Kubernetes stops a native sidecar after the main containers: the model's preStop sleep is
+	// the drain (the pod leaves the endpoints while both still serve), and the gateway, told to
+	// stop last, has nothing left to drain.
+	if ps := model.Lifecycle.PreStop; ps == nil || ps.Sleep == nil || ps.Sleep.Seconds < 5 {
+		t.Error("the model has no preStop sleep of 5s or more: it would stop while the pod is still in the Service's endpoints")
+	}
+	if gp.gateway.Lifecycle.PreStop != nil || gp.cfg.Server.DrainDelay != 0 {
+		t.Errorf("the sidecar gateway drains again (preStop %v, drain_delay %s) after the model has stopped", gp.gateway.Lifecycle.PreStop, gp.cfg.Server.DrainDelay)
+	}
+	// Only the gateway's ports are declared on the pod for others to reach: the model's port is
+	// for the gateway, over loopback.
+	for _, c := range spec.Containers {
+		for _, p := range c.Ports {
+			for _, svc := range r.all("Service") {
+				for _, sp := range svc.Spec.Ports {
+					if containerPort(t, c, sp.TargetPort) == p.ContainerPort {
+						t.Errorf("Service %s reaches container %s's port %d", svc.Metadata.Name, c.Name, p.ContainerPort)
+					}
+				}
+			}
+		}
 	}
 	// The gateway forwards to the model in the same pod.
 	modelPorts := map[int]bool{}
@@ -520,8 +539,13 @@ func TestKubernetesEdgeOverlay(t *testing.T) {
 	if gw.Spec.Replicas == nil || *gw.Spec.Replicas < 2 {
 		t.Errorf("gateway replicas %v, want at least 2", gw.Spec.Replicas)
 	}
+	// The preStop sleep keeps the gateway serving while the pod leaves the Service's endpoints;
+	// server.drain_delay does the same after SIGTERM for balancers that probe /readyz. The two
+	// drains match, and last as long as kube-proxy and ingress controllers commonly need.
 	if ps := gp.gateway.Lifecycle.PreStop; ps == nil || ps.Sleep == nil || ps.Sleep.Seconds == 0 {
 		t.Error("the gateway has no preStop sleep")
+	} else if sleep := time.Duration(ps.Sleep.Seconds) * time.Second; sleep != gp.cfg.Server.DrainDelay || sleep < 5*time.Second {
+		t.Errorf("preStop sleep %s and server.drain_delay %s: want them equal, and 5s or more", sleep, gp.cfg.Server.DrainDelay)
 	}
 
 	// The model: its own Deployment and Service, reached by the gateway through the Service.

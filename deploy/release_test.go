@@ -5,6 +5,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"os"
 	"os/exec"
 	"path"
@@ -214,6 +218,17 @@ func TestDockerfileBuildsTheReleaseBinary(t *testing.T) {
 	if len(users) != 1 || !regexp.MustCompile(`^[1-9][0-9]*(:[1-9][0-9]*)?$`).MatchString(users[0]) {
 		t.Errorf("runtime USER %q: want one numeric non-root user (Kubernetes checks runAsNonRoot against it)", users)
 	}
+	// Read-only root: the one folder the gateway writes, the store, is an empty folder owned by
+	// the runtime user, so that a volume mounted there (Docker copies the ownership into a fresh
+	// named volume) is writable while everything else stays read-only.
+	if len(users) == 1 && !slices.ContainsFunc(run.find("COPY"), func(c string) bool {
+		return strings.Contains(c, "--chown="+users[0]+" ") && strings.HasSuffix(c, " /var/lib/scoregate")
+	}) {
+		t.Errorf("runtime COPY %q: no /var/lib/scoregate owned by the user %s for the store", run.find("COPY"), users[0])
+	}
+	if len(run.find("RUN")) > 0 {
+		t.Errorf("runtime stage RUN %q: distroless has no shell to run it", run.find("RUN"))
+	}
 	for _, s := range stages {
 		if hc := s.find("HEALTHCHECK"); len(hc) > 0 {
 			t.Errorf("HEALTHCHECK %q: orchestrators probe /livez and /readyz instead", hc)
@@ -340,6 +355,68 @@ func TestGoReleaserMatchesBuildScript(t *testing.T) {
 	for _, want := range []string{"linux/amd64", "linux/arm64", "darwin/amd64", "darwin/arm64"} {
 		if !slices.Contains(targets, want) {
 			t.Errorf("no release binary for %s", want)
+		}
+	}
+}
+
+// Every -X of the release builds names a string variable of the gateway's main package that -X
+// can set: declared at package level, uninitialized or set to a constant string (-X cannot
+// override a value computed at run time). TestReleaseBuild then sees it printed.
+func TestLdflagsSetVariablesOfTheCode(t *testing.T) {
+	fset := token.NewFileSet()
+	stringVars := map[string]bool{}
+	files, err := filepath.Glob(repoPath("cmd", "gateway", "*.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range files {
+		if strings.HasSuffix(file, "_test.go") {
+			continue
+		}
+		f, err := parser.ParseFile(fset, file, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, decl := range f.Decls {
+			gd, ok := decl.(*ast.GenDecl)
+			if !ok || gd.Tok != token.VAR {
+				continue
+			}
+			for _, spec := range gd.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, name := range vs.Names {
+					typed := vs.Type != nil && fmt.Sprint(vs.Type) == "string"
+					lit := false
+					if i < len(vs.Values) {
+						bl, ok := vs.Values[i].(*ast.BasicLit)
+						lit = ok && bl.Kind == token.STRING
+					}
+					if (typed && len(vs.Values) == 0) || lit {
+						stringVars[name.Name] = true
+					}
+				}
+			}
+		}
+	}
+	script, _ := buildScript(t)
+	docs := readDocs[struct {
+		Builds []struct {
+			Ldflags []string `yaml:"ldflags"`
+		} `yaml:"builds"`
+	}](t, repoPath(".goreleaser.yaml"))
+	sources := map[string]string{"build.sh": strings.Join(script.flags, " ")}
+	for _, b := range docs[0].Builds {
+		sources[".goreleaser.yaml"] += strings.Join(b.Ldflags, " ")
+	}
+	for where, flags := range sources {
+		xs := regexp.MustCompile(`-X ([\w./-]+)\.(\w+)=`).FindAllStringSubmatch(flags, -1)
+		if len(xs) == 0 {
+			t.Errorf("%s stamps nothing with -X: %q", where, flags)
+		}
+		for _, x := range xs {
+			if x[1] != "main" || !stringVars[x[2]] {
+				t.Errorf("%s: -X %s.%s: cmd/gateway has no package-level string variable %s that -X can set", where, x[1], x[2], x[2])
+			}
 		}
 	}
 }

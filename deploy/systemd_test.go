@@ -3,10 +3,13 @@ package deploy_test
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -122,6 +125,7 @@ func TestSystemdUnit(t *testing.T) {
 		{"ProtectHome", "yes"},
 		{"PrivateTmp", "yes"},
 		{"PrivateDevices", "yes"},
+		{"PrivateMounts", "yes"},
 		{"CapabilityBoundingSet", "CAP_NET_BIND_SERVICE"},
 		{"AmbientCapabilities", "CAP_NET_BIND_SERVICE"},
 		{"RestrictAddressFamilies", "AF_INET AF_INET6 AF_UNIX"},
@@ -145,6 +149,15 @@ func TestSystemdUnit(t *testing.T) {
 	if cfg.Store.Dir != "/var/lib/"+u.get("Service", "StateDirectory") {
 		t.Errorf("store.dir %s is not the StateDirectory, the one folder the service may write", cfg.Store.Dir)
 	}
+	// Under ProtectSystem=strict the service writes only where the unit says: the state folder
+	// (the store) and the logs folder (telemetry.traces_file), both made writable by their
+	// *Directory= lines, and nowhere else.
+	if rw := u.all("Service", "ReadWritePaths"); len(rw) > 0 {
+		t.Errorf("ReadWritePaths=%q: the store is the StateDirectory, writable without it", rw)
+	}
+	if got := u.get("Service", "LogsDirectory"); got != "scoregate" {
+		t.Errorf("LogsDirectory=%q, want scoregate (for telemetry.traces_file)", got)
+	}
 	stop, err := time.ParseDuration(u.get("Service", "TimeoutStopSec"))
 	if err != nil {
 		t.Fatalf("TimeoutStopSec=%q: %v", u.get("Service", "TimeoutStopSec"), err)
@@ -154,9 +167,10 @@ func TestSystemdUnit(t *testing.T) {
 	}
 }
 
-// systemd-analyze verify accepts the unit. It also checks that ExecStart's binary exists, so the
-// copy it reads runs a stand-in at another path.
-func TestSystemdAnalyzeVerify(t *testing.T) {
+// analyzableUnit writes a copy of the unit whose ExecStart runs a stand-in at another path
+// (systemd-analyze checks that the binary exists), and returns systemd-analyze and the copy.
+func analyzableUnit(t *testing.T) (systemdAnalyze, unitPath string) {
+	t.Helper()
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
 		skipLoudly(t, "systemd-analyze is not installed (apt-get install systemd)")
@@ -178,8 +192,46 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	if err := os.WriteFile(path, unit, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return sa, path
+}
+
+// systemd-analyze verify accepts the unit, without a warning.
+func TestSystemdAnalyzeVerify(t *testing.T) {
+	sa, path := analyzableUnit(t)
 	out, err := exec.Command(sa, "verify", path).CombinedOutput()
 	if err != nil || len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("systemd-analyze verify: %v\n%s", err, out)
+	}
+}
+
+// maxExposure is the highest overall exposure level systemd-analyze security may give the unit
+// (0 to 10; systemd calls up to 2.0 "OK"). What remains exposed is what a network service
+// needs: the host's network, AF_INET and AF_UNIX sockets, CAP_NET_BIND_SERVICE for ports 80
+// and 443 (PrivateUsers= would take it away), the host's root directory, /proc/sys for the
+// listen backlog (ProcSubset=pid would hide it), no IP address allow list.
+const maxExposure = 2.0
+
+var exposureLine = regexp.MustCompile(`Overall exposure level for scoregate\.service: (\d+\.\d+) (\S+)`)
+
+// systemd-analyze security rates the unit's sandbox OK.
+func TestSystemdAnalyzeSecurity(t *testing.T) {
+	sa, path := analyzableUnit(t)
+	// --threshold is in tenths: the command fails above it.
+	cmd := exec.Command(sa, "security", "--no-pager", "--offline=true", fmt.Sprintf("--threshold=%d", int(maxExposure*10)), path)
+	out, err := cmd.CombinedOutput()
+	m := exposureLine.FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("systemd-analyze security: %v; no overall exposure level in:\n%s", err, out)
+	}
+	level, _ := strconv.ParseFloat(string(m[1]), 64)
+	t.Logf("systemd-analyze security: overall exposure level %.1f %s", level, m[2])
+	if err != nil || level > maxExposure {
+		var exposed []string
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "✗") {
+				exposed = append(exposed, strings.Join(strings.Fields(line), " "))
+			}
+		}
+		t.Errorf("exposure level %.1f %s (%v), want at most %.1f; exposed:\n%s", level, m[2], err, maxExposure, strings.Join(exposed, "\n"))
 	}
 }

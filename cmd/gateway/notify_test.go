@@ -4,15 +4,20 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/scoregate/scoregate/internal/redistest"
 )
 
 // notifyListener stands in for systemd: a real unixgram socket at name (a path, or @abstract),
@@ -149,3 +154,282 @@ func TestNotifyWithoutSystemd(t *testing.T) {
 }
 
 var errAny = errors.New("any error")
+
+// notifySocket is a stand-in for systemd's notification socket that records every datagram, for
+// a gateway process started with NOTIFY_SOCKET naming it.
+type notifySocket struct {
+	path string
+	got  chan string
+}
+
+func newNotifySocket(t *testing.T) *notifySocket {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &notifySocket{path: path, got: make(chan string, 100)}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ln.Read(buf)
+			if err != nil {
+				close(s.got)
+				return
+			}
+			s.got <- string(buf[:n])
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return s
+}
+
+// next returns the next datagram, failing the test if none arrives within d.
+func (s *notifySocket) next(t *testing.T, d time.Duration, while string) string {
+	t.Helper()
+	select {
+	case msg := <-s.got:
+		return msg
+	case <-time.After(d):
+		t.Fatalf("no notification within %s %s", d, while)
+		return ""
+	}
+}
+
+// none fails the test if a datagram arrives within d.
+func (s *notifySocket) none(t *testing.T, d time.Duration, while string) {
+	t.Helper()
+	select {
+	case msg := <-s.got:
+		t.Fatalf("notification %q %s", msg, while)
+	case <-time.After(d):
+	}
+}
+
+// notifyGateway is `gateway serve` run as systemd runs a Type=notify service.
+type notifyGateway struct {
+	cmd    *exec.Cmd
+	stderr *lockedBuffer
+	done   chan struct{}
+}
+
+// startNotifyGateway runs the gateway binary on the configuration file with NOTIFY_SOCKET set.
+func startNotifyGateway(t *testing.T, sock *notifySocket, cfgPath string) *notifyGateway {
+	t.Helper()
+	g := &notifyGateway{cmd: exec.Command(gatewayBin, "serve", "-config", cfgPath), stderr: &lockedBuffer{}, done: make(chan struct{})}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "NOTIFY_SOCKET=") && !strings.HasPrefix(kv, "GATEWAY_") {
+			g.cmd.Env = append(g.cmd.Env, kv)
+		}
+	}
+	g.cmd.Env = append(g.cmd.Env, "NOTIFY_SOCKET="+sock.path, "GATEWAY_ADMIN_KEY="+strings.Repeat("n", 40))
+	g.cmd.Stderr = g.stderr
+	if err := g.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		g.cmd.Wait()
+		close(g.done)
+	}()
+	t.Cleanup(func() {
+		g.cmd.Process.Kill()
+		<-g.done
+	})
+	return g
+}
+
+func (g *notifyGateway) signal(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := g.cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%v: %v\nstderr:\n%s", sig, err, g.stderr)
+	}
+}
+
+// notifyAddrs are two free loopback addresses, for listen and admin_listen.
+func notifyAddrs(t *testing.T) (data, admin string) {
+	t.Helper()
+	var addrs []string
+	for range 2 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs[0], addrs[1]
+}
+
+// writeNotifyConfig writes a configuration listening on data and admin, with drain_delay so
+// that the drain can be watched, and extra appended (a Redis store, more services).
+func writeNotifyConfig(t *testing.T, path, data, admin, extra string) {
+	t.Helper()
+	cfg := fmt.Sprintf(`listen: %q
+admin_listen: %q
+store:
+  dir: %q
+server:
+  drain_delay: 1s
+  shutdown_timeout: 5s
+services:
+  - name: iris
+    auth: key
+    upstreams: ["http://127.0.0.1:9"]
+%s`, data, admin, filepath.Join(filepath.Dir(path), "data"), extra)
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// accepts reports whether addr accepts a TCP connection now.
+func accepts(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
+// httpStatus is the status of GET url, or 0 when it does not answer.
+func httpStatus(url string) int {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// The sd_notify protocol through the real serve path, as systemd sees a Type=notify service:
+// READY=1 once both listeners accept connections, RELOADING=1 (with MONOTONIC_USEC) then READY=1
+// on SIGHUP, for a reload applied and for one rejected, and STOPPING=1 on SIGTERM, sent while
+// the gateway still serves its drain, then a clean exit.
+func TestServeNotifiesTheServiceManager(t *testing.T) {
+	sock := newNotifySocket(t)
+	data, admin := notifyAddrs(t)
+	cfgPath := filepath.Join(t.TempDir(), "gateway.yaml")
+	writeNotifyConfig(t, cfgPath, data, admin, "")
+	g := startNotifyGateway(t, sock, cfgPath)
+
+	if msg := sock.next(t, 30*time.Second, "after start"); msg != "READY=1\nSTATUS=serving" {
+		t.Fatalf("first notification %q, want READY=1 and STATUS=serving\nstderr:\n%s", msg, g.stderr)
+	}
+	// READY=1 means serving: both listeners take connections the moment it arrives.
+	if !accepts(data) || !accepts(admin) {
+		t.Fatalf("READY=1 arrived, but listen %s accepts: %v, admin_listen %s accepts: %v", data, accepts(data), admin, accepts(admin))
+	}
+	if s := httpStatus("http://" + admin + "/readyz"); s != http.StatusOK {
+		t.Errorf("/readyz after READY=1: %d", s)
+	}
+
+	reload := func(name string) {
+		t.Helper()
+		before, _ := monotonicUsec()
+		g.signal(t, syscall.SIGHUP)
+		msg := sock.next(t, 10*time.Second, "after SIGHUP ("+name+")")
+		value, ok := strings.CutPrefix(msg, "RELOADING=1\nMONOTONIC_USEC=")
+		usec, err := strconv.ParseInt(value, 10, 64)
+		if !ok || err != nil || usec < before {
+			t.Fatalf("%s: notification %q, want RELOADING=1 and MONOTONIC_USEC of the reload (after %d)", name, msg, before)
+		}
+		if msg := sock.next(t, 10*time.Second, "after RELOADING=1 ("+name+")"); msg != "READY=1" {
+			t.Fatalf("%s: notification %q after RELOADING=1, want READY=1", name, msg)
+		}
+	}
+	// A reload applied: a service added.
+	writeNotifyConfig(t, cfgPath, data, admin, "  - name: added\n    auth: key\n    upstreams: [\"http://127.0.0.1:9\"]\n")
+	reload("a file applied")
+	// A reload rejected (listen needs a restart): the gateway still serves, so READY=1 again.
+	other, _ := notifyAddrs(t)
+	writeNotifyConfig(t, cfgPath, other, admin, "")
+	reload("a file rejected")
+	logs := g.stderr.String()
+	if !strings.Contains(logs, `"msg":"configuration reloaded"`) || !strings.Contains(logs, `"msg":"configuration reload rejected`) {
+		t.Errorf("the two reloads were not one applied and one rejected:\n%s", logs)
+	}
+	if !accepts(data) {
+		t.Error("the data plane stopped after a rejected reload")
+	}
+
+	g.signal(t, syscall.SIGTERM)
+	if msg := sock.next(t, 10*time.Second, "after SIGTERM"); msg != "STOPPING=1" {
+		t.Fatalf("notification %q after SIGTERM, want STOPPING=1", msg)
+	}
+	// STOPPING=1 comes at the start of the drain: the gateway still runs and serves, and
+	// /readyz turns 503.
+	select {
+	case <-g.done:
+		t.Fatal("the gateway had exited when STOPPING=1 arrived: the notification came after the drain")
+	default:
+	}
+	if !accepts(data) {
+		t.Error("the data plane stopped taking connections at STOPPING=1, before the drain delay")
+	}
+	deadline := time.Now().Add(500 * time.Millisecond)
+	for httpStatus("http://"+admin+"/readyz") != http.StatusServiceUnavailable && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := httpStatus("http://" + admin + "/readyz"); s != http.StatusServiceUnavailable {
+		t.Errorf("/readyz during the drain: %d, want 503", s)
+	}
+	select {
+	case <-g.done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the gateway did not exit after SIGTERM\nstderr:\n%s", g.stderr)
+	}
+	if code := g.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("exit code %d after SIGTERM, want 0\nstderr:\n%s", code, g.stderr)
+	}
+	sock.none(t, 200*time.Millisecond, "after STOPPING=1")
+}
+
+// A gateway whose Redis store is unreachable at start waits for it without telling systemd it
+// is ready: "systemctl start" keeps waiting (and TimeoutStartSec= can give up) while /livez
+// answers and the data plane does not listen. READY=1 comes once Redis answers and the gateway
+// serves.
+func TestServeWithholdsReadyWhileWaitingForRedis(t *testing.T) {
+	srv := redistest.Start(t)
+	srv.Stop(t)
+	sock := newNotifySocket(t)
+	data, admin := notifyAddrs(t)
+	cfgPath := filepath.Join(t.TempDir(), "gateway.yaml")
+	writeNotifyConfig(t, cfgPath, data, admin, "")
+	cfg, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg = []byte(strings.Replace(string(cfg), "store:\n", "store:\n  redis_url: \""+srv.URL()+"\"\n", 1))
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startNotifyGateway(t, sock, cfgPath)
+
+	deadline := time.Now().Add(30 * time.Second)
+	for httpStatus("http://"+admin+"/livez") != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatalf("/livez never answered while waiting for Redis\nstderr:\n%s", g.stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	sock.none(t, 2*time.Second, "while the Redis store is unreachable")
+	if s := httpStatus("http://" + admin + "/readyz"); s != http.StatusServiceUnavailable {
+		t.Errorf("/readyz while waiting for Redis: %d, want 503", s)
+	}
+	if accepts(data) {
+		t.Error("the data plane listens before the gateway has read the shared state")
+	}
+
+	srv.Restart(t)
+	if msg := sock.next(t, 30*time.Second, "after Redis came back"); msg != "READY=1\nSTATUS=serving" {
+		t.Fatalf("notification %q, want READY=1 and STATUS=serving\nstderr:\n%s", msg, g.stderr)
+	}
+	if !accepts(data) || !accepts(admin) {
+		t.Fatalf("READY=1 arrived, but the listeners do not both accept connections")
+	}
+	g.signal(t, syscall.SIGTERM)
+	if msg := sock.next(t, 10*time.Second, "after SIGTERM"); msg != "STOPPING=1" {
+		t.Errorf("notification %q after SIGTERM, want STOPPING=1", msg)
+	}
+}
