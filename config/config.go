@@ -24,6 +24,8 @@ type Config struct {
 	TLS TLS `yaml:"tls"`
 	// Server holds the data-plane listener's timeouts and limits.
 	Server Server `yaml:"server"`
+	// H2 configures the HTTP/2 listener for gRPC services. Default: off.
+	H2 H2 `yaml:"h2"`
 	// Log configures the gateway's own log on stderr.
 	Log Log `yaml:"log"`
 	// Telemetry configures request spans, metrics and the access log.
@@ -203,8 +205,14 @@ type Server struct {
 	// MaxResponseBytes caps a model's response body, in bytes; a larger one gets 502.
 	// Default 67108864 (64 MiB).
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
-	// MaxConnsPerIP caps concurrent client connections from one address. 0 means no cap (the
-	// default: a sidecar or a gateway behind a load balancer sees few client addresses).
+	// MaxConns caps concurrent client connections on each data-plane listener, idle keep-alive
+	// ones included (each holds a goroutine and a read buffer of max_header_bytes). A connection
+	// over the cap is answered 503 with Connection: close before any request is read, and
+	// closed. At least 1. Default 10000.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerIP caps concurrent client connections from one address; a connection over it
+	// is answered 429 with Connection: close before any request is read, and closed. 0 means no
+	// cap (the default: a sidecar or a gateway behind a load balancer sees few client addresses).
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 	// MaxRequestsPerConn closes a client connection after this many requests. 0 means no cap.
 	// Default 0.
@@ -274,6 +282,13 @@ type Service struct {
 	// MaxResponseBytes caps the model's answer, in bytes; a larger one gets 502. Default:
 	// server.max_response_bytes.
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
+	// ContentTypes, when set, are the only media types a request to the service may declare in
+	// its Content-Type: "type/subtype", matched without regard to case, with parameters such as
+	// charset ignored. A request with another type, or with a body but no Content-Type, gets 415
+	// and never reaches the model; one with neither a body nor a Content-Type (GET
+	// /swagger.json) passes. Default: none, any type is accepted (as Azure ML's scoring front
+	// end does).
+	ContentTypes []string `yaml:"content_types"`
 	// HealthCheck probes each replica actively. Default: off (passive ejection only).
 	HealthCheck HealthCheck `yaml:"health_check"`
 	// PassiveFailures is how many consecutive connection failures take a replica out of rotation
@@ -303,6 +318,9 @@ type Service struct {
 	Issuers []Issuer `yaml:"issuers"`
 	// TLS configures TLS to https:// upstreams: a private CA and a client certificate.
 	TLS UpstreamTLS `yaml:"tls"`
+	// Protocol is how the model is called: "http" (HTTP/1.1, through listen and tls.listen) or
+	// "grpc" (any gRPC method, through the h2 listener only). Default "http".
+	Protocol string `yaml:"protocol"`
 }
 
 // Defaults.
@@ -318,6 +336,7 @@ const (
 	DefaultMaxBodyBytes        = 100 << 20
 	DefaultMaxResponseBytes    = 64 << 20
 	DefaultShutdownTimeout     = 15 * time.Second
+	DefaultMaxConns            = 10000
 	DefaultServiceTimeout      = 60 * time.Second
 	DefaultMaxConnsPerUpstream = 512
 	DefaultTokenIssuer         = "scoregate"
@@ -358,6 +377,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&s.MaxBodyBytes, DefaultMaxBodyBytes)
 	setDefault(&s.MaxResponseBytes, DefaultMaxResponseBytes)
 	setDefault(&s.ShutdownTimeout, DefaultShutdownTimeout)
+	setDefault(&s.MaxConns, DefaultMaxConns)
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
 	setDefault(&c.Telemetry.QueueSize, DefaultTelemetryQueue)
@@ -383,6 +403,7 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&svc.MaxResponseBytes, s.MaxResponseBytes)
 		svc.applyTrafficDefaults(c.present, fmt.Sprintf("services[%d]", i))
 		setDefault(&svc.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream)
+		svc.applyProtocolDefaults()
 		if svc.Auth == AuthToken {
 			setDefault(&svc.TokenLifetime, t.Lifetime)
 			setDefault(&svc.TokenRefreshAfter, min(t.RefreshAfter, svc.TokenLifetime/2))

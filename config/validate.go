@@ -78,6 +78,7 @@ func (c *Config) Validate() error {
 	}
 
 	c.validateTLS(add)
+	c.validateH2(add)
 
 	s := c.Server
 	positive("server.read_timeout", s.ReadTimeout > 0)
@@ -89,6 +90,7 @@ func (c *Config) Validate() error {
 	if s.MaxHeaderBytes < 1024 || s.MaxHeaderBytes > 1<<20 {
 		add("server.max_header_bytes", "must be between 1024 and 1048576, not %d", s.MaxHeaderBytes)
 	}
+	positive("server.max_conns", s.MaxConns > 0)
 	if s.MaxConnsPerIP < 0 {
 		add("server.max_conns_per_ip", "must not be negative (0 means no cap)")
 	}
@@ -231,6 +233,8 @@ func (c *Config) Validate() error {
 			positive(ip+".refresh_interval", is.RefreshInterval > 0)
 		}
 		validateUpstreamTLS(p, svc, add)
+		c.validateProtocol(p, svc, add)
+		validateContentTypes(p, svc.ContentTypes, add)
 		positive(p+".scoring_timeout", svc.ScoringTimeout > 0)
 		positive(p+".max_response_bytes", svc.MaxResponseBytes > 0)
 		positive(p+".max_body_bytes", svc.MaxBodyBytes > 0)
@@ -241,6 +245,51 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return probs
+}
+
+// maxContentTypesPerService bounds services[].content_types: each request is compared with
+// every entry.
+const maxContentTypesPerService = 32
+
+// validateContentTypes checks services[].content_types: media types "type/subtype" (RFC 9110
+// §8.3.1 tokens), without parameters or wildcards, each listed once.
+func validateContentTypes(p string, types []string, add func(path, format string, args ...any)) {
+	if len(types) > maxContentTypesPerService {
+		add(p+".content_types", "at most %d media types", maxContentTypesPerService)
+	}
+	seen := map[string]bool{}
+	for i, ct := range types {
+		path := fmt.Sprintf("%s.content_types[%d]", p, i)
+		typ, sub, ok := strings.Cut(ct, "/")
+		switch {
+		case strings.Contains(ct, ";"):
+			add(path, "%q has parameters: list the media type alone (type/subtype); parameters are ignored when matching", ct)
+		case typ == "*" || sub == "*":
+			add(path, "%q is a wildcard: list each accepted media type (type/subtype)", ct)
+		case !ok || !isToken(typ) || !isToken(sub):
+			add(path, "%q is not a media type (type/subtype, such as application/json)", ct)
+		case seen[strings.ToLower(ct)]:
+			add(path, "%q is listed twice", ct)
+		}
+		seen[strings.ToLower(ct)] = true
+	}
+}
+
+// isToken reports whether s is an RFC 9110 token: one or more tchar.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 func printable(s string) bool {

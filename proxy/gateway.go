@@ -14,6 +14,9 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"runtime"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -45,6 +48,8 @@ type Gateway struct {
 	tel            *telemetry.Telemetry
 	challenge      fasthttp.RequestHandler // ACME HTTP-01 answers, or nil
 	limiter        ratelimit.Limiter       // per-key and per-principal rates, or nil
+	panics         atomic.Int64            // requests answered 500 after a panic
+	h2             *h2Plane                // the HTTP/2 listener for gRPC services
 
 	mu         sync.Mutex
 	redirector *fasthttp.Server // the plain listener's redirect server, when TLS is on
@@ -98,6 +103,7 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 	}
 	g.routes.Store(rt)
 	s := cfg.Server
+	g.h2 = newH2Plane(g, s)
 	g.server = &fasthttp.Server{
 		Handler:                      g.serve,
 		ErrorHandler:                 g.serveParseError,
@@ -109,6 +115,7 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 		ReadBufferSize:               s.MaxHeaderBytes,
 		MaxRequestBodySize:           bufferedBodyBytes,
 		StreamRequestBody:            true,
+		Concurrency:                  s.MaxConns,
 		MaxConnsPerIP:                s.MaxConnsPerIP,
 		MaxRequestsPerConn:           s.MaxRequestsPerConn,
 		NoDefaultServerHeader:        true,
@@ -137,7 +144,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	if redirector != nil {
 		go redirector.ShutdownWithContext(ctx) // it holds no request worth waiting for
 	}
-	err := g.server.ShutdownWithContext(ctx)
+	h2done := make(chan error, 1)
+	go func() { h2done <- g.h2.shutdown(ctx) }()
+	err := errors.Join(g.server.ShutdownWithContext(ctx), <-h2done)
 	g.reloadMu.Lock()
 	if !g.closed {
 		g.closed = true
@@ -153,15 +162,22 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 func (g *Gateway) Handler() fasthttp.RequestHandler { return g.serve }
 
 // serve handles one data-plane request: route, authenticate, forward; then the response gets its
-// request id headers, whatever happened.
+// request id headers, whatever happened. A panic becomes a 500 for this request alone.
 func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
+	var idBuf [requestIDMaxLen]byte
+	var id []byte
+	var rec *telemetry.Record // nil without telemetry, and once ended
+	defer func() {
+		if p := recover(); p != nil {
+			g.recovered(ctx, p, id, rec)
+		}
+	}()
 	if g.challenge != nil && g.isACMEChallenge(ctx) {
 		g.challenge(ctx)
 		return
 	}
-	var idBuf [requestIDMaxLen]byte
-	id := requestID(&ctx.Request.Header, idBuf[:0])
-	rec := g.begin(ctx, id)
+	id = requestID(&ctx.Request.Header, idBuf[:0])
+	rec = g.begin(ctx, id)
 	if err := g.handle(ctx, id, rec); err != nil {
 		g.writeError(ctx, err)
 		if rec != nil {
@@ -169,10 +185,43 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	g.finish(ctx, id, rec)
+	if r := rec; r != nil {
+		rec = nil // a panic from here on must not end it twice
+		r.End(ctx.Response.StatusCode())
+	}
+}
+
+// recovered answers a request whose handling panicked: 500 with the generic error body, the
+// connection closed (its framing may be half read), and the panic logged at error level with its
+// stack, counted and recorded. The log carries no request header: only the request id, and of
+// the panic's value a runtime error's message (types and indexes) or else only its type, since a
+// value made from the request could hold its credential.
+func (g *Gateway) recovered(ctx *fasthttp.RequestCtx, p any, id []byte, rec *telemetry.Record) {
+	g.panics.Add(1)
+	if id == nil {
+		var idBuf [requestIDMaxLen]byte
+		id = newRequestID(idBuf[:0])
+	}
+	g.log.Error("panic while handling a request; answered 500",
+		"request_id", string(id), "panic", panicValue(p), "stack", string(debug.Stack()))
+	g.writeError(ctx, errPanic)
+	g.finish(ctx, id, rec)
 	if rec != nil {
+		rec.Reason = errPanic.Reason
 		rec.End(ctx.Response.StatusCode())
 	}
 }
+
+// panicValue is what the log says of a recovered panic's value.
+func panicValue(p any) string {
+	if err, ok := p.(runtime.Error); ok {
+		return err.Error()
+	}
+	return fmt.Sprintf("%T", p)
+}
+
+// Panics returns how many requests were answered 500 after a panic since the gateway started.
+func (g *Gateway) Panics() int64 { return g.panics.Load() }
 
 // begin opens the request's telemetry record (nil without telemetry), before anything changes
 // the request.
@@ -219,6 +268,9 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	if svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward) {
 		return g.mintToken(ctx, svc)
 	}
+	if svc.cfg.Protocol == config.ProtocolGRPC {
+		return errNotFound // a gRPC service is reached through the HTTP/2 listener only
+	}
 	if int64(ctx.Request.Header.ContentLength()) > svc.maxBody {
 		return errBodyTooLarge // the body is left unread
 	}
@@ -227,6 +279,9 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	}
 	caller, err := g.authenticate(ctx, svc)
 	if err != nil {
+		return err
+	}
+	if err := checkContentType(&ctx.Request.Header, svc.cfg.ContentTypes); err != nil {
 		return err
 	}
 	if err := g.rateLimit(svc, caller); err != nil {
@@ -350,13 +405,11 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	if err != nil {
 		return admissionError(err)
 	}
-	err = g.call(ctx, svc, r, rec)
-	dep.release(r)
+	err = g.call(ctx, svc, dep, r, rec)
 	if err != nil && neverSent(err) {
 		// Nothing reached the model: one more try, on another replica, if one is free now.
 		if r2 := dep.tryAcquire(r); r2 != nil {
-			err = g.call(ctx, svc, r2, rec)
-			dep.release(r2)
+			err = g.call(ctx, svc, dep, r2, rec)
 		}
 	}
 	if err != nil {
@@ -369,9 +422,12 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	return nil
 }
 
-// call sends the request to one replica within the scoring timeout, and notes connection
-// failures for passive ejection.
-func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, r *replica, rec *telemetry.Record) error {
+// call sends the request to r, a replica taken from dep, within the scoring timeout, notes
+// connection failures for passive ejection, and gives r back to dep however the call ends (a
+// panic included, so that a slot of max_concurrent_requests is never kept for good). The model's
+// answer is read whole before call returns, so the slot is free before the client reads a byte.
+func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, r *replica, rec *telemetry.Record) error {
+	defer dep.release(r)
 	req := &ctx.Request
 	req.Header.SetHost(r.host)
 	req.URI().SetScheme(r.scheme)
@@ -406,10 +462,18 @@ func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 }
 
 // expect answers "Expect: 100-continue" before the body is read. A request that would be
-// refused anyway (bad path, unknown service, a body over the limit, a bad credential) gets its
-// error at once and the connection is closed, so the body is never read; anything else gets
-// 100 Continue and is then handled as usual.
-func (g *Gateway) expect(ctx *fasthttp.RequestCtx) int {
+// refused anyway (bad path, unknown service, a body over the limit, a bad credential, a
+// Content-Type the service does not accept) gets its error at once and the connection is closed,
+// so the body is never read; anything else gets 100 Continue and is then handled as usual. A
+// panic becomes a 500, as in serve.
+func (g *Gateway) expect(ctx *fasthttp.RequestCtx) (status int) {
+	var rec *telemetry.Record // nil without telemetry, and once ended
+	defer func() {
+		if p := recover(); p != nil {
+			g.recovered(ctx, p, nil, rec)
+			status = ctx.Response.StatusCode()
+		}
+	}()
 	err := checkRequestHeader(&ctx.Request.Header)
 	var svc *service
 	var forward []byte
@@ -424,24 +488,29 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) int {
 		err = errNotFound
 	case svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward):
 		// the token endpoint checks the principal's key itself, once
+	case svc.cfg.Protocol == config.ProtocolGRPC:
+		err = errNotFound
 	default:
-		_, err = g.authenticate(ctx, svc)
+		if _, err = g.authenticate(ctx, svc); err == nil {
+			err = checkContentType(&ctx.Request.Header, svc.cfg.ContentTypes)
+		}
 	}
 	if err == nil {
 		return fasthttp.StatusContinue
 	}
 	var idBuf [requestIDMaxLen]byte
 	id := requestID(&ctx.Request.Header, idBuf[:0])
-	rec := g.begin(ctx, id)
+	rec = g.begin(ctx, id)
 	if rec != nil && svc != nil {
 		rec.Service, rec.Auth = svc.name, svc.auth
 	}
 	g.writeError(ctx, err)
 	g.finish(ctx, id, rec)
-	status := ctx.Response.StatusCode()
-	if rec != nil {
-		rec.Reason = reasonOf(err)
-		rec.End(status)
+	status = ctx.Response.StatusCode()
+	if r := rec; r != nil {
+		rec = nil // a panic from here on must not end it twice
+		r.Reason = reasonOf(err)
+		r.End(status)
 	}
 	return status
 }
@@ -484,7 +553,8 @@ func (g *Gateway) serveParseError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &netErr) && netErr.Timeout():
 		e = errRequestTimeout
 	default:
-		e = errBadRequest.withCause(err)
+		// fasthttp's parse errors may quote the request's bytes.
+		e = errBadRequest.withCause(errors.New(redactQuoted(err.Error())))
 	}
 	g.writeError(ctx, e)
 	var idBuf [requestIDMaxLen]byte
@@ -499,10 +569,42 @@ func (g *Gateway) serveParseError(ctx *fasthttp.RequestCtx, err error) {
 	}
 }
 
-// fasthttpLogger sends fasthttp's own messages to the gateway's log. fasthttp runs with
-// SecureErrorLogMessage, so these never quote request bytes.
+// fasthttpLogger sends fasthttp's own messages to the gateway's log. Even with
+// SecureErrorLogMessage some of fasthttp's parse errors quote request bytes (a header line, a
+// header value, the whole head when the request line has no version), which may hold a
+// credential: what errors say in quotes is left out.
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
+	for i, a := range args {
+		if err, ok := a.(error); ok {
+			args[i] = redactQuoted(err.Error())
+		}
+	}
 	l.log.Warn(fmt.Sprintf(format, args...), "component", "fasthttp")
+}
+
+// redactQuoted replaces every Go-quoted string ("…", as %q writes it) in s with "[redacted]".
+func redactQuoted(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(s, '"')
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		b.WriteString(`"[redacted]"`)
+		j := i + 1
+		for j < len(s) && s[j] != '"' {
+			if s[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if j >= len(s) {
+			return b.String() // an unterminated quote: the rest is left out too
+		}
+		s = s[j+1:]
+	}
 }

@@ -198,26 +198,28 @@ func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
 }
 
 // checkRequestHeader refuses what fasthttp lets through but the gateway must not forward:
-//   - a Transfer-Encoding other than chunked: fasthttp accepts "identity" and then drops the
-//     header, so a proxy in front could frame the body differently (HTTP-05); the connection is
-//     closed, as its framing cannot be trusted;
 //   - a Host that is not host[:port] (RFC 9112 §3.2, HTTP-23): fasthttp checks ports and
 //     brackets but passes bytes such as '@', ',' or non-ASCII, which would reach the model as
-//     X-Forwarded-Host.
+//     X-Forwarded-Host;
+//   - anything checkRawHeader finds in the header block as it came on the wire.
 func checkRequestHeader(h *fasthttp.RequestHeader) error {
 	if !validHost(h.Host()) {
 		return errBadRequest
 	}
-	if nonChunkedTransferEncoding(h.RawHeaders()) {
-		return errBadFraming
-	}
-	return nil
+	return checkRawHeader(h.RawHeaders())
 }
 
-// nonChunkedTransferEncoding reports whether a raw header block has a Transfer-Encoding line
-// whose value is not exactly "chunked".
-func nonChunkedTransferEncoding(raw []byte) bool {
-	const name = "Transfer-Encoding"
+// checkRawHeader checks a raw header block line by line and refuses, closing the connection
+// since the request's framing cannot be trusted:
+//   - a field name that is not a token (RFC 9110 §5.1): fasthttp keeps a name with a space
+//     inside ("X Foo") and would forward it to a model whose parser refuses it or reads it
+//     otherwise (HTTP-19, HTTP-52);
+//   - a folded line (obs-fold, RFC 9112 §5.2, which allows refusing it): fasthttp joins it to the
+//     line above, a model's parser may not (HTTP-04, HTTP-52);
+//   - a Transfer-Encoding other than exactly chunked: fasthttp accepts "identity" and then drops
+//     the header, so a proxy in front could frame the body differently (HTTP-05).
+func checkRawHeader(raw []byte) error {
+	const te = "Transfer-Encoding"
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
@@ -225,15 +227,50 @@ func nonChunkedTransferEncoding(raw []byte) bool {
 		} else {
 			raw = nil
 		}
-		if len(line) <= len(name) || line[len(name)] != ':' || !bytes.EqualFold(line[:len(name)], []byte(name)) {
-			continue
+		if n := len(line); n > 0 && line[n-1] == '\r' {
+			line = line[:n-1]
 		}
-		if !bytes.EqualFold(bytes.TrimSpace(line[len(name)+1:]), []byte("chunked")) {
-			return true
+		if len(line) == 0 {
+			continue // the blank line that ends the block
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || !isToken(line[:colon]) {
+			return errBadFraming
+		}
+		if colon == len(te) && bytes.EqualFold(line[:colon], []byte(te)) &&
+			!bytes.EqualFold(bytes.Trim(line[colon+1:], " \t"), []byte("chunked")) {
+			return errBadFraming
 		}
 	}
-	return false
+	return nil
 }
+
+// isToken reports whether b is made of RFC 9110 token characters only.
+func isToken(b []byte) bool {
+	for _, c := range b {
+		if !tokenChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// tokenChar marks RFC 9110 tchar bytes: letters, digits and !#$%&'*+-.^_`|~.
+var tokenChar = func() (t [256]bool) {
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+	}
+	for c := 'A'; c <= 'Z'; c++ {
+		t[c] = true
+	}
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
 
 // validHost reports whether a Host value (possibly empty, for HTTP/1.0) has only the bytes of
 // RFC 3986 host[:port]: unreserved, sub-delims except ',', '%', ':', '[' and ']'.
@@ -253,3 +290,52 @@ var hostChar = func() (t [256]bool) {
 	t['%'], t['['], t[']'] = true, true, true
 	return t
 }()
+
+// checkContentType enforces a service's content_types (none: any type passes). The media type
+// is the Content-Type value before any ';' parameters, without surrounding whitespace, matched
+// without regard to case. A request without a Content-Type passes only when it has no body
+// (GET /swagger.json); a body of unknown type is refused. fasthttp keeps the last of several
+// Content-Type lines and forwards only that one, so the model reads the type checked here.
+func checkContentType(h *fasthttp.RequestHeader, allowed []string) error {
+	if len(allowed) == 0 {
+		return nil
+	}
+	ct := h.ContentType()
+	if len(ct) == 0 {
+		if cl := h.ContentLength(); cl > 0 || cl == -1 { // -1: chunked
+			return errUnsupportedType
+		}
+		return nil
+	}
+	if i := bytes.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	ct = bytes.Trim(ct, " \t")
+	for _, a := range allowed {
+		if equalFoldASCII(ct, a) {
+			return nil
+		}
+	}
+	return errUnsupportedType
+}
+
+// equalFoldASCII reports whether b and s are equal with ASCII letters compared without regard
+// to case (media types are ASCII tokens; any other byte must match exactly).
+func equalFoldASCII(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

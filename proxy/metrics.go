@@ -12,9 +12,18 @@ import (
 var replicaStates = []string{"healthy", "unhealthy", "ejected"}
 
 // RegisterMetrics adds the data plane's replica and queue gauges to m: for every replica its
-// state (1 for the current one, 0 for the others) and requests in flight, and for every
-// deployment the requests waiting in its queue.
+// state (1 for the current one, 0 for the others) and requests in flight, for every
+// deployment the requests waiting in its queue, and the requests answered 500 after a panic.
 func (g *Gateway) RegisterMetrics(m metric.Meter) error {
+	_, err := m.Int64ObservableCounter("scoregate.panics",
+		metric.WithDescription("Data-plane requests whose handling panicked, answered 500."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(g.panics.Load())
+			return nil
+		}))
+	if err != nil {
+		return err
+	}
 	state, err := m.Int64ObservableGauge("scoregate.upstream.state",
 		metric.WithDescription("Replica state: 1 for the state it is in (healthy, unhealthy or ejected), 0 for the others."))
 	if err != nil {

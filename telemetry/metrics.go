@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
@@ -39,6 +40,9 @@ type durationKey struct{ method, class, service string }
 
 func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	reg := prometheus.NewRegistry()
+	// The Go runtime's and the process's own metrics (go_goroutines, go_memstats_*,
+	// process_resident_memory_bytes, process_open_fds, ...), as every Go service exposes them.
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, fmt.Errorf("starting the Prometheus exporter: %w", err)

@@ -72,8 +72,8 @@ func (b *otlpBatch) release(t *Telemetry) {
 }
 
 // otlpMaxAttrs is the most attributes a span has (span's full list: no high_business_impact, a
-// port, a query, an upstream, a deployment and an unknown method).
-const otlpMaxAttrs = 25
+// port, a query, an upstream, a deployment, an unknown method and a gRPC call).
+const otlpMaxAttrs = 29
 
 // otlpSpan is one span's messages: the span, its status and its attributes, each attribute's
 // KeyValue, AnyValue and oneof wrapper allocated once, in place.
@@ -187,6 +187,12 @@ func (t *Telemetry) fillOTLP(s *otlpSpan, r *Record) {
 	if r.Deployment != "" {
 		s.str("scoregate.deployment", r.Deployment)
 		s.double("scoregate.queue_wait_ms", float64(r.QueueWait.Microseconds())/1000)
+	}
+	if r.RPCService != "" {
+		s.str("rpc.system", "grpc")
+		s.str("rpc.service", r.RPCService)
+		s.str("rpc.method", r.RPCMethod)
+		s.int("rpc.grpc.status_code", int64(r.GRPCStatus))
 	}
 	if method == "_OTHER" {
 		orig := r.method

@@ -127,6 +127,8 @@ var otlpCases = []req{
 	{method: "GET", target: "/x?key=secret&x=1&token&api-key=&v=sgk_abc&w=%65yJhbGciOiJFZERTQSJ9&ke%79=s&KEY=s&keep=me",
 		host: "gw.test", status: 200},
 	{method: "GET", target: "/x?a&&b&", host: "gw.test", status: 200},
+	{method: "POST", target: "http://u:pw@gw.test:8080/api/v1/service/iris/score?token=t&x=1", host: "gw.test:8080", status: 400}, // LOG-03
+	{method: "POST", target: "https://u:pw@gw.test", host: "u:pw@gw.test", status: 400},                                           // LOG-03
 	{method: "GET", target: "/x?" + strings.Repeat("p=1&", 50) + "code=2", host: "gw.test", status: 200},
 	{method: "POST", target: "/x", host: "gw.test", traceparent: "00-" + parentTrace + "-" + parentSpan + "-01",
 		tracestate: "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7", status: 200},

@@ -201,6 +201,12 @@ func (e *spanEncoder) add(t *Telemetry, r *Record) {
 		b = appendStringAttr(b, "scoregate.deployment", r.Deployment)
 		b = appendDoubleAttr(b, "scoregate.queue_wait_ms", float64(r.QueueWait.Microseconds())/1000)
 	}
+	if r.RPCService != "" {
+		b = appendStringAttr(b, "rpc.system", "grpc")
+		b = appendStringAttr(b, "rpc.service", validUTF8(r.RPCService))
+		b = appendStringAttr(b, "rpc.method", validUTF8(r.RPCMethod))
+		b = appendIntAttr(b, "rpc.grpc.status_code", int64(r.GRPCStatus))
+	}
 	if method == "_OTHER" {
 		orig := r.method
 		if len(orig) > 32 {

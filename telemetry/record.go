@@ -1,6 +1,7 @@
 package telemetry
 
 import (
+	"bytes"
 	"encoding/binary"
 	"encoding/hex"
 	"math/rand/v2"
@@ -39,6 +40,12 @@ type Record struct {
 	QueueWait time.Duration
 	// TLS is true for a request that came over HTTPS.
 	TLS bool
+	// RPCService and RPCMethod name the gRPC service and method of a gRPC call ("" for any other
+	// request); the span then carries rpc.system "grpc", rpc.service, rpc.method and
+	// rpc.grpc.status_code (GRPCStatus).
+	RPCService, RPCMethod string
+	// GRPCStatus is the gRPC status code of a gRPC call's answer.
+	GRPCStatus int
 
 	upstreamStart time.Time
 	upstreamDur   time.Duration
@@ -48,12 +55,14 @@ type Record struct {
 
 // SetRequest copies what the request says of itself. traceparent and tracestate are the incoming
 // W3C trace-context headers (nil when absent): a valid traceparent makes this request's span its
-// child and decides sampling when it is parent-based.
+// child and decides sampling when it is parent-based. Of an absolute-form target only the path
+// and query are kept, and of host nothing up to an "@", so that a userinfo a client put in the
+// URL is never recorded.
 func (r *Record) SetRequest(method, target, userAgent, host, client, traceparent, tracestate []byte) {
 	r.method = append(r.method[:0], method...)
-	r.target = append(r.target[:0], target...)
+	r.target = append(r.target[:0], originForm(target)...)
 	r.userAgent = append(r.userAgent[:0], userAgent...)
-	r.host = append(r.host[:0], host...)
+	r.host = append(r.host[:0], withoutUserinfo(host)...)
 	r.client = append(r.client[:0], client...)
 	r.tracestate = r.tracestate[:0]
 	r.hasParent = false
@@ -68,6 +77,41 @@ func (r *Record) SetRequest(method, target, userAgent, host, client, traceparent
 	}
 	binary.LittleEndian.PutUint64(r.spanID[:], rand.Uint64()|1) // never all zeros
 	r.sampled = r.t.sampler.sample(r.traceID, r.hasParent, parentSampled)
+}
+
+// originForm is the path and query of an absolute-form request target (RFC 9112 §3.2.2):
+// "http://user:password@host/path?q" gives "/path?q", so that a userinfo (or another host) in
+// the target never reaches a span or the access log. Any other target is returned as it is.
+func originForm(target []byte) []byte {
+	if len(target) == 0 || target[0] == '/' {
+		return target
+	}
+	i := bytes.Index(target, []byte("://"))
+	if i <= 0 {
+		return target
+	}
+	for j, c := range target[:i] { // RFC 3986 §3.1: ALPHA *( ALPHA / DIGIT / "+" / "-" / "." )
+		alpha := c|0x20 >= 'a' && c|0x20 <= 'z'
+		if !alpha && (j == 0 || !(c >= '0' && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return target
+		}
+	}
+	rest := target[i+3:]
+	// The authority, and with it any userinfo, ends at the first "/", "?" or "#" (RFC 3986 §3.2).
+	end := bytes.IndexAny(rest, "/?#")
+	if end < 0 || rest[end] == '#' {
+		return rest[:0]
+	}
+	return rest[end:]
+}
+
+// withoutUserinfo is a Host value without anything up to its last "@": a Host header holds no
+// userinfo (RFC 9110 §7.2), so whatever a client put there is dropped rather than recorded.
+func withoutUserinfo(host []byte) []byte {
+	if i := bytes.LastIndexByte(host, '@'); i >= 0 {
+		return host[i+1:]
+	}
+	return host
 }
 
 // SetRequestID records the request id the response carries.

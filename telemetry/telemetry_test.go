@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"slices"
 	"strings"
@@ -680,6 +681,77 @@ func TestRedactionConfigured(t *testing.T) {
 	do(tel, req{method: "GET", target: "/api/v1/service/iris/x?TENANT=acme&key=visible&k=sgk_x", host: "gw.test", id: "r", status: 200})
 	shutdown(t, tel)
 	checkEqual(t, "url.query", any("TENANT=REDACTED&key=visible&k=REDACTED"), attrs(spansByID(t, mem.GetSpans())["r"].Attributes)["url.query"])
+}
+
+// LOG-03: a traced request with canaries in its target, Host and query. The span carries no
+// request header but the user agent and trace context (the Record is never handed the others:
+// Authorization, X-API-Key and Cookie are covered end to end by TestLOG03SpansThroughTheBinary),
+// the values of sensitive query parameters (the defaults and a configured one) are REDACTED, and
+// RequestUrl (the url.full of this gateway) has no userinfo, whether the client put one in an
+// absolute-form target or in Host.
+func TestLOG03SpanRedaction(t *testing.T) {
+	const canary = "CANARYlog03"
+	var log accessLog
+	tel, mem := newTel(t, func(c *config.Config) {
+		c.Telemetry.AccessLog = true
+		c.Telemetry.RedactQueryParams = append(slices.Clone(config.DefaultRedactQueryParams), "tenant_secret")
+	}, Options{AccessLog: log.logger()})
+	cases := []struct {
+		name, target, host string
+		wantURL, wantQuery string
+	}{
+		{"origin form, sensitive query values", "/api/v1/service/iris/score?x=1&api-key=" + canary + "1&Tenant_Secret=" + canary + "2&v=sgk_" + canary + "3",
+			"gw.test:8080", "http://gw.test:8080/api/v1/service/iris/score?x=1&api-key=REDACTED&Tenant_Secret=REDACTED&v=REDACTED",
+			"x=1&api-key=REDACTED&Tenant_Secret=REDACTED&v=REDACTED"},
+		{"absolute form with userinfo", "http://alice:" + canary + "4@gw.test:8080/api/v1/service/iris/score?x=1",
+			"gw.test:8080", "http://gw.test:8080/api/v1/service/iris/score?x=1", "x=1"},
+		{"absolute form, scheme in capitals, a query right after the authority", "HTTPS://bob:" + canary + "5@gw.test?token=" + canary + "6",
+			"gw.test", "http://gw.test?token=REDACTED", "token=REDACTED"},
+		{"absolute form without a path", "http://carol:" + canary + "7@gw.test", "gw.test", "http://gw.test", ""},
+		{"userinfo in Host", "/api/v1/service/iris/score", "dave:" + canary + "8@gw.test", "http://gw.test/api/v1/service/iris/score", ""},
+	}
+	for i, c := range cases {
+		do(tel, req{method: "POST", target: c.target, userAgent: testUA, host: c.host, client: testClient,
+			id: fmt.Sprint("log03-", i), service: "iris", auth: config.AuthKey, reason: "bad_path", status: 400})
+	}
+	shutdown(t, tel)
+	spans := spansByID(t, mem.GetSpans())
+	lines := log.lines(t)
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			id := fmt.Sprint("log03-", i)
+			s, ok := spans[id]
+			if !ok {
+				t.Fatalf("no span %s", id)
+			}
+			a := attrs(s.Attributes)
+			checkEqual(t, "RequestUrl", any(c.wantURL), a["RequestUrl"])
+			if u, err := url.Parse(c.wantURL); err != nil || u.User != nil {
+				t.Fatalf("RequestUrl %q: %v, userinfo %v", c.wantURL, err, u.User)
+			}
+			if c.wantQuery != "" {
+				checkEqual(t, "url.query", any(c.wantQuery), a["url.query"])
+			}
+			checkEqual(t, "server.address", any("gw.test"), a["server.address"])
+			for k, v := range a {
+				if strings.HasPrefix(k, "http.request.header.") {
+					t.Errorf("span carries request header attribute %s=%v", k, v)
+				}
+				if strings.Contains(fmt.Sprint(v), canary) || strings.Contains(fmt.Sprint(v), "@") {
+					t.Errorf("span attribute %s=%v carries the canary or a userinfo", k, v)
+				}
+			}
+			line := lines[id]
+			if line == nil {
+				t.Fatalf("no access-log line %s", id)
+			}
+			for k, v := range line {
+				if strings.Contains(fmt.Sprint(v), canary) {
+					t.Errorf("access log %s=%v carries the canary", k, v)
+				}
+			}
+		})
+	}
 }
 
 func TestHighBusinessImpact(t *testing.T) {

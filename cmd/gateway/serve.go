@@ -99,6 +99,7 @@ type instance struct {
 	dataAddr  net.Addr
 	adminAddr net.Addr
 	tlsAddr   net.Addr // nil without TLS
+	h2Addr    net.Addr // nil without the HTTP/2 listener
 	keyPath   string   // where the Owner key is kept, "" when it came from GATEWAY_ADMIN_KEY
 }
 
@@ -244,7 +245,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	dataLn, adminLn := lns.data, lns.admin
 
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	wg.Go(func() {
 		serveData := gw.Serve
 		if lns.tls != nil && cfg.TLS.RedirectHTTP {
@@ -259,6 +260,17 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		wg.Go(func() {
 			if err := gw.Serve(tls.NewListener(lns.tls, certMgr.TLSConfig())); err != nil {
 				errc <- fmt.Errorf("data plane (HTTPS): %w", err)
+			}
+		})
+	}
+	if lns.h2 != nil {
+		var h2TLS *tls.Config
+		if cfg.H2.TLS {
+			h2TLS = certMgr.TLSConfig() // validation made sure the tls section is on
+		}
+		wg.Go(func() {
+			if err := gw.ServeH2(lns.h2, h2TLS); err != nil {
+				errc <- fmt.Errorf("data plane (HTTP/2): %w", err)
 			}
 		})
 	}
@@ -287,6 +299,10 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	if lns.tls != nil {
 		started = append(started, "tls_listen", lns.tls.Addr().String(), "redirect_http", cfg.TLS.RedirectHTTP)
 		inst.tlsAddr = lns.tls.Addr()
+	}
+	if lns.h2 != nil {
+		started = append(started, "h2_listen", lns.h2.Addr().String(), "h2_tls", cfg.H2.TLS)
+		inst.h2Addr = lns.h2.Addr()
 	}
 	log.Info("gateway started", started...)
 	if err := notifyReady(); err != nil {
@@ -337,9 +353,10 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	return nil
 }
 
-// listeners are the gateway's sockets: the plain data plane, the admin API, and HTTPS when on.
+// listeners are the gateway's sockets: the plain data plane, the admin API, and HTTPS and
+// HTTP/2 when on.
 type listeners struct {
-	data, admin, tls net.Listener
+	data, admin, tls, h2 net.Listener
 }
 
 // listen opens every listener, or none: a taken address closes those already opened and names
@@ -359,6 +376,16 @@ func listen(cfg *config.Config) (*listeners, error) {
 			l.data.Close()
 			l.admin.Close()
 			return nil, fmt.Errorf("HTTPS data plane (tls.listen): %w", err)
+		}
+	}
+	if cfg.H2.Enabled() {
+		if l.h2, err = net.Listen("tcp", cfg.H2.Listen); err != nil {
+			l.data.Close()
+			l.admin.Close()
+			if l.tls != nil {
+				l.tls.Close()
+			}
+			return nil, fmt.Errorf("HTTP/2 data plane (h2.listen): %w", err)
 		}
 	}
 	return l, nil

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -308,4 +309,113 @@ telemetry:
 		t.Error("the access log wrote nothing")
 	}
 	os.WriteFile(filepath.Join(dir, "stderr.log"), []byte(p.stderr.String()), 0o600) // for a look when it fails
+}
+
+// LOG-03, through the binary: traced requests carrying canaries in Authorization, X-API-Key and
+// Cookie, in a query parameter the configuration names sensitive and in one it names by default,
+// in a userinfo of an absolute-form target and in Host. The spans carry no request-header
+// attribute, the sensitive query values are REDACTED, RequestUrl (the url.full the contract asks
+// for) has no userinfo, and no canary is in any span or in the access log.
+func TestLOG03SpansThroughTheBinary(t *testing.T) {
+	rcv := newOTLPReceiver(t)
+	_, upstream := newRecorder(t)
+	dir := t.TempDir()
+	cfgPath := writeConfig(t, dir, upstream.URL, "telemetry:\n  access_log: true\n  redact_query_params: [tenant_secret, api-key]\n")
+	p := start(t, []string{
+		"GATEWAY_ADMIN_KEY=" + sharedOwnerKey,
+		"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.url,
+		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+	}, "serve", "-config", cfgPath)
+	key := regenerateKey(t, p, sharedOwnerKey, "primary")
+	addr := strings.TrimPrefix(p.dataURL, "http://")
+
+	c := map[string]string{}
+	for _, where := range []string{"authorization", "x-api-key", "cookie", "tenant_secret", "api-key", "userinfo", "host"} {
+		c[where] = newCanary("LOG03" + strings.ReplaceAll(where, "-", ""))
+	}
+	query := "tenant_secret=" + c["tenant_secret"] + "&api-key=" + c["api-key"] + "&x=1"
+	const wantQuery = "tenant_secret=REDACTED&api-key=REDACTED&x=1"
+	headers := map[string]string{"X-API-Key": c["x-api-key"], "Cookie": "session=" + c["cookie"]}
+	type sent struct {
+		name, id  string
+		status    int
+		wantQuery string
+	}
+	var cases []sent
+	s, id := sendCred(t, "POST", p.dataURL+"/api/v1/service/iris/score?"+query, key, headers)
+	cases = append(cases, sent{"accepted, canaries in X-API-Key, Cookie and the query", id, s, wantQuery})
+	s, id = sendCred(t, "POST", p.dataURL+"/api/v1/service/iris/score?"+query, c["authorization"], headers)
+	cases = append(cases, sent{"refused, a canary as the credential", id, s, wantQuery})
+	for _, r := range []struct{ name, raw string }{
+		{"absolute-form target with a userinfo", "POST http://alice:" + c["userinfo"] + "@gw.test/api/v1/service/iris/score?" + query +
+			" HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer " + key + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"},
+		{"userinfo in Host", "POST /api/v1/service/iris/score?" + query + " HTTP/1.1\r\nHost: bob:" + c["host"] +
+			"@gw.test\r\nAuthorization: Bearer " + c["authorization"] + "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"},
+	} {
+		resp := rawRequest(t, addr, []byte(r.raw))
+		var status int
+		fmt.Sscanf(resp, "HTTP/1.1 %d", &status)
+		var rid string
+		for l := range strings.Lines(resp) {
+			if v, ok := strings.CutPrefix(l, "X-Request-Id: "); ok {
+				rid = strings.TrimSpace(v)
+			}
+		}
+		cases = append(cases, sent{r.name, rid, status, wantQuery})
+	}
+	want := map[string]int{cases[0].name: 200, cases[1].name: 401}
+	for _, cs := range cases {
+		if w, ok := want[cs.name]; (ok && cs.status != w) || cs.status == 0 || cs.status >= 500 || cs.id == "" {
+			t.Fatalf("%s: status %d, request id %q", cs.name, cs.status, cs.id)
+		}
+	}
+	if code := p.stop(t, syscall.SIGTERM); code != 0 { // flushes the spans
+		t.Fatalf("exit %d", code)
+	}
+	rcv.mu.Lock()
+	spans := append([]*tracepb.Span(nil), rcv.spans...)
+	raw := rcv.raw.String()
+	rcv.mu.Unlock()
+	byID := map[string]*tracepb.Span{}
+	for _, s := range spans {
+		if id, ok := attrs(s)["RequestId"].(string); ok {
+			byID[id] = s
+		}
+	}
+	for _, cs := range cases {
+		t.Run(cs.name, func(t *testing.T) {
+			s := byID[cs.id]
+			if s == nil {
+				t.Fatalf("no span with RequestId %s among %d", cs.id, len(spans))
+			}
+			a := attrs(s)
+			if got := a["url.query"]; got != cs.wantQuery {
+				t.Errorf("url.query %q, want %q", got, cs.wantQuery)
+			}
+			full, _ := a["RequestUrl"].(string)
+			u, err := url.Parse(full)
+			if err != nil || u.User != nil || u.Host != strings.TrimPrefix(p.dataURL, "http://") && u.Host != "gw.test" {
+				t.Errorf("RequestUrl %q: userinfo %v, host %q, %v", full, u.User, u.Host, err)
+			}
+			if u.RawQuery != cs.wantQuery {
+				t.Errorf("RequestUrl query %q, want %q", u.RawQuery, cs.wantQuery)
+			}
+			for k, v := range a {
+				if strings.HasPrefix(k, "http.request.header.") {
+					t.Errorf("span attribute %s=%v: a request header", k, v)
+				}
+			}
+		})
+	}
+	places := map[string]string{"the spans": raw, "stderr (access log)": p.stderr.String(), "stdout": p.stdout.String()}
+	secrets := map[string]string{"the key": key}
+	for where, v := range c {
+		secrets["the canary in "+where] = v
+	}
+	for _, leak := range findLeaks(places, secrets) {
+		t.Error(leak)
+	}
+	if !strings.Contains(raw, "api-key=REDACTED") || !strings.Contains(p.stderr.String(), "tenant_secret=REDACTED") {
+		t.Error("the spans or the access log lack the redacted query; the search would prove nothing")
+	}
 }

@@ -1,0 +1,635 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/telemetry"
+)
+
+// gRPC status codes (https://grpc.github.io/grpc/core/md_doc_statuscodes.html).
+const (
+	grpcOK                  = 0
+	grpcCanceled            = 1
+	grpcUnknown             = 2
+	grpcInvalidArgument     = 3
+	grpcDeadlineExceeded    = 4
+	grpcNotFound            = 5
+	grpcPermissionDenied    = 7
+	grpcResourceExhausted   = 8
+	grpcInternal            = 13
+	grpcUnavailable         = 14
+	grpcUnauthenticated     = 16
+	grpcUnimplemented       = 12
+	grpcContentType         = "application/grpc"
+	headerGRPCStatus        = "Grpc-Status"
+	headerGRPCMessage       = "Grpc-Message"
+	headerGRPCTimeout       = "Grpc-Timeout"
+	headerGRPCRetryPushback = "Grpc-Retry-Pushback-Ms"
+)
+
+// Errors of the gRPC path only.
+var (
+	errNoGRPCService = newError(http.StatusNotFound, "NotFound", "not_found",
+		"no gRPC service of that name; name one in the "+config.GRPCServiceHeader+" metadata")
+	errGRPCMessageTooLarge = newError(http.StatusRequestEntityTooLarge, "PayloadTooLarge", "payload_too_large",
+		"a request message is larger than this service accepts")
+	errGRPCAnswerTooLarge = newError(http.StatusBadGateway, "BadGateway", "upstream_too_large",
+		"a message of the model's answer is larger than the gateway passes on")
+	errGRPCBroken = newError(http.StatusBadGateway, "BadGateway", "upstream_error",
+		"the model's answer broke off")
+	errNotGRPC = newError(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "unsupported_media_type",
+		"this listener serves gRPC only (POST with Content-Type application/grpc)")
+	errClientGone = newError(499, "ClientClosedRequest", "client_closed", "the call was cancelled")
+)
+
+// grpcCode maps a gateway error onto the gRPC status the caller gets, by the HTTP status the
+// HTTP/1.1 path would have answered: the same rules give the same decision on both paths.
+func grpcCode(e *Error) int {
+	switch e.Status {
+	case http.StatusUnauthorized:
+		return grpcUnauthenticated
+	case http.StatusForbidden:
+		return grpcPermissionDenied
+	case http.StatusNotFound:
+		if e.Reason == errNoDeployment.Reason {
+			return grpcNotFound
+		}
+		return grpcUnimplemented
+	case http.StatusBadRequest:
+		if e.Reason == errBadPath.Reason {
+			return grpcUnimplemented
+		}
+		return grpcInvalidArgument
+	case http.StatusRequestEntityTooLarge, http.StatusTooManyRequests, http.StatusRequestHeaderFieldsTooLarge:
+		return grpcResourceExhausted
+	case http.StatusGatewayTimeout, http.StatusRequestTimeout:
+		return grpcDeadlineExceeded
+	case http.StatusServiceUnavailable, http.StatusBadGateway:
+		return grpcUnavailable
+	case 499:
+		return grpcCanceled
+	}
+	return grpcInternal
+}
+
+// grpcCall is one gRPC call on the HTTP/2 listener, as it is being answered.
+type grpcCall struct {
+	w     http.ResponseWriter
+	r     *http.Request
+	id    []byte
+	rec   *telemetry.Record
+	wrote bool // the response headers are out: a failure now goes into the trailers
+	// status is the HTTP status answered, and grpcStatus the gRPC status (from the model's
+	// trailers or the gateway's own).
+	status, grpcStatus int
+}
+
+// serveGRPC handles one call on the HTTP/2 listener: route, authenticate, admit, forward,
+// record, as serve does on the HTTP/1.1 listener. Failures are answered as trailers-only gRPC
+// responses (HTTP 200 with grpc-status and grpc-message); a panic becomes INTERNAL for this call
+// alone.
+func (g *Gateway) serveGRPC(w http.ResponseWriter, r *http.Request) {
+	var idBuf [requestIDMaxLen]byte
+	id := idBuf[:0]
+	if v := r.Header.Get(HeaderRequestID); validRequestID([]byte(v)) {
+		id = append(id, v...)
+	} else {
+		id = newRequestID(id)
+	}
+	c := &grpcCall{w: w, r: r, id: id, status: http.StatusOK}
+	c.rec = g.beginGRPC(r, id)
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			g.panics.Add(1)
+			g.log.Error("panic while handling a gRPC call; answered INTERNAL",
+				"request_id", string(id), "panic", panicValue(p), "stack", string(debug.Stack()))
+			c.fail(g, errPanic)
+			g.endGRPC(c, errPanic)
+		}
+	}()
+	err := g.handleGRPC(c)
+	if err != nil {
+		c.fail(g, err)
+	}
+	g.endGRPC(c, err)
+}
+
+func (g *Gateway) beginGRPC(r *http.Request, id []byte) *telemetry.Record {
+	if g.tel == nil {
+		return nil
+	}
+	rec := g.tel.Begin()
+	var addr [64]byte
+	h := r.Header
+	rec.SetRequest([]byte(r.Method), []byte(r.RequestURI), []byte(h.Get("User-Agent")), []byte(r.Host),
+		remoteAddr(r).AppendTo(addr[:0]), []byte(h.Get(headerTraceparent)), []byte(h.Get(headerTracestate)))
+	rec.SetRequestID(id)
+	rec.TLS = r.TLS != nil
+	return rec
+}
+
+func (g *Gateway) endGRPC(c *grpcCall, err error) {
+	if c.rec == nil {
+		return
+	}
+	rec := c.rec
+	c.rec = nil // ended once
+	if err != nil {
+		rec.Reason = reasonOf(err)
+	}
+	rec.GRPCStatus = c.grpcStatus
+	rec.End(c.status)
+}
+
+// remoteAddr is the client's address of a net/http request.
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.IPv4Unspecified()
+	}
+	return ap.Addr().Unmap()
+}
+
+func (g *Gateway) handleGRPC(c *grpcCall) error {
+	r := c.r
+	if r.Method != http.MethodPost || !isGRPCContentType(r.Header.Get("Content-Type")) {
+		return errNotGRPC
+	}
+	svc := g.h2.grpcServiceOf(g.routes.Load(), r.Header.Get(config.GRPCServiceHeader))
+	if svc == nil {
+		return errNoGRPCService
+	}
+	if c.rec != nil {
+		c.rec.Service, c.rec.Auth = svc.name, svc.auth
+	}
+	rpcService, rpcMethod, ok := splitGRPCPath(r.RequestURI)
+	if !ok {
+		return errBadPath
+	}
+	if c.rec != nil {
+		c.rec.RPCService, c.rec.RPCMethod = rpcService, rpcMethod
+	}
+	if svc.blocked([]byte(r.RequestURI)) {
+		return errNotFound
+	}
+	caller, err := g.authenticateGRPC(r, svc)
+	if err != nil {
+		return err
+	}
+	if err := g.rateLimit(svc, caller); err != nil {
+		return err
+	}
+	return g.forwardGRPC(c, svc)
+}
+
+// authenticateGRPC asks authn about the call's credential: the authorization metadata, read
+// exactly as the Authorization header of the HTTP/1.1 path.
+func (g *Gateway) authenticateGRPC(r *http.Request, svc *service) (authn.Caller, error) {
+	vals := r.Header.Values("Authorization")
+	auth := make([][]byte, len(vals))
+	for i, v := range vals {
+		auth[i] = []byte(v)
+	}
+	c, err := g.auth.Authenticate(svc.name, svc.auth, auth)
+	return c, authError(err)
+}
+
+// isGRPCContentType accepts application/grpc and application/grpc+<codec> (and ;params).
+func isGRPCContentType(ct string) bool {
+	if !strings.HasPrefix(ct, grpcContentType) {
+		return false
+	}
+	rest := ct[len(grpcContentType):]
+	return rest == "" || rest[0] == '+' || rest[0] == ';'
+}
+
+// splitGRPCPath splits a gRPC path, "/package.Service/Method", into its service and method. It
+// accepts only what a protobuf name may hold (letters, digits, '_' and '.' in the service,
+// letters, digits and '_' in the method), so the path is forwarded unchanged with nothing for a
+// model to read differently.
+func splitGRPCPath(p string) (service, method string, ok bool) {
+	if len(p) < 4 || p[0] != '/' || len(p) > 512 {
+		return "", "", false
+	}
+	service, method, ok = strings.Cut(p[1:], "/")
+	if !ok || service == "" || method == "" || service[0] == '.' || service[len(service)-1] == '.' ||
+		strings.Contains(service, "..") {
+		return "", "", false
+	}
+	for i := 0; i < len(service); i++ {
+		if c := service[i]; !(identChar(c) || c == '.') {
+			return "", "", false
+		}
+	}
+	for i := 0; i < len(method); i++ {
+		if !identChar(method[i]) {
+			return "", "", false
+		}
+	}
+	return service, method, true
+}
+
+func identChar(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_'
+}
+
+// forwardGRPC sends the call to a replica of the chosen deployment (the one the
+// azureml-model-deployment metadata pins, if any) and streams the answer back, holding the
+// replica's slot of max_concurrent_requests until the call ends.
+func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
+	dep := svc.chooseDeployment()
+	if pin := c.r.Header.Get(config.DeploymentHeader); pin != "" {
+		if dep = svc.byName[pin]; dep == nil {
+			return errNoDeployment
+		}
+	}
+	timeout := svc.timeout
+	if d, ok := parseGRPCTimeout(c.r.Header.Get(headerGRPCTimeout)); ok && d < timeout {
+		timeout = d
+	}
+	header := g.grpcRequestHeader(c, timeout)
+	body := &grpcBody{r: c.r.Body, max: svc.maxBody, tooLarge: errMessageTooLarge}
+
+	r, waited, err := dep.acquire(nil)
+	if c.rec != nil {
+		c.rec.Deployment, c.rec.QueueWait = dep.name, waited
+	}
+	if err != nil {
+		return admissionError(err)
+	}
+	err = g.callGRPC(c, svc, dep, r, header, body, timeout)
+	if err != nil && !c.wrote && neverSent(err) && body.read.Load() == 0 {
+		// Nothing reached the model: one more try, on another replica, if one is free now.
+		if r2 := dep.tryAcquire(r); r2 != nil {
+			r = r2
+			err = g.callGRPC(c, svc, dep, r2, header, body, timeout)
+		}
+	}
+	switch {
+	case err == nil:
+		return nil
+	case body.over.Load():
+		return errGRPCMessageTooLarge
+	case errors.Is(err, errAnswerTooLarge):
+		return errGRPCAnswerTooLarge.withCause(err)
+	case c.r.Context().Err() != nil && !errors.Is(err, context.DeadlineExceeded):
+		return errClientGone.withCause(c.r.Context().Err())
+	case errors.Is(err, context.DeadlineExceeded):
+		return errGatewayTimeout.withCause(&upstreamFailure{service: svc.name, upstream: r.url, reason: reasonTimeout, err: err})
+	case c.wrote:
+		return errGRPCBroken.withCause(&upstreamFailure{service: svc.name, upstream: r.url, reason: reasonTruncated, err: err})
+	}
+	return upstreamError(r.upstream, err)
+}
+
+// grpcRequestHeader is the header of the call as the model gets it: the client's metadata
+// without the credential, the gateway's routing metadata, hop-by-hop and client-sent forwarding
+// headers, and names with '_'; with the request id, the gateway's traceparent, X-Forwarded-*
+// (the client's kept only from a trusted proxy) and the effective grpc-timeout.
+func (g *Gateway) grpcRequestHeader(c *grpcCall, timeout time.Duration) http.Header {
+	in := c.r.Header
+	out := make(http.Header, len(in)+4)
+	for k, v := range in {
+		if strings.IndexByte(k, '_') >= 0 {
+			continue
+		}
+		out[k] = v
+	}
+	peer := remoteAddr(c.r)
+	trusted := g.trusted(peer)
+	xff := ""
+	if trusted {
+		xff = strings.Join(in.Values("X-Forwarded-For"), ", ")
+	}
+	proto, host := "", ""
+	if trusted {
+		proto, host = in.Get("X-Forwarded-Proto"), in.Get("X-Forwarded-Host")
+	}
+	for _, name := range hopHeaders {
+		out.Del(name)
+	}
+	for _, name := range requestOnlyHeaders {
+		out.Del(name)
+	}
+	for _, name := range forwardedHeaders {
+		out.Del(name)
+	}
+	out.Del(config.GRPCServiceHeader)
+	out.Del(HeaderRequestID)
+	out.Set("Te", "trailers")
+	if xff != "" {
+		xff += ", "
+	}
+	out.Set("X-Forwarded-For", xff+peer.String())
+	switch {
+	case proto != "":
+		out.Set("X-Forwarded-Proto", proto)
+	case c.r.TLS != nil:
+		out.Set("X-Forwarded-Proto", "https")
+	default:
+		out.Set("X-Forwarded-Proto", "http")
+	}
+	if host == "" {
+		host = c.r.Host
+	}
+	if host != "" {
+		out.Set("X-Forwarded-Host", host)
+	}
+	out.Set(HeaderRequestID, string(c.id))
+	out.Set(headerGRPCTimeout, formatGRPCTimeout(timeout))
+	if c.rec != nil {
+		var tp [55]byte
+		out.Set(headerTraceparent, string(c.rec.AppendTraceparent(tp[:0])))
+		if c.rec.Tracestate() == nil {
+			out.Del(headerTracestate)
+		}
+	}
+	return out
+}
+
+// callGRPC makes the call to r, a replica taken from dep, within timeout, and streams the
+// model's answer to the client: headers, each message as it arrives, then the trailers
+// (grpc-status, grpc-message, grpc-status-details-bin and the rest) unchanged. It notes
+// connection failures for passive ejection and gives r back to dep however the call ends.
+func (g *Gateway) callGRPC(c *grpcCall, svc *service, dep *deployment, r *replica, header http.Header,
+	body *grpcBody, timeout time.Duration) error {
+	defer dep.release(r)
+	t, err := g.h2.transport(svc, r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.r.Context(), timeout)
+	defer cancel()
+	out := (&http.Request{
+		Method:        http.MethodPost,
+		URL:           &url.URL{Scheme: r.scheme, Host: r.host, Path: c.r.RequestURI},
+		Proto:         "HTTP/2.0",
+		ProtoMajor:    2,
+		Header:        header,
+		Body:          body,
+		ContentLength: -1,
+		Host:          r.host,
+	}).WithContext(ctx)
+	if c.rec != nil {
+		c.rec.Upstream = r.host
+		c.rec.UpstreamStart()
+		defer c.rec.UpstreamEnd()
+	}
+	resp, err := t.RoundTrip(out)
+	svc.observe(r, err)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+
+	h := c.w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	for _, name := range hopHeaders {
+		h.Del(name)
+	}
+	c.setIDHeaders()
+	c.status = resp.StatusCode
+	if st := resp.Header.Get(headerGRPCStatus); st != "" {
+		// A trailers-only answer (an error, mostly): it must reach the client as one HEADERS
+		// frame that ends the stream, so nothing is flushed before the handler returns.
+		c.w.WriteHeader(resp.StatusCode)
+		c.wrote = true
+		c.grpcStatus = grpcUnknown
+		if n, err := strconv.Atoi(st); err == nil {
+			c.grpcStatus = n
+		}
+		return nil
+	}
+	c.w.WriteHeader(resp.StatusCode)
+	c.wrote = true
+	rc := http.NewResponseController(c.w)
+	_ = rc.Flush()
+
+	answer := &grpcBody{r: resp.Body, max: svc.cfg.MaxResponseBytes, tooLarge: errAnswerTooLarge}
+	buf := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(buf)
+	for {
+		n, rerr := answer.Read(*buf)
+		if n > 0 {
+			if _, werr := c.w.Write((*buf)[:n]); werr != nil {
+				return werr // the client is gone
+			}
+			if err := rc.Flush(); err != nil {
+				return err
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	for k, v := range resp.Trailer {
+		h[http.TrailerPrefix+k] = v
+	}
+	c.grpcStatus = grpcUnknown
+	if n, err := strconv.Atoi(resp.Trailer.Get(headerGRPCStatus)); err == nil {
+		c.grpcStatus = n
+	}
+	return nil
+}
+
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// setIDHeaders sets the headers every answer carries: the request id under both names, the
+// client's request id echoed, and (with telemetry) the trace as a W3C traceresponse.
+func (c *grpcCall) setIDHeaders() {
+	h := c.w.Header()
+	h.Set(HeaderRequestID, string(c.id))
+	h.Set(HeaderMSRequestID, string(c.id))
+	if c.rec != nil {
+		var tp [55]byte
+		h.Set(headerTraceresponse, string(c.rec.AppendTraceparent(tp[:0])))
+	}
+	if v := c.r.Header.Get(HeaderClientRequestID); v != "" && validRequestID([]byte(v)) {
+		h.Set(HeaderClientRequestID, v)
+	}
+}
+
+// fail answers a call that the gateway failed: a trailers-only gRPC response (HTTP 200,
+// grpc-status and grpc-message in the headers), or, once the model's headers are out, the
+// status in the trailers. A request that is not gRPC at all gets the HTTP error of the HTTP/1.1
+// path.
+func (c *grpcCall) fail(g *Gateway, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		e = errInternal.withCause(err)
+	}
+	if e.Cause != nil {
+		if e.Status >= 500 {
+			g.log.Warn("gRPC call failed", "status", e.Status, "err", e.Cause)
+		} else {
+			g.log.Debug("gRPC call refused", "status", e.Status, "err", e.Cause)
+		}
+	}
+	code := grpcCode(e)
+	c.grpcStatus = code
+	h := c.w.Header()
+	if c.wrote {
+		h.Set(http.TrailerPrefix+headerGRPCStatus, strconv.Itoa(code))
+		h.Set(http.TrailerPrefix+headerGRPCMessage, encodeGRPCMessage(e.Message))
+		return
+	}
+	clear(h)
+	c.setIDHeaders()
+	if e == errNotGRPC {
+		h.Set("Content-Type", "application/json")
+		c.status = e.Status
+		c.w.WriteHeader(e.Status)
+		c.w.Write(e.body)
+		return
+	}
+	h.Set("Content-Type", grpcContentType)
+	h.Set(headerGRPCStatus, strconv.Itoa(code))
+	h.Set(headerGRPCMessage, encodeGRPCMessage(e.Message))
+	if e.RetryAfter > 0 {
+		h.Set(headerGRPCRetryPushback, strconv.Itoa(e.RetryAfter*1000))
+	}
+	if e.WWWAuthenticate != "" {
+		h.Set("Www-Authenticate", e.WWWAuthenticate)
+	}
+	c.status = http.StatusOK
+	c.w.WriteHeader(http.StatusOK)
+}
+
+// encodeGRPCMessage percent-encodes a grpc-message value as the gRPC wire spec asks.
+func encodeGRPCMessage(msg string) string {
+	const hex = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(msg); i++ {
+		c := msg[i]
+		if c >= 0x20 && c <= 0x7e && c != '%' {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hex[c>>4])
+		b.WriteByte(hex[c&0xf])
+	}
+	return b.String()
+}
+
+// parseGRPCTimeout reads a grpc-timeout value: 1 to 8 digits and a unit (H, M, S, m, u, n).
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 || len(v) > 9 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	var unit time.Duration
+	switch v[len(v)-1] {
+	case 'H':
+		unit = time.Hour
+	case 'M':
+		unit = time.Minute
+	case 'S':
+		unit = time.Second
+	case 'm':
+		unit = time.Millisecond
+	case 'u':
+		unit = time.Microsecond
+	case 'n':
+		unit = time.Nanosecond
+	default:
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// formatGRPCTimeout writes d as a grpc-timeout value, rounded up to the unit that fits 8 digits.
+func formatGRPCTimeout(d time.Duration) string {
+	for _, u := range []struct {
+		unit time.Duration
+		name string
+	}{{time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}, {time.Hour, "H"}} {
+		n := (d + u.unit - 1) / u.unit
+		if n < 1e8 {
+			return fmt.Sprintf("%d%s", n, u.name)
+		}
+	}
+	return "99999999H"
+}
+
+var errAnswerTooLarge = errors.New("a message of the model's answer is over the service's max_response_bytes")
+
+// grpcBody is one direction of a call's stream of length-prefixed gRPC messages, passed through
+// as it is: it counts the bytes read, refuses a message declared larger than max, and remembers
+// why reading failed. Close does nothing, so that a call that never reached a model can be sent
+// again with the same body.
+type grpcBody struct {
+	r        io.Reader
+	max      int64
+	tooLarge error // what Read returns past max
+	read     atomic.Int64
+	over     atomic.Bool
+
+	hdr  [5]byte
+	hdrN int
+	left int64 // bytes of the current message still to come
+}
+
+var errMessageTooLarge = errors.New("a request message is over the service's max_body_bytes")
+
+func (b *grpcBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.read.Add(int64(n))
+	if !b.scan(p[:n]) {
+		b.over.Store(true)
+		return 0, b.tooLarge
+	}
+	return n, err
+}
+
+// scan follows the message framing through p (a 5-byte prefix: a compression flag and the
+// length, big-endian), and reports false for a message over max.
+func (b *grpcBody) scan(p []byte) bool {
+	for len(p) > 0 {
+		if b.left > 0 {
+			k := min(int64(len(p)), b.left)
+			p = p[k:]
+			b.left -= k
+			continue
+		}
+		k := copy(b.hdr[b.hdrN:], p)
+		b.hdrN += k
+		p = p[k:]
+		if b.hdrN == len(b.hdr) {
+			b.hdrN = 0
+			b.left = int64(binary.BigEndian.Uint32(b.hdr[1:]))
+			if b.max > 0 && b.left > b.max {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func (b *grpcBody) Close() error { return nil }

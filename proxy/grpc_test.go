@@ -1,0 +1,626 @@
+package proxy_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/proxy"
+	"github.com/scoregate/scoregate/telemetry"
+)
+
+// ---------------------------------------------------------------------------------------------
+// A small KServe v2 model server, "inference.GRPCInferenceService", written without protoc: the
+// service descriptor by hand, the messages from protobuf's well-known types.
+
+const (
+	methodServerLive  = "/inference.GRPCInferenceService/ServerLive"
+	methodModelInfer  = "/inference.GRPCInferenceService/ModelInfer"
+	methodStreamInfer = "/inference.GRPCInferenceService/ModelStreamInfer"
+	streamParts       = 5
+)
+
+type kserveModel struct {
+	calls   atomic.Int32
+	release chan struct{} // "hold" waits on it
+
+	mu   sync.Mutex
+	seen []metadata.MD
+}
+
+func (m *kserveModel) note(ctx context.Context) {
+	m.calls.Add(1)
+	md, _ := metadata.FromIncomingContext(ctx)
+	m.mu.Lock()
+	m.seen = append(m.seen, md)
+	m.mu.Unlock()
+}
+
+func (m *kserveModel) lastMD() metadata.MD {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.seen) == 0 {
+		return nil
+	}
+	return m.seen[len(m.seen)-1]
+}
+
+// infer answers "infer:<input>"; some inputs ask for something else.
+func (m *kserveModel) infer(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+	m.note(ctx)
+	switch in.GetValue() {
+	case "fail":
+		st, _ := status.New(codes.InvalidArgument, "input tensor shape [1 3] does not match [1 4]").
+			WithDetails(wrapperspb.String("expected 4 features"))
+		return nil, st.Err()
+	case "stall":
+		<-ctx.Done()
+		return nil, ctx.Err()
+	case "hold":
+		select {
+		case <-m.release:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	grpc.SetTrailer(ctx, metadata.Pairs("x-model-version", "7"))
+	return wrapperspb.String("infer:" + in.GetValue()), nil
+}
+
+var kserveDesc = grpc.ServiceDesc{
+	ServiceName: "inference.GRPCInferenceService",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "ServerLive", Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			if err := dec(new(emptypb.Empty)); err != nil {
+				return nil, err
+			}
+			srv.(*kserveModel).note(ctx)
+			return wrapperspb.Bool(true), nil
+		}},
+		{MethodName: "ModelInfer", Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			in := new(wrapperspb.StringValue)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			return srv.(*kserveModel).infer(ctx, in)
+		}},
+	},
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "ModelStreamInfer",
+		ServerStreams: true,
+		Handler: func(srv any, stream grpc.ServerStream) error {
+			m := srv.(*kserveModel)
+			m.note(stream.Context())
+			in := new(wrapperspb.StringValue)
+			if err := stream.RecvMsg(in); err != nil {
+				return err
+			}
+			for i := range streamParts {
+				if err := stream.SendMsg(wrapperspb.String(in.GetValue() + ":part" + string(rune('0'+i)))); err != nil {
+					return err
+				}
+			}
+			stream.SetTrailer(metadata.Pairs("x-model-parts", "5"))
+			return nil
+		},
+	}},
+}
+
+// startModel serves the KServe model on a loopback port: h2c, or TLS with tlsConf.
+func startModel(t *testing.T, tlsConf *tls.Config) (*kserveModel, string) {
+	t.Helper()
+	m := &kserveModel{release: make(chan struct{})}
+	var opts []grpc.ServerOption
+	scheme := "http://"
+	if tlsConf != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
+		scheme = "https://"
+	}
+	srv := grpc.NewServer(opts...)
+	srv.RegisterService(&kserveDesc, m)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Stop(); <-done })
+	return m, scheme + ln.Addr().String()
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway with its HTTP/2 listener.
+
+type grpcEnv struct {
+	model     *kserveModel
+	modelURL  string
+	key       string
+	gw        *proxy.Gateway
+	addr      string
+	spans     *tracetest.InMemoryExporter
+	tel       *telemetry.Telemetry
+	clientTLS *tls.Config // the client's side of the gateway's TLS, nil for h2c
+}
+
+type grpcEnvOptions struct {
+	tls       bool // TLS on both sides: client to gateway, gateway to model
+	telemetry bool
+	config    func(*config.Config)
+}
+
+func newGRPCEnv(t *testing.T, o grpcEnvOptions) *grpcEnv {
+	t.Helper()
+	ctx := context.Background()
+	e := &grpcEnv{}
+	var ca *grpcTestCA
+	var modelTLS, gwTLS *tls.Config
+	dir := t.TempDir()
+	if o.tls {
+		ca = newGRPCTestCA(t)
+		modelTLS = &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "127.0.0.1")}}
+		gwTLS = &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "127.0.0.1")}}
+		e.clientTLS = &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1"}
+	}
+	e.model, e.modelURL = startModel(t, modelTLS)
+
+	store, err := authn.OpenBolt(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	keys, err := authn.NewKeyring(ctx, store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.key, err = keys.Regenerate(ctx, "kserve", authn.SlotPrimary); err != nil {
+		t.Fatal(err)
+	}
+	svc := config.Service{Name: "kserve", Auth: config.AuthKey, Protocol: config.ProtocolGRPC, Upstreams: []string{e.modelURL}}
+	if o.tls {
+		caFile := filepath.Join(dir, "ca.pem")
+		if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		svc.TLS.CAFile = caFile
+	}
+	cfg := &config.Config{
+		ComputeType: "sidecar",
+		H2:          config.H2{Listen: "127.0.0.1:0"},
+		Services: []config.Service{svc,
+			{Name: "iris", Auth: config.AuthKey, Upstreams: []string{e.modelURL}},
+		},
+	}
+	if o.config != nil {
+		o.config(cfg)
+	}
+	cfg.ApplyDefaults()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	var opts []proxy.Option
+	if o.telemetry {
+		e.spans = tracetest.NewInMemoryExporter()
+		if e.tel, err = telemetry.New(ctx, cfg, telemetry.Options{Exporters: []sdktrace.SpanExporter{e.spans}}); err != nil {
+			t.Fatal(err)
+		}
+		opts = append(opts, proxy.WithTelemetry(e.tel))
+	}
+	if e.gw, err = proxy.New(cfg, authn.NewAuthenticator(keys), nil, opts...); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().String()
+	served := make(chan error, 1)
+	go func() { served <- e.gw.ServeH2(ln, gwTLS) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := e.gw.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("ServeH2: %v", err)
+		}
+		if e.tel != nil {
+			e.tel.Shutdown(ctx)
+		}
+	})
+	return e
+}
+
+// dial connects a grpc-go client to target (h2c, or TLS with clientTLS).
+func dial(t *testing.T, target string, clientTLS *tls.Config) *grpc.ClientConn {
+	t.Helper()
+	creds := insecure.NewCredentials()
+	if clientTLS != nil {
+		creds = credentials.NewTLS(clientTLS)
+	}
+	conn, err := grpc.NewClient("passthrough:///"+target, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+func (e *grpcEnv) client(t *testing.T) *grpc.ClientConn { return dial(t, e.addr, e.clientTLS) }
+
+// direct is a client of the model itself, for answers to compare with.
+func (e *grpcEnv) direct(t *testing.T) *grpc.ClientConn {
+	target := strings.TrimPrefix(strings.TrimPrefix(e.modelURL, "http://"), "https://")
+	return dial(t, target, e.clientTLS)
+}
+
+func withKey(ctx context.Context, key string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+key)
+}
+
+// callResult is what a client saw of a unary call.
+type callResult struct {
+	out     proto.Message
+	err     error
+	header  metadata.MD
+	trailer metadata.MD
+}
+
+func invoke(ctx context.Context, conn *grpc.ClientConn, method string, in, out proto.Message) callResult {
+	var r callResult
+	r.err = conn.Invoke(ctx, method, in, out, grpc.Header(&r.header), grpc.Trailer(&r.trailer))
+	r.out = out
+	return r
+}
+
+func streamAll(ctx context.Context, conn *grpc.ClientConn, in string) ([]string, metadata.MD, error) {
+	s, err := conn.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, methodStreamInfer)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := s.SendMsg(wrapperspb.String(in)); err != nil {
+		return nil, nil, err
+	}
+	if err := s.CloseSend(); err != nil {
+		return nil, nil, err
+	}
+	var got []string
+	for {
+		m := new(wrapperspb.StringValue)
+		err := s.RecvMsg(m)
+		if errors.Is(err, io.EOF) {
+			return got, s.Trailer(), nil
+		}
+		if err != nil {
+			return got, s.Trailer(), err
+		}
+		got = append(got, m.GetValue())
+	}
+}
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// TestGRPCThroughGateway is the issue's acceptance (2): a grpc-go client reaches the KServe
+// model through the gateway over h2c and over TLS (TLS to the model too); with a valid key the
+// answers match a direct call, trailers included; with none the call is UNAUTHENTICATED and the
+// model sees nothing; an error status the model sets arrives unchanged, with its details.
+func TestGRPCThroughGateway(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		tls  bool
+	}{{"h2c", false}, {"TLS", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newGRPCEnv(t, grpcEnvOptions{tls: tc.tls})
+			gw, direct := e.client(t), e.direct(t)
+			ctx := testContext(t)
+			keyed := withKey(ctx, e.key)
+
+			t.Run("unary answers match a direct call", func(t *testing.T) {
+				for _, c := range []struct {
+					method  string
+					in, out func() proto.Message
+				}{
+					{methodServerLive, func() proto.Message { return &emptypb.Empty{} }, func() proto.Message { return new(wrapperspb.BoolValue) }},
+					{methodModelInfer, func() proto.Message { return wrapperspb.String("x") }, func() proto.Message { return new(wrapperspb.StringValue) }},
+				} {
+					want := invoke(ctx, direct, c.method, c.in(), c.out())
+					got := invoke(keyed, gw, c.method, c.in(), c.out())
+					if want.err != nil || got.err != nil {
+						t.Fatalf("%s: direct err %v, through the gateway err %v", c.method, want.err, got.err)
+					}
+					if !proto.Equal(want.out, got.out) {
+						t.Errorf("%s: through the gateway %v, direct %v", c.method, got.out, want.out)
+					}
+					if c.method == methodModelInfer {
+						checkEqual(t, "model trailer", want.trailer.Get("x-model-version"), got.trailer.Get("x-model-version"))
+						if ids := got.header.Get("x-request-id"); len(ids) != 1 || ids[0] == "" {
+							t.Errorf("x-request-id = %q, want one id", ids)
+						}
+					}
+				}
+				md := e.model.lastMD()
+				if v := md.Get("authorization"); len(v) > 0 {
+					t.Errorf("the model saw the credential: %q", v)
+				}
+				if v := md.Get(config.GRPCServiceHeader); len(v) > 0 {
+					t.Errorf("the model saw %s: %q", config.GRPCServiceHeader, v)
+				}
+				if v := md.Get("x-request-id"); len(v) != 1 {
+					t.Errorf("the model got x-request-id %q, want one", v)
+				}
+			})
+
+			t.Run("server streaming gets every message and the trailers", func(t *testing.T) {
+				want, wantTr, err := streamAll(ctx, direct, "s")
+				if err != nil {
+					t.Fatal(err)
+				}
+				got, gotTr, err := streamAll(keyed, gw, "s")
+				if err != nil {
+					t.Fatal(err)
+				}
+				checkEqual(t, "messages", want, got)
+				checkEqual(t, "parts", streamParts, len(got))
+				checkEqual(t, "trailer", wantTr.Get("x-model-parts"), gotTr.Get("x-model-parts"))
+			})
+
+			t.Run("model error status arrives unchanged", func(t *testing.T) {
+				want := invoke(ctx, direct, methodModelInfer, wrapperspb.String("fail"), new(wrapperspb.StringValue))
+				got := invoke(keyed, gw, methodModelInfer, wrapperspb.String("fail"), new(wrapperspb.StringValue))
+				ws, gs := status.Convert(want.err), status.Convert(got.err)
+				checkEqual(t, "code", codes.InvalidArgument, gs.Code())
+				checkEqual(t, "message", ws.Message(), gs.Message())
+				if !proto.Equal(ws.Proto(), gs.Proto()) {
+					t.Errorf("status through the gateway %v, direct %v", gs.Proto(), ws.Proto())
+				}
+				checkEqual(t, "details", 1, len(gs.Details()))
+			})
+
+			t.Run("no key: UNAUTHENTICATED and the model sees nothing", func(t *testing.T) {
+				before := e.model.calls.Load()
+				for _, c := range []struct {
+					name string
+					ctx  context.Context
+				}{
+					{"none", ctx},
+					{"wrong", withKey(ctx, "not-a-key-"+strings.Repeat("x", 40))},
+				} {
+					r := invoke(c.ctx, gw, methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue))
+					st := status.Convert(r.err)
+					checkEqual(t, c.name+": code", codes.Unauthenticated, st.Code())
+					if strings.Contains(st.Message(), e.key) || strings.Contains(st.Message(), "127.0.0.1") {
+						t.Errorf("%s: message says too much: %q", c.name, st.Message())
+					}
+					_, _, err := streamAll(c.ctx, gw, "s")
+					checkEqual(t, c.name+": streaming code", codes.Unauthenticated, status.Code(err))
+				}
+				checkEqual(t, "calls the model saw", before, e.model.calls.Load())
+			})
+		})
+	}
+}
+
+// TestGRPCRouting: a call names its service in the scoregate-service metadata, or goes to the
+// only grpc service; an http service, an unknown one and a path that is not a gRPC method are
+// UNIMPLEMENTED; the http service is not reached; an unknown pinned deployment is NOT_FOUND.
+func TestGRPCRouting(t *testing.T) {
+	e := newGRPCEnv(t, grpcEnvOptions{})
+	gw := e.client(t)
+	ctx := withKey(testContext(t), e.key)
+	for _, tc := range []struct {
+		name   string
+		md     []string
+		method string
+		want   codes.Code
+	}{
+		{"the only grpc service", nil, methodModelInfer, codes.OK},
+		{"named", []string{config.GRPCServiceHeader, "kserve"}, methodModelInfer, codes.OK},
+		{"an http service", []string{config.GRPCServiceHeader, "iris"}, methodModelInfer, codes.Unimplemented},
+		{"an unknown service", []string{config.GRPCServiceHeader, "nope"}, methodModelInfer, codes.Unimplemented},
+		{"pinned deployment", []string{config.DeploymentHeader, "default"}, methodModelInfer, codes.OK},
+		{"unknown pinned deployment", []string{config.DeploymentHeader, "blue"}, methodModelInfer, codes.NotFound},
+		{"not a gRPC method path", nil, "/inference.GRPCInferenceService/Model..Infer", codes.Unimplemented},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ctx
+			if tc.md != nil {
+				c = metadata.AppendToOutgoingContext(ctx, tc.md...)
+			}
+			r := invoke(c, gw, tc.method, wrapperspb.String("x"), new(wrapperspb.StringValue))
+			st := status.Convert(r.err)
+			checkEqual(t, "code", tc.want, st.Code())
+			if tc.want == codes.Unimplemented && tc.method == methodModelInfer && !strings.Contains(st.Message(), config.GRPCServiceHeader) {
+				t.Errorf("message %q does not name %s", st.Message(), config.GRPCServiceHeader)
+			}
+		})
+	}
+}
+
+// TestGRPCLimits: a stalled model past a short scoring_timeout is DEADLINE_EXCEEDED (and so is
+// a shorter grpc-timeout of the client); with max_concurrent_requests 1 and no queue, a second
+// call while one is in flight is UNAVAILABLE and never reaches the model.
+func TestGRPCLimits(t *testing.T) {
+	e := newGRPCEnv(t, grpcEnvOptions{config: func(c *config.Config) {
+		c.Services[0].ScoringTimeout = 300 * time.Millisecond
+		c.Services[0].MaxConcurrentRequests = 1
+		c.Services[0].MaxQueueLength = 1
+		c.Services[0].MaxRequestWait = time.Millisecond
+	}})
+	gw := e.client(t)
+	ctx := withKey(testContext(t), e.key)
+
+	t.Run("scoring_timeout", func(t *testing.T) {
+		start := time.Now()
+		r := invoke(ctx, gw, methodModelInfer, wrapperspb.String("stall"), new(wrapperspb.StringValue))
+		checkEqual(t, "code", codes.DeadlineExceeded, status.Code(r.err))
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("took %s", d)
+		}
+	})
+
+	t.Run("shed", func(t *testing.T) {
+		held := make(chan callResult, 1)
+		go func() {
+			held <- invoke(ctx, gw, methodModelInfer, wrapperspb.String("hold"), new(wrapperspb.StringValue))
+		}()
+		deadline := time.Now().Add(5 * time.Second)
+		for e.model.calls.Load() == 0 || !holding(e.gw) {
+			if time.Now().After(deadline) {
+				t.Fatal("the first call never reached the model")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		before := e.model.calls.Load()
+		r := invoke(ctx, gw, methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue))
+		checkEqual(t, "code", codes.Unavailable, status.Code(r.err))
+		checkEqual(t, "calls the model saw", before, e.model.calls.Load())
+		e.model.release <- struct{}{}
+		if r := <-held; r.err != nil {
+			t.Errorf("the held call: %v", r.err)
+		}
+	})
+}
+
+// holding reports whether a replica has a call in flight.
+func holding(gw *proxy.Gateway) bool {
+	for _, r := range gw.Replicas() {
+		if r.Service == "kserve" && r.Inflight > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// TestGRPCSpans is the issue's acceptance (3): a gRPC call's span carries the Application
+// Insights fields (HTTPMethod POST, RequestUrl, StatusCode 200, RequestId, Duration, UserAgent,
+// ComputeType) and rpc.system, rpc.service, rpc.method and rpc.grpc.status_code.
+func TestGRPCSpans(t *testing.T) {
+	e := newGRPCEnv(t, grpcEnvOptions{telemetry: true})
+	gw := e.client(t)
+	ctx := withKey(testContext(t), e.key)
+	invoke(ctx, gw, methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue))
+	invoke(ctx, gw, methodModelInfer, wrapperspb.String("fail"), new(wrapperspb.StringValue))
+	invoke(testContext(t), gw, methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue)) // no key
+	var spans tracetest.SpanStubs
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if spans = e.spans.GetSpans(); len(spans) >= 3 {
+			break
+		}
+	}
+	checkEqual(t, "spans", 3, len(spans))
+	wantStatus := []int64{0, 3, 16}
+	for i, s := range spans {
+		attrs := map[attribute.Key]attribute.Value{}
+		for _, kv := range s.Attributes {
+			attrs[kv.Key] = kv.Value
+		}
+		str := func(k string) string { return attrs[attribute.Key(k)].String() }
+		checkEqual(t, "HTTPMethod", "POST", str("HTTPMethod"))
+		checkEqual(t, "StatusCode", "200", str("StatusCode"))
+		checkEqual(t, "ComputeType", "sidecar", str("ComputeType"))
+		checkEqual(t, "RequestUrl", "http://"+e.addr+methodModelInfer, str("RequestUrl"))
+		checkEqual(t, "rpc.system", "grpc", str("rpc.system"))
+		checkEqual(t, "rpc.service", "inference.GRPCInferenceService", str("rpc.service"))
+		checkEqual(t, "rpc.method", "ModelInfer", str("rpc.method"))
+		checkEqual(t, "rpc.grpc.status_code", wantStatus[i], attrs["rpc.grpc.status_code"].AsInt64())
+		if !strings.HasPrefix(str("UserAgent"), "grpc-go/") {
+			t.Errorf("UserAgent = %q", str("UserAgent"))
+		}
+		if str("RequestId") == "" || attrs["Duration"].AsFloat64() <= 0 {
+			t.Errorf("RequestId %q, Duration %v", str("RequestId"), attrs["Duration"])
+		}
+		for _, kv := range s.Attributes {
+			if strings.Contains(kv.Value.String(), e.key) {
+				t.Errorf("attribute %s carries the key", kv.Key)
+			}
+		}
+	}
+}
+
+// ---------------------------------------------------------------------------------------------
+
+type grpcTestCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+	pool *x509.CertPool
+	next int64
+}
+
+func newGRPCTestCA(t *testing.T) *grpcTestCA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "scoregate gRPC test CA"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca := &grpcTestCA{key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pool: x509.NewCertPool(), next: 1}
+	ca.cert, _ = x509.ParseCertificate(der)
+	ca.pool.AddCert(ca.cert)
+	return ca
+}
+
+func (ca *grpcTestCA) issue(t *testing.T, ip string) tls.Certificate {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca.next++
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(ca.next),
+		Subject:      pkix.Name{CommonName: ip},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP(ip)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}

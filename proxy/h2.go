@@ -1,0 +1,171 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/scoregate/scoregate/config"
+)
+
+// h2Plane is the HTTP/2 data plane: a net/http server for gRPC calls to services with protocol
+// grpc, and the HTTP/2 transports to their models. It shares the gateway's routing table,
+// authenticator, admission, rate limits and telemetry with the HTTP/1.1 plane.
+type h2Plane struct {
+	server *http.Server
+	served atomic.Bool // ServeH2 has been called
+
+	mu  sync.Mutex
+	h2c *http.Transport                        // cleartext HTTP/2 with prior knowledge, for http:// models
+	tls map[config.UpstreamTLS]*http.Transport // HTTP/2 over TLS, by the services' TLS settings
+
+	// only caches the one grpc service of a routing table, for calls that name none.
+	only atomic.Pointer[onlyGRPC]
+}
+
+type onlyGRPC struct {
+	rt  *routes
+	svc *service // nil when the table has no grpc service or several
+}
+
+// h2DialTimeout bounds connecting to a gRPC model.
+const h2DialTimeout = 3 * time.Second
+
+func newH2Plane(g *Gateway, s config.Server) *h2Plane {
+	p := &h2Plane{
+		tls: map[config.UpstreamTLS]*http.Transport{},
+	}
+	p.server = &http.Server{
+		Handler:           http.HandlerFunc(g.serveGRPC),
+		ReadHeaderTimeout: s.ReadTimeout,
+		IdleTimeout:       s.IdleTimeout,
+		MaxHeaderBytes:    s.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(g.log.With("component", "h2").Handler(), slog.LevelDebug),
+		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: 250, PingTimeout: 15 * time.Second},
+		Protocols:         new(http.Protocols),
+	}
+	// HTTP/2 only: over TLS when ServeH2 is given a TLS configuration, else with prior knowledge.
+	p.server.Protocols.SetHTTP2(true)
+	p.server.Protocols.SetUnencryptedHTTP2(true)
+	return p
+}
+
+// ServeH2 accepts HTTP/2 connections on ln until Shutdown and serves gRPC calls to the services
+// with protocol grpc. With tlsConf it serves TLS offering only ALPN h2 (the configuration is
+// copied, its certificates kept); without it, cleartext HTTP/2 with prior knowledge (h2c). It
+// returns nil once Shutdown has stopped it.
+func (g *Gateway) ServeH2(ln net.Listener, tlsConf *tls.Config) error {
+	p := g.h2
+	p.served.Store(true)
+	if tlsConf != nil {
+		c := tlsConf.Clone()
+		c.NextProtos = []string{"h2"}
+		if c.MinVersion < tls.VersionTLS12 {
+			c.MinVersion = tls.VersionTLS12
+		}
+		ln = tls.NewListener(ln, c)
+	}
+	err := p.server.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// shutdown stops the HTTP/2 server: no new calls, calls in flight finish until ctx ends, then
+// the rest are cut; idle model connections are closed.
+func (p *h2Plane) shutdown(ctx context.Context) error {
+	var err error
+	if p.served.Load() {
+		if err = p.server.Shutdown(ctx); err != nil {
+			p.server.Close()
+		}
+	} else {
+		p.server.Close()
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.h2c != nil {
+		p.h2c.CloseIdleConnections()
+	}
+	for _, t := range p.tls {
+		t.CloseIdleConnections()
+	}
+	return err
+}
+
+// transport returns the HTTP/2 transport to a replica of svc: h2c with prior knowledge for an
+// http:// model, TLS with ALPN h2 for an https:// one (with the service's CA, client certificate
+// and server name, read once per distinct tls section).
+func (p *h2Plane) transport(svc *service, r *replica) (*http.Transport, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r.scheme != "https" {
+		if p.h2c == nil {
+			var protos http.Protocols
+			protos.SetUnencryptedHTTP2(true)
+			p.h2c = newH2Transport(&protos, nil)
+		}
+		return p.h2c, nil
+	}
+	key := svc.cfg.TLS
+	if t := p.tls[key]; t != nil {
+		return t, nil
+	}
+	conf, err := upstreamTLS("", key) // the server name is each model's host unless set
+	if err != nil {
+		return nil, err
+	}
+	conf.NextProtos = []string{"h2"}
+	var protos http.Protocols
+	protos.SetHTTP2(true)
+	t := newH2Transport(&protos, conf)
+	p.tls[key] = t
+	return t, nil
+}
+
+func newH2Transport(protos *http.Protocols, conf *tls.Config) *http.Transport {
+	return &http.Transport{
+		Protocols:          protos,
+		TLSClientConfig:    conf,
+		DialContext:        (&net.Dialer{Timeout: h2DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
+		IdleConnTimeout:    upstreamIdleTimeout,
+		DisableCompression: true,
+		HTTP2:              &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
+	}
+}
+
+// grpcServiceOf finds the service of a gRPC call in rt: the one named in the scoregate-service
+// metadata, or else the only service with protocol grpc. nil when there is none (or the name is
+// of an http service, which is never reached through the HTTP/2 listener).
+func (p *h2Plane) grpcServiceOf(rt *routes, name string) *service {
+	if name != "" {
+		svc := rt.services[name]
+		if svc == nil || svc.cfg.Protocol != config.ProtocolGRPC {
+			return nil
+		}
+		return svc
+	}
+	if o := p.only.Load(); o != nil && o.rt == rt {
+		return o.svc
+	}
+	o := &onlyGRPC{rt: rt}
+	for _, svc := range rt.order {
+		if svc.cfg.Protocol != config.ProtocolGRPC {
+			continue
+		}
+		if o.svc != nil {
+			o.svc = nil
+			break
+		}
+		o.svc = svc
+	}
+	p.only.Store(o)
+	return o.svc
+}
