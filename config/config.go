@@ -265,6 +265,11 @@ type Service struct {
 	// ScoringTimeout bounds one scoring call to the model, from sending the request to the end of
 	// its response; past it the call is cancelled and the caller gets 504. Default 60s.
 	ScoringTimeout time.Duration `yaml:"scoring_timeout"`
+	// StreamIdleTimeout bounds the wait between two pieces of a streamed answer (one the model
+	// sends as text/event-stream, or chunked, or without a length): past it the stream is cut
+	// and the client's connection closed. For such answers scoring_timeout bounds only the wait
+	// for the response headers. Default: scoring_timeout.
+	StreamIdleTimeout time.Duration `yaml:"stream_idle_timeout"`
 	// MaxConcurrentRequests caps the requests in flight to each replica; beyond it requests wait
 	// in the service's FIFO queue. 0 means no cap (the default: model servers differ too much for
 	// one number; Azure ML's own default is 1).

@@ -61,6 +61,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			Auth:                "key",
 			Upstreams:           []string{"http://127.0.0.1:5001"},
 			ScoringTimeout:      60 * time.Second,
+			StreamIdleTimeout:   60 * time.Second,
 			MaxBodyBytes:        100 << 20,
 			MaxResponseBytes:    64 << 20,
 			MaxConnsPerUpstream: 512,
@@ -209,6 +210,8 @@ func TestValidate(t *testing.T) {
 		{"refresh after the token expires", strings.Replace(validBase(), "auth: key", "auth: token\n    token_lifetime: 10m\n    token_refresh_after: 20m", 1), []string{"services[0].token_refresh_after: must be greater than zero and less than token_lifetime"}},
 		{"external issuer", strings.Replace(validBase(), "auth: key", "auth: token\n    issuers:\n      - issuer: https://idp.example\n        jwks_url: https://idp.example/keys\n        audience: api://iris\n        algorithms: [ES256]", 1), nil},
 		{"HTTP-44 max_conns negative", "server:\n  max_conns: -1\n" + validBase(), []string{"server.max_conns: must be greater than zero"}},
+		{"negative stream idle timeout", strings.Replace(validBase(), "auth: key", "auth: key\n    stream_idle_timeout: -1s", 1), []string{"services[0].stream_idle_timeout: must be greater than zero"}},
+		{"stream idle timeout", strings.Replace(validBase(), "auth: key", "auth: key\n    stream_idle_timeout: 5m", 1), nil},
 		{"HTTP-44 max_conns set", "server:\n  max_conns: 100\n  max_conns_per_ip: 10\n" + validBase(), nil},
 		{"HTTP-40 content_types", strings.Replace(validBase(), "auth: key", "auth: key\n    content_types: [application/json, Application/X-Protobuf, application/vnd.api+json]", 1), nil},
 		{"HTTP-40 content_types that are not media types", strings.Replace(validBase(), "auth: key", "auth: key\n    content_types: [json, \"application/json; charset=utf-8\", \"application/*\", \"*/*\", \"text/\", \"text /plain\", application/json, APPLICATION/JSON]", 1), []string{

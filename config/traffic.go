@@ -101,6 +101,7 @@ func (s Service) AllUpstreams() []string {
 
 func (s *Service) applyTrafficDefaults(present map[string]bool, path string) {
 	setDefault(&s.Balance, DefaultBalance)
+	setDefault(&s.StreamIdleTimeout, s.ScoringTimeout)
 	setDefault(&s.MaxRequestWait, DefaultMaxRequestWait)
 	setDefault(&s.MaxQueueLength, DefaultMaxQueueLength)
 	setDefault(&s.EjectionTime, DefaultEjectionTime)
@@ -173,6 +174,7 @@ func validateTraffic(p string, svc Service, add func(path, format string, args .
 		add(p+".max_concurrent_requests", "must not be negative (0 means no cap)")
 	}
 	positive(p+".max_request_wait", svc.MaxRequestWait > 0)
+	positive(p+".stream_idle_timeout", svc.StreamIdleTimeout > 0)
 	positive(p+".max_queue_length", svc.MaxQueueLength > 0)
 	positive(p+".ejection_time", svc.EjectionTime > 0)
 	if svc.PassiveFailures < 0 {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -129,8 +131,36 @@ func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	resp.SetBodyRaw(body)
 	if e.Status >= 500 && e.Cause != nil {
-		g.log.Warn("request failed", "status", e.Status, "err", e.Cause)
+		g.logFailure("request failed", e)
 	} else if e.Cause != nil {
 		g.log.Debug("request refused", "status", e.Status, "err", e.Cause)
 	}
+}
+
+// failureLog lets one failure line a second through for each 5xx status and counts the ones it
+// holds back, so that a model outage, which fails every request, does not flood the log: the next
+// line that gets through says how many were left out. Metrics and spans still count every one.
+type failureLog struct {
+	next       [12]atomic.Int64 // by status - 500: the Unix time in ns before which lines wait
+	suppressed [12]atomic.Int64
+}
+
+// logFailure logs a failed request's cause at warn level, within failureLog's budget.
+func (g *Gateway) logFailure(msg string, e *Error) {
+	i := e.Status - 500
+	if i < 0 || i >= len(g.failures.next) {
+		g.log.Warn(msg, "status", e.Status, "err", e.Cause)
+		return
+	}
+	now := time.Now().UnixNano()
+	next := g.failures.next[i].Load()
+	if now < next || !g.failures.next[i].CompareAndSwap(next, now+int64(time.Second)) {
+		g.failures.suppressed[i].Add(1)
+		return
+	}
+	if n := g.failures.suppressed[i].Swap(0); n > 0 {
+		g.log.Warn(msg, "status", e.Status, "err", e.Cause, "suppressed_since_last", n)
+		return
+	}
+	g.log.Warn(msg, "status", e.Status, "err", e.Cause)
 }

@@ -49,6 +49,7 @@ type Gateway struct {
 	challenge      fasthttp.RequestHandler // ACME HTTP-01 answers, or nil
 	limiter        ratelimit.Limiter       // per-key and per-principal rates, or nil
 	panics         atomic.Int64            // requests answered 500 after a panic
+	failures       failureLog              // the budget of "request failed" lines
 	h2             *h2Plane                // the HTTP/2 listener for gRPC services
 
 	mu         sync.Mutex
@@ -185,8 +186,13 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	g.finish(ctx, id, rec)
-	if r := rec; r != nil {
-		rec = nil // a panic from here on must not end it twice
+	r := rec
+	rec = nil // a panic from here on must not end it twice
+	if s, ok := ctx.Response.BodyStream().(*modelStream); ok {
+		s.record(r, id) // a streamed answer ends the record when it ends
+		return
+	}
+	if r != nil {
 		r.End(ctx.Response.StatusCode())
 	}
 }
@@ -424,10 +430,17 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 
 // call sends the request to r, a replica taken from dep, within the scoring timeout, notes
 // connection failures for passive ejection, and gives r back to dep however the call ends (a
-// panic included, so that a slot of max_concurrent_requests is never kept for good). The model's
-// answer is read whole before call returns, so the slot is free before the client reads a byte.
+// panic included, so that a slot of max_concurrent_requests is never kept for good). An answer
+// of known length is read whole before call returns, so the slot is free before the client reads
+// a byte. A streamed answer (stream.go) is left in the response as a modelStream, which holds r
+// until the stream ends.
 func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, r *replica, rec *telemetry.Record) error {
-	defer dep.release(r)
+	held := true
+	defer func() {
+		if held {
+			dep.release(r)
+		}
+	}()
 	req := &ctx.Request
 	req.Header.SetHost(r.host)
 	req.URI().SetScheme(r.scheme)
@@ -435,11 +448,18 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 		rec.Upstream = r.host
 		rec.UpstreamStart()
 	}
+	ctx.Response.StreamBody = true // modelTransport decides from the answer's headers
 	err := r.client.DoTimeout(req, &ctx.Response, svc.timeout)
+	ctx.Response.StreamBody = false
+	svc.observe(r, err)
+	if s, ok := ctx.Response.BodyStream().(*modelStream); ok && err == nil {
+		s.adopt(svc, dep, r, ctx.Conn(), g.server.WriteTimeout)
+		held = false
+		return nil
+	}
 	if rec != nil {
 		rec.UpstreamEnd()
 	}
-	svc.observe(r, err)
 	return err
 }
 

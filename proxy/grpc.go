@@ -483,7 +483,7 @@ func (c *grpcCall) fail(g *Gateway, err error) {
 	}
 	if e.Cause != nil {
 		if e.Status >= 500 {
-			g.log.Warn("gRPC call failed", "status", e.Status, "err", e.Cause)
+			g.logFailure("gRPC call failed", e)
 		} else {
 			g.log.Debug("gRPC call refused", "status", e.Status, "err", e.Cause)
 		}

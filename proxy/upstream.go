@@ -64,7 +64,7 @@ func newUpstream(raw string, svc config.Service) (*upstream, error) {
 			SecureErrorLogMessage:    true,
 			RetryIfErr:               retryIdleClose,
 			DialTimeout:              dialModel,
-			Transport:                modelTransport{},
+			Transport:                modelTransport{headerTimeout: svc.ScoringTimeout, idleTimeout: svc.StreamIdleTimeout},
 		},
 	}, nil
 }
@@ -172,10 +172,24 @@ func dialModel(addr string, timeout time.Duration) (net.Conn, error) {
 // it failed on a reused connection before the model sent a byte of its answer. A fresh connection
 // that the model closes or resets after taking the request is the model's answer, not a stale
 // pool entry, and sending the request again would have the model score it twice.
-type modelTransport struct{}
+//
+// A call whose response has StreamBody set (a scoring call) goes through exchange, which reads
+// the answer whole, as fasthttp does, unless the model streams it: then the answer's body is left
+// on the connection as a modelStream (see stream.go). Other calls (health checks, mirror copies)
+// go through fasthttp's own transport.
+type modelTransport struct {
+	headerTimeout time.Duration // scoring_timeout: request written and response headers read
+	idleTimeout   time.Duration // stream_idle_timeout: between two reads of a streamed body
+}
 
-func (modelTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+func (t modelTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	var retry bool
+	var err error
+	if resp.StreamBody {
+		retry, err = t.exchange(hc, req, resp)
+	} else {
+		retry, err = fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+	}
 	st, _ := resp.LocalAddr().(*connState)
 	switch {
 	case st == nil: // no connection was made

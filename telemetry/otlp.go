@@ -72,8 +72,8 @@ func (b *otlpBatch) release(t *Telemetry) {
 }
 
 // otlpMaxAttrs is the most attributes a span has (span's full list: no high_business_impact, a
-// port, a query, an upstream, a deployment, an unknown method and a gRPC call).
-const otlpMaxAttrs = 29
+// port, a query, an upstream, a streamed answer, a deployment, an unknown method and a gRPC call).
+const otlpMaxAttrs = 31
 
 // otlpSpan is one span's messages: the span, its status and its attributes, each attribute's
 // KeyValue, AnyValue and oneof wrapper allocated once, in place.
@@ -86,6 +86,7 @@ type otlpSpan struct {
 	strs    [otlpMaxAttrs]commonpb.AnyValue_StringValue
 	ints    [otlpMaxAttrs]commonpb.AnyValue_IntValue
 	doubles [otlpMaxAttrs]commonpb.AnyValue_DoubleValue
+	bools   [otlpMaxAttrs]commonpb.AnyValue_BoolValue
 	n       int // attributes set
 }
 
@@ -111,6 +112,13 @@ func (s *otlpSpan) int(key string, v int64) {
 	s.kvs[s.n].Key = key
 	s.ints[s.n].IntValue = v
 	s.values[s.n].Value = &s.ints[s.n]
+	s.n++
+}
+
+func (s *otlpSpan) bool(key string, v bool) {
+	s.kvs[s.n].Key = key
+	s.bools[s.n].BoolValue = v
+	s.values[s.n].Value = &s.bools[s.n]
 	s.n++
 }
 
@@ -183,6 +191,10 @@ func (t *Telemetry) fillOTLP(s *otlpSpan, r *Record) {
 	if r.Upstream != "" {
 		s.str("scoregate.upstream.address", r.Upstream)
 		s.double("scoregate.upstream.duration_ms", float64(r.upstreamDur.Microseconds())/1000)
+	}
+	if r.Stream {
+		s.bool("scoregate.stream", true)
+		s.double("scoregate.upstream.first_byte_ms", float64(r.FirstByte.Microseconds())/1000)
 	}
 	if r.Deployment != "" {
 		s.str("scoregate.deployment", r.Deployment)

@@ -152,6 +152,7 @@ func variedCase(i int) req {
 		q.tls = !q.tls
 	case 2:
 		q.deployment, q.queueWait, q.upstream = "green", time.Duration(i)*time.Microsecond, "10.1.2.3:5001"
+		q.stream = i%2 == 0
 	case 3:
 		q.userAgent = "naïve-client/1.0 ✓ " + strings.Repeat("x", 150) // lengths past 127
 		q.id = fmt.Sprint("r", i, "-", strings.Repeat("é", 70))

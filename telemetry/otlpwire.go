@@ -65,6 +65,7 @@ const (
 	tagKey         = 1<<3 | byte(protowire.BytesType) // KeyValue.key
 	tagValue       = 2<<3 | byte(protowire.BytesType) // KeyValue.value
 	tagStringValue = 1<<3 | byte(protowire.BytesType) // AnyValue.string_value
+	tagBoolValue   = 2<<3 | byte(protowire.VarintType)
 	tagIntValue    = 3<<3 | byte(protowire.VarintType)
 	tagDoubleValue = 4<<3 | byte(protowire.Fixed64Type)
 )
@@ -196,6 +197,10 @@ func (e *spanEncoder) add(t *Telemetry, r *Record) {
 	if r.Upstream != "" {
 		b = appendStringAttr(b, "scoregate.upstream.address", r.Upstream)
 		b = appendDoubleAttr(b, "scoregate.upstream.duration_ms", float64(r.upstreamDur.Microseconds())/1000)
+	}
+	if r.Stream {
+		b = appendBoolAttr(b, "scoregate.stream", true)
+		b = appendDoubleAttr(b, "scoregate.upstream.first_byte_ms", float64(r.FirstByte.Microseconds())/1000)
 	}
 	if r.Deployment != "" {
 		b = appendStringAttr(b, "scoregate.deployment", r.Deployment)
@@ -339,6 +344,14 @@ func appendIntAttr(b []byte, key string, v int64) []byte {
 	b = append(b, key...)
 	b = append(b, tagValue, byte(value), tagIntValue)
 	return protowire.AppendVarint(b, uint64(v))
+}
+
+// appendBoolAttr appends a KeyValue{key, AnyValue{bool_value: v}}.
+func appendBoolAttr(b []byte, key string, v bool) []byte {
+	b = append(b, tagAttribute, byte(2+len(key)+2+2), tagKey, byte(len(key)))
+	b = append(b, key...)
+	b = append(b, tagValue, 2, tagBoolValue)
+	return protowire.AppendVarint(b, protowire.EncodeBool(v))
 }
 
 // appendDoubleAttr appends a KeyValue{key, AnyValue{double_value: v}}.

@@ -46,6 +46,12 @@ type Record struct {
 	RPCService, RPCMethod string
 	// GRPCStatus is the gRPC status code of a gRPC call's answer.
 	GRPCStatus int
+	// Stream is true for a request whose answer was streamed to the client as the model wrote
+	// it; the record then ends when the stream ends, and Duration covers the whole stream.
+	Stream bool
+	// FirstByte is how long after the call to the model began the first byte of a streamed
+	// answer's body arrived (0 when none did); see MarkFirstByte.
+	FirstByte time.Duration
 
 	upstreamStart time.Time
 	upstreamDur   time.Duration
@@ -143,6 +149,13 @@ func (r *Record) AppendTraceID(dst []byte) []byte { return hex.AppendEncode(dst,
 
 // UpstreamStart marks the call to the model beginning.
 func (r *Record) UpstreamStart() { r.upstreamStart = time.Now() }
+
+// MarkFirstByte notes that the first byte of a streamed answer's body arrived, as FirstByte.
+func (r *Record) MarkFirstByte() {
+	if !r.upstreamStart.IsZero() && r.FirstByte == 0 {
+		r.FirstByte = max(time.Since(r.upstreamStart), time.Nanosecond)
+	}
+}
 
 // UpstreamEnd marks the call to the model over.
 func (r *Record) UpstreamEnd() {

@@ -164,6 +164,7 @@ func (t *Telemetry) put(r *Record) {
 	r.QueueWait, r.TLS = 0, false
 	r.RPCService, r.RPCMethod, r.GRPCStatus = "", "", 0
 	r.upstreamStart, r.upstreamDur = time.Time{}, 0
+	r.Stream, r.FirstByte = false, 0
 	r.requestID = r.requestID[:0]
 	t.pool.Put(r)
 }
@@ -359,6 +360,11 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 		attrs = append(attrs,
 			attribute.String("scoregate.upstream.address", r.Upstream),
 			attribute.Float64("scoregate.upstream.duration_ms", float64(r.upstreamDur.Microseconds())/1000))
+	}
+	if r.Stream {
+		attrs = append(attrs,
+			attribute.Bool("scoregate.stream", true),
+			attribute.Float64("scoregate.upstream.first_byte_ms", float64(r.FirstByte.Microseconds())/1000))
 	}
 	if r.Deployment != "" {
 		attrs = append(attrs,

@@ -100,6 +100,7 @@ type req struct {
 	deployment                      string
 	queueWait                       time.Duration
 	tls                             bool
+	stream                          bool // the answer was streamed (with upstream)
 	// wait is spent between Begin and End (and inside the upstream call when upstream is set),
 	// so that durations are not zero.
 	wait   time.Duration
@@ -118,6 +119,10 @@ func do(tel *Telemetry, q req) string {
 		rec.Upstream = q.upstream
 		rec.UpstreamStart()
 		time.Sleep(q.wait)
+		if q.stream {
+			rec.Stream = true
+			rec.MarkFirstByte()
+		}
 		rec.UpstreamEnd()
 	} else {
 		time.Sleep(q.wait)

@@ -1,0 +1,306 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/scoregate/scoregate/telemetry"
+)
+
+// A model's answer is streamed to the client, each piece as soon as it arrives, when the model
+// sends it as text/event-stream, chunked, or without a length (until it closes the connection).
+// Any other answer is read whole, up to max_response_bytes, before the client sees a byte.
+//
+// A streamed answer keeps its replica (and its slot of max_concurrent_requests) until it ends.
+// scoring_timeout bounds the wait for its headers, stream_idle_timeout each wait for the next
+// piece, server.write_timeout the writing of each piece to the client. When the model fails or
+// stalls, or the answer grows over max_response_bytes, the client's connection is closed (its
+// chunked body is left unfinished, so it sees an error); when the client goes away, the model's
+// connection is closed, which cancels the request on the model's side.
+
+// exchange is fasthttp's transport for a scoring call: it writes the request and reads the
+// response headers within scoring_timeout, then reads a body of known length whole (up to
+// max_response_bytes), or leaves a streamed one on the connection as a modelStream in the
+// response's body stream, for the gateway to adopt.
+func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	deadline := time.Now().Add(t.headerTimeout)
+	cc, err := hc.AcquireConn(t.headerTimeout, req.ConnectionClose())
+	if err != nil {
+		return false, err
+	}
+	conn := cc.Conn()
+	resp.ParseNetConn(conn)
+	if err := conn.SetWriteDeadline(deadline); err != nil {
+		hc.CloseConn(cc)
+		return true, err
+	}
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if err != nil {
+		hc.CloseConn(cc)
+		if isTimeout(err) {
+			err = fasthttp.ErrTimeout
+		}
+		return true, err
+	}
+	if err := conn.SetReadDeadline(deadline); err != nil {
+		hc.CloseConn(cc)
+		return true, err
+	}
+	if req.Header.IsHead() {
+		resp.SkipBody = true
+	}
+	br := hc.AcquireReader(conn)
+	if err := readResponseHeader(&resp.Header, br); err != nil {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return true, err
+	}
+	closeConn := req.ConnectionClose() || resp.ConnectionClose()
+	switch status := resp.StatusCode(); {
+	case resp.SkipBody, status == fasthttp.StatusNoContent, status == fasthttp.StatusNotModified:
+	case streamed(&resp.Header):
+		s := &modelStream{
+			br:        br,
+			conn:      conn,
+			idle:      t.idleTimeout,
+			limit:     int64(hc.MaxResponseBodySize),
+			connClose: closeConn || resp.Header.ContentLength() == -2, // a body ended by the model's close
+			status:    status,
+			done: func(reuse bool) {
+				hc.ReleaseReader(br)
+				if reuse {
+					hc.ReleaseConn(cc)
+				} else {
+					hc.CloseConn(cc)
+				}
+			},
+		}
+		s.framing = fasthttp.AcquireResponse()
+		s.framing.StreamBody = true
+		s.framing.Header.SetContentLength(resp.Header.ContentLength())
+		_ = s.framing.ReadBody(br, 0) // with StreamBody it only sets up the body stream
+		s.body = s.framing.BodyStream()
+		resp.SetBodyStream(s, -1)
+		resp.ImmediateHeaderFlush = true // the client sees the headers before the first piece
+		return false, nil
+	default:
+		resp.StreamBody = false // read it whole; a retry of the call still comes back here
+		err = resp.ReadBody(br, hc.MaxResponseBodySize)
+		resp.StreamBody = true
+	}
+	hc.ReleaseReader(br)
+	if err != nil {
+		hc.CloseConn(cc)
+		return !errors.Is(err, fasthttp.ErrBodyTooLarge), err
+	}
+	if closeConn {
+		hc.CloseConn(cc)
+	} else {
+		hc.ReleaseConn(cc)
+	}
+	return false, nil
+}
+
+// readResponseHeader reads the final response header, past any 1xx interim ones (as fasthttp
+// does, at most 100 of them).
+func readResponseHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
+	for range 100 {
+		if err := h.Read(br); err != nil {
+			return err
+		}
+		if s := h.StatusCode(); s < 100 || s > 199 || s == fasthttp.StatusSwitchingProtocols {
+			return nil
+		}
+	}
+	return errors.New("too many 1xx informational responses")
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// streamed reports whether an answer is streamed to the client as it arrives: a text/event-stream,
+// or a body without a declared length (chunked, or until the model closes the connection).
+func streamed(h *fasthttp.ResponseHeader) bool {
+	return h.ContentLength() < 0 || isEventStream(h.ContentType())
+}
+
+// isEventStream reports whether a Content-Type is text/event-stream, with or without parameters,
+// in any case.
+func isEventStream(ct []byte) bool {
+	const es = "text/event-stream"
+	if len(ct) < len(es) || !bytes.EqualFold(ct[:len(es)], []byte(es)) {
+		return false
+	}
+	return len(ct) == len(es) || ct[len(es)] == ';' || ct[len(es)] == ' ' || ct[len(es)] == '\t'
+}
+
+// modelStream is a model's answer body on its way to the client: fasthttp's server reads it and
+// writes each read as one chunk, flushed at once, and closes it when the answer is over, written
+// or not. It holds the model's connection, the replica and the request's telemetry record until
+// then. Its Read and CloseWithError are called by the one goroutine writing the response.
+type modelStream struct {
+	body      io.Reader          // the body as fasthttp de-frames it
+	framing   *fasthttp.Response // holds body and the framing it reads by
+	br        *bufio.Reader      // the model connection's reader
+	conn      net.Conn           // the model connection, for the idle deadline
+	done      func(reuse bool)   // gives the connection back to its pool, or closes it
+	idle      time.Duration      // stream_idle_timeout
+	limit     int64              // max_response_bytes
+	connClose bool               // the model's connection is not reused afterwards
+	status    int                // the model's status
+	passed    int64              // bytes passed on so far
+	firstByte bool               // a byte of the body has arrived
+	eof       bool               // the body ended as its framing says
+	err       error              // why reading the model's answer failed, or nil
+	closed    bool
+
+	// Set when the gateway adopts the stream.
+	svc          *service
+	dep          *deployment
+	r            *replica
+	client       net.Conn      // the client's connection, for its write deadline
+	writeTimeout time.Duration // server.write_timeout, for each piece
+	requestID    string
+	rec          *telemetry.Record // nil without telemetry
+}
+
+// errStreamTooLarge ends a streamed answer that grew over max_response_bytes.
+var errStreamTooLarge = fmt.Errorf("streamed answer over max_response_bytes: %w", fasthttp.ErrBodyTooLarge)
+
+// errStreamCut is what fasthttp's server is told when the model's side of a stream failed: it
+// closes the client's connection, and logs nothing of its own for an unexpected EOF (the stream
+// logs the cause once, with the request's id).
+var errStreamCut = fmt.Errorf("streamed answer cut: %w", io.ErrUnexpectedEOF)
+
+// adopt makes the stream the holder of the replica r of dep: it is given back when the stream
+// ends.
+func (s *modelStream) adopt(svc *service, dep *deployment, r *replica, client net.Conn, writeTimeout time.Duration) {
+	s.svc, s.dep, s.r = svc, dep, r
+	s.client, s.writeTimeout = client, writeTimeout
+}
+
+// record hands the request's telemetry record (nil without telemetry) and id to the stream,
+// which ends the record when the stream ends.
+func (s *modelStream) record(rec *telemetry.Record, id []byte) {
+	s.rec, s.requestID = rec, string(id)
+}
+
+func (s *modelStream) Read(p []byte) (int, error) {
+	switch {
+	case s.err != nil:
+		return 0, errStreamCut
+	case s.eof:
+		return 0, io.EOF
+	case s.closed:
+		return 0, io.ErrClosedPipe
+	}
+	if s.idle > 0 {
+		if err := s.conn.SetReadDeadline(time.Now().Add(s.idle)); err != nil {
+			s.err = err
+			return 0, errStreamCut
+		}
+	}
+	n, err := s.body.Read(p)
+	if n > 0 {
+		if !s.firstByte {
+			s.firstByte = true
+			if s.rec != nil {
+				s.rec.MarkFirstByte()
+			}
+		}
+		s.passed += int64(n)
+		if s.limit > 0 && s.passed > s.limit {
+			s.err = errStreamTooLarge
+			return 0, errStreamCut
+		}
+		if s.client != nil && s.writeTimeout > 0 {
+			// fasthttp set the deadline once, for the whole answer; each piece gets its own.
+			_ = s.client.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+		}
+	}
+	switch {
+	case err == io.EOF:
+		s.eof = true
+	case err != nil:
+		s.err = err
+		err = errStreamCut
+	}
+	return n, err
+}
+
+// CloseWithError ends the stream: werr is why writing to the client failed (nil when the answer
+// was written whole, or never). The model's connection goes back to its pool only after a whole
+// answer; otherwise it is closed, which cancels the request on the model's side. The replica is
+// given back, the outcome logged when the answer did not get through whole, and the record ended.
+func (s *modelStream) CloseWithError(werr error) error {
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	reuse := s.eof && s.err == nil && werr == nil && !s.connClose
+	_ = s.framing.CloseBodyStream()
+	fasthttp.ReleaseResponse(s.framing)
+	s.framing, s.body = nil, nil
+	s.done(reuse)
+
+	reason := "ok"
+	switch {
+	case s.err != nil:
+		reason = failureReason(s.err)
+	case werr != nil:
+		reason = "client_gone"
+	case !s.eof:
+		reason = "not_written" // the response was dropped before its body was written
+	}
+	if s.dep != nil {
+		if s.err != nil {
+			s.svc.observe(s.r, s.err)
+		}
+		s.dep.release(s.r)
+		if reason != "ok" {
+			s.log(reason, werr)
+		}
+	}
+	if rec := s.rec; rec != nil {
+		s.rec = nil
+		rec.Stream = true
+		rec.UpstreamEnd()
+		if reason != "ok" {
+			rec.Reason = reason
+		}
+		rec.End(s.status)
+	}
+	return nil
+}
+
+// log says why a streamed answer did not reach the client whole.
+func (s *modelStream) log(reason string, werr error) {
+	attrs := []any{"request_id", s.requestID, "deployment", s.r.deployment, "bytes", s.passed}
+	switch {
+	case s.err != nil:
+		attrs = append(attrs, "upstream", (&upstreamFailure{service: s.svc.name, upstream: s.r.url, reason: reason, err: s.err}).LogValue())
+		s.svc.log.Warn("streamed answer cut: the model's stream failed; client connection closed", attrs...)
+	case werr != nil:
+		attrs = append(attrs, "upstream", s.r.url, "reason", reason, "err", werr)
+		s.svc.log.Info("streamed answer cut: the client went away; model request cancelled", attrs...)
+	default:
+		attrs = append(attrs, "upstream", s.r.url, "reason", reason)
+		s.svc.log.Warn("streamed answer dropped before it was written", attrs...)
+	}
+}
+
+var _ fasthttp.ReadCloserWithError = (*modelStream)(nil)
