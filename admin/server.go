@@ -304,7 +304,7 @@ func (s *Server) regenerateKey(w http.ResponseWriter, r *http.Request, p authn.P
 	if err != nil {
 		s.activity.Record(ctx, authn.OpKeyRegenerate, p.Name, target(r), authn.ResultFailed)
 		s.log.Error("regenerating key", "service", svc.Name, "slot", slot, "err", err)
-		writeError(w, http.StatusInternalServerError, "InternalError", "the key could not be regenerated")
+		writeStoreError(w, err, "the key could not be regenerated")
 		return
 	}
 	s.activity.Record(ctx, authn.OpKeyRegenerate, p.Name, target(r), authn.ResultSuccess)
@@ -328,7 +328,7 @@ func (s *Server) mintToken(w http.ResponseWriter, r *http.Request, p authn.Princ
 		writeError(w, http.StatusConflict, "Conflict", "this service does not use token auth")
 	default:
 		s.log.Error("minting a token", "service", name, "err", err)
-		writeError(w, http.StatusInternalServerError, "InternalError", "the token could not be made")
+		writeStoreError(w, err, "the token could not be made")
 	}
 }
 
@@ -369,7 +369,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p authn.Pri
 	if err != nil {
 		s.activity.Record(ctx, authn.OpTokenRevoke, p.Name, "jti:"+jti, authn.ResultFailed)
 		s.log.Error("revoking a token", "err", err)
-		writeError(w, http.StatusInternalServerError, "InternalError", "the revocation could not be saved")
+		writeStoreError(w, err, "the revocation could not be saved")
 		return
 	}
 	s.activity.Record(ctx, authn.OpTokenRevoke, p.Name, "jti:"+jti, authn.ResultSuccess)
@@ -422,7 +422,7 @@ func (s *Server) createPrincipal(w http.ResponseWriter, r *http.Request, p authn
 	default:
 		s.activity.Record(ctx, authn.OpPrincipalCreate, p.Name, req.Name, authn.ResultFailed)
 		s.log.Error("creating a principal", "err", err)
-		writeError(w, http.StatusInternalServerError, "InternalError", "the principal could not be created")
+		writeStoreError(w, err, "the principal could not be created")
 	}
 }
 
@@ -442,7 +442,7 @@ func (s *Server) deletePrincipal(w http.ResponseWriter, r *http.Request, p authn
 	default:
 		s.activity.Record(ctx, authn.OpPrincipalDelete, p.Name, name, authn.ResultFailed)
 		s.log.Error("deleting a principal", "err", err)
-		writeError(w, http.StatusInternalServerError, "InternalError", "the principal could not be deleted")
+		writeStoreError(w, err, "the principal could not be deleted")
 	}
 }
 
@@ -459,7 +459,7 @@ func (s *Server) listActivity(w http.ResponseWriter, r *http.Request, _ authn.Pr
 	recs, err := s.activity.List(r.Context(), limit)
 	if err != nil {
 		s.log.Error("reading the activity log", "err", err)
-		writeError(w, http.StatusInternalServerError, "InternalError", "the activity log could not be read")
+		writeStoreError(w, err, "the activity log could not be read")
 		return
 	}
 	if recs == nil {
@@ -536,6 +536,19 @@ type ErrorBody struct {
 		Code    string `json:"code"`
 		Message string `json:"message"`
 	} `json:"error"`
+}
+
+// writeStoreError answers a request whose store call failed: 503 with Retry-After when the store
+// did not answer in time or could not be reached (a retry is safe: every write either replaces
+// or is idempotent), and 500 otherwise (a full or read-only disk, say). The log has the detail.
+func writeStoreError(w http.ResponseWriter, err error, message string) {
+	var opErr *net.OpError // a network call: Redis, not the embedded store's disk
+	if errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, authn.ErrUnavailable) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", message+": the store did not answer in time; retry")
+		return
+	}
+	writeError(w, http.StatusInternalServerError, "InternalError", message)
 }
 
 func writeError(w http.ResponseWriter, status int, code, message string) {

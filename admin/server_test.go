@@ -3,9 +3,13 @@ package admin
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -211,4 +215,31 @@ func TestClient(t *testing.T) {
 	}
 	c.HTTP.CloseIdleConnections()
 	bad.HTTP.CloseIdleConnections()
+}
+
+// A store that does not answer in time makes the admin API answer 503 with Retry-After (a retry
+// is safe); any other store failure is a 500. Neither says more than the message.
+func TestWriteStoreError(t *testing.T) {
+	timeout := &net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded}
+	for _, tc := range []struct {
+		err    error
+		status int
+	}{
+		{fmt.Errorf("saving revocation: %w", timeout), http.StatusServiceUnavailable},
+		{fmt.Errorf("saving: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
+		{&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, http.StatusServiceUnavailable},
+		{fmt.Errorf("saving key: write store.db: %w", syscall.ENOSPC), http.StatusInternalServerError},
+	} {
+		rec := httptest.NewRecorder()
+		writeStoreError(rec, tc.err, "the revocation could not be saved")
+		if rec.Code != tc.status {
+			t.Errorf("%v: status %d, want %d", tc.err, rec.Code, tc.status)
+		}
+		if (rec.Header().Get("Retry-After") != "") != (tc.status == http.StatusServiceUnavailable) {
+			t.Errorf("%v: Retry-After %q", tc.err, rec.Header().Get("Retry-After"))
+		}
+		if strings.Contains(rec.Body.String(), "store.db") || strings.Contains(rec.Body.String(), "tcp") {
+			t.Errorf("%v: the body says too much: %s", tc.err, rec.Body)
+		}
+	}
 }

@@ -643,6 +643,9 @@ func TestSlowRedis(t *testing.T) {
 			t.Errorf("the warning does not say Redis timed out: %s", m)
 		}
 		t.Logf("log: %s", m)
+		if m := logs.find(from, slog.LevelError, "shared state is older than the staleness bound; answering 503 until the store answers"); m == "" {
+			t.Error("no error line when the copy passed the staleness bound and requests began to get 503")
+		}
 	})
 
 	t.Run("latency back under redis_timeout resumes decisions", func(t *testing.T) {

@@ -34,6 +34,8 @@ type Replica struct {
 	problem  atomic.Pointer[string]
 	resyncs  atomic.Int64
 	loggedAt atomic.Int64 // unix nanoseconds of the last "not current" log line
+	// loggedStale is whether the log has said that the copy is past the staleness bound.
+	loggedStale atomic.Bool
 }
 
 // NewReplica returns a Replica over the given parts, which must already be loaded from store; the
@@ -74,16 +76,24 @@ func (r *Replica) Resyncs() int64 { return r.resyncs.Load() }
 func (r *Replica) setProblem(msg string) {
 	if msg == "" {
 		if r.problem.Swap(nil) != nil {
+			r.loggedStale.Store(false)
 			r.log.Info("shared state is current again")
 		}
 		return
 	}
 	old := r.problem.Swap(&msg)
 	now := time.Now().UnixNano()
-	if old == nil || now-r.loggedAt.Load() > int64(30*time.Second) {
+	fresh := r.Fresh()
+	switch {
+	case old == nil || now-r.loggedAt.Load() > int64(30*time.Second):
 		r.loggedAt.Store(now)
+		r.loggedStale.Store(!fresh)
 		r.log.Warn("shared state is not current", "problem", msg, "age", r.Age().Round(time.Millisecond).String(),
-			"staleness_bound", r.bound.String(), "deciding", r.Fresh())
+			"staleness_bound", r.bound.String(), "deciding", fresh)
+	case !fresh && !r.loggedStale.Swap(true):
+		// The moment requests start getting 503 deserves its own line.
+		r.log.Error("shared state is older than the staleness bound; answering 503 until the store answers",
+			"problem", msg, "age", r.Age().Round(time.Millisecond).String(), "staleness_bound", r.bound.String())
 	}
 }
 

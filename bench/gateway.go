@@ -89,7 +89,9 @@ func writeGatewayConfig(path string, c gatewayConfig, data, admin, dir, upstream
 	if c.redisURL != "" {
 		fmt.Fprintf(&b, "  redis_url: %q\n  redis_prefix: %q\n", c.redisURL, "{"+strings.ReplaceAll(c.name, " ", "-")+"}:")
 	}
-	fmt.Fprintf(&b, "log:\n  level: warn\nserver:\n  shutdown_timeout: 2s\n  max_body_bytes: %d\n", maxBody)
+	// max_conns above the connections sweep's largest step (10,000, plus the checks' own), as the
+	// peers' connection limits are.
+	fmt.Fprintf(&b, "log:\n  level: warn\nserver:\n  shutdown_timeout: 2s\n  max_body_bytes: %d\n  max_conns: 100000\n", maxBody)
 	if c.cacheEntries > 0 {
 		fmt.Fprintf(&b, "tokens:\n  cache_entries: %d\n", c.cacheEntries)
 	}

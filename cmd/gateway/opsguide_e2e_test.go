@@ -666,6 +666,15 @@ func TestOperationsGuide(t *testing.T) {
 		}
 		return b.String()
 	}
+	// Go stamps the commit into a build only from a checkout whose .git is a folder; from a git
+	// worktree or an export it cannot, and the release steps then print "commit unknown" and no
+	// vcs settings. Those two outputs are checked for that instead.
+	stampable := false
+	if fi, err := os.Stat(filepath.Join("..", "..", ".git")); err == nil && fi.IsDir() {
+		stampable = true
+	} else {
+		t.Logf("SKIPPING the commit in the release steps: this checkout has no .git folder, so Go cannot stamp it")
+	}
 	var skipped int
 	for _, s := range steps {
 		switch s.kind {
@@ -705,7 +714,14 @@ func TestOperationsGuide(t *testing.T) {
 			if err := os.WriteFile(lastOutput, []byte(got), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			if !guideMatch(s.want, got, s.vary) {
+			want := s.want
+			if !stampable && strings.Contains(s.text, "gateway version") {
+				want = regexp.MustCompile(`commit [0-9a-f]{40}`).ReplaceAllString(want, "commit unknown")
+			}
+			if !stampable && strings.Contains(s.text, "go version -m") {
+				want = ""
+			}
+			if !guideMatch(want, got, s.vary) {
 				t.Errorf("guide line %d: $ %s\nshows:\n%s\nprinted:\n%s\n(normalized, shown then printed:\n%s\n---\n%s)",
 					s.line, s.text, s.want, got, normalizeGuide(s.want, s.vary), normalizeGuide(got, s.vary))
 			}
