@@ -87,6 +87,81 @@ func TestQuickRun(t *testing.T) {
 	checkRows(t, &res, opts)
 	checkSweeps(t, &res)
 	checkFiles(t, dir, &res)
+	checkGRPCRows(t, &res, opts)
+	checkSSERows(t, &res, opts)
+	checkExtraReport(t, dir)
+}
+
+// checkGRPCRows checks the gRPC rows: the check passed, both targets measured every round
+// without errors, the gateway's CPU read.
+func checkGRPCRows(t *testing.T, res *results, opts options) {
+	t.Helper()
+	g := res.GRPC
+	if g == nil {
+		t.Fatal("no gRPC rows in results.json")
+	}
+	if g.Status != statusOK {
+		t.Fatalf("gRPC: %s: %s", g.Status, g.Check)
+	}
+	if len(g.Rows) != 2 {
+		t.Errorf("%d gRPC rows, want 2", len(g.Rows))
+	}
+	for _, rw := range g.Rows {
+		if len(rw.Samples) != opts.rounds || len(rw.Failures) > 0 {
+			t.Errorf("gRPC %s: %d samples, want %d; failures %q", rw.Peer, len(rw.Samples), opts.rounds, rw.Failures)
+		}
+		for _, s := range rw.Samples {
+			if s.Requests == 0 || s.Errors > 0 {
+				t.Errorf("gRPC %s: %d calls, %d errors, the first: %s", rw.Peer, s.Requests, s.Errors, s.FirstError)
+			}
+			if rw.Peer == targetGateway && s.ProxyCPUus <= 0 {
+				t.Errorf("gRPC %s: no gateway CPU time measured", rw.Peer)
+			}
+		}
+	}
+}
+
+// checkSSERows checks the SSE rows: the check passed, every stream of every round read whole.
+func checkSSERows(t *testing.T, res *results, opts options) {
+	t.Helper()
+	s := res.SSE
+	if s == nil {
+		t.Fatal("no SSE rows in results.json")
+	}
+	if s.Status != statusOK {
+		t.Fatalf("SSE: %s: %s", s.Status, s.Check)
+	}
+	if len(s.Rows) != 2 {
+		t.Errorf("%d SSE rows, want 2", len(s.Rows))
+	}
+	for _, rw := range s.Rows {
+		if len(rw.Samples) != opts.rounds || len(rw.Failures) > 0 {
+			t.Errorf("SSE %s: %d samples, want %d; failures %q", rw.Target, len(rw.Samples), opts.rounds, rw.Failures)
+		}
+		for _, smp := range rw.Samples {
+			if smp.Streams != int64(s.Streams) || smp.Errors > 0 {
+				t.Errorf("SSE %s: %d streams of %d, %d errors, the first: %s", rw.Target, smp.Streams, s.Streams, smp.Errors, smp.FirstError)
+			}
+			if smp.TTFBp50ms <= 0 || smp.TotalP50ms < smp.TTFBp50ms {
+				t.Errorf("SSE %s: first event p50 %.3f ms, stream p50 %.3f ms", rw.Target, smp.TTFBp50ms, smp.TotalP50ms)
+			}
+		}
+	}
+}
+
+// checkExtraReport checks that the report shows the gRPC and SSE tables.
+func checkExtraReport(t *testing.T, dir string) {
+	t.Helper()
+	report, err := os.ReadFile(filepath.Join(dir, "report.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"## gRPC: the gateway against a direct call", "## Server-sent events: time to first event",
+		"| " + targetDirect + " |", "| " + targetGateway + " |"} {
+		if !strings.Contains(string(report), want) {
+			t.Errorf("report.md lacks %q", want)
+		}
+	}
 }
 
 func checkPeersRan(t *testing.T, res *results) {

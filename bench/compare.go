@@ -33,6 +33,12 @@ func (h *harness) plan(peers []*peer) {
 	n := float64(len(livePeers(peers)) * len(h.opts.profiles) * h.opts.rounds)
 	h.progress.plan(n * (h.closedSeconds() + 0.1))
 	h.progress.plan(n * float64(len(h.opts.shares)) * (h.opts.openFor + openWarmup).Seconds())
+	if h.opts.selected(grpcSelect) {
+		h.progress.plan(float64(2*h.opts.rounds) * (h.opts.duration.Seconds() + 0.1))
+	}
+	if h.opts.selected(sseSelect) {
+		h.progress.plan(float64(2*h.opts.rounds) * h.sseSeconds())
+	}
 	for _, a := range h.axes() {
 		if h.opts.selected(a.name) {
 			h.progress.plan(float64(len(a.steps)) * (a.setupGuess + float64(h.opts.sweepRounds)*h.closedSeconds()))

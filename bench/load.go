@@ -253,6 +253,11 @@ type sample struct {
 // generator's own CPU is read too (wrk's from its rusage, an in-process one's from this
 // process), since on a small machine it competes with the proxy for the same cores.
 func (h *harness) measure(proxy *process, generator string, load func() (loadResult, error)) (sample, error) {
+	return h.measureWith(proxy, h.upstream, generator, load)
+}
+
+// measureWith is measure with the model process given: the gRPC rows have a model of their own.
+func (h *harness) measureWith(proxy, upstream *process, generator string, load func() (loadResult, error)) (sample, error) {
 	var pb, pa, ub, ua usage
 	var err error
 	self := os.Getpid()
@@ -262,7 +267,7 @@ func (h *harness) measure(proxy *process, generator string, load func() (loadRes
 			return sample{}, fmt.Errorf("reading %s's CPU time: %w", proxy.name, err)
 		}
 	}
-	if ub, err = readUsage(h.upstream.pid()); err != nil {
+	if ub, err = readUsage(upstream.pid()); err != nil {
 		return sample{}, fmt.Errorf("reading the model's CPU time: %w", err)
 	}
 	began := time.Now()
@@ -276,7 +281,7 @@ func (h *harness) measure(proxy *process, generator string, load func() (loadRes
 			return sample{}, fmt.Errorf("%s is gone: %w (%s)", proxy.name, err, proxy.tail())
 		}
 	}
-	ua, _ = readUsage(h.upstream.pid())
+	ua, _ = readUsage(upstream.pid())
 	sa, _ := readCPU(self)
 	if r.genCPU == 0 {
 		r.genCPU = sa - sb

@@ -22,6 +22,8 @@ func (r *results) markdown(plots []plotFile) string {
 			r.writeOpen(&b, prof, share)
 		}
 	}
+	r.writeGRPC(&b)
+	r.writeSSE(&b)
 	for _, s := range r.Sweeps {
 		writeSweep(&b, s)
 	}

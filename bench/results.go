@@ -19,6 +19,8 @@ type results struct {
 	Rows       []*row         `json:"rows"`
 	References []reference    `json:"references"`
 	Sweeps     []*sweepResult `json:"sweeps"`
+	GRPC       *grpcBench     `json:"grpc,omitempty"` // the gRPC rows, when run
+	SSE        *sseBench      `json:"sse,omitempty"`  // the SSE rows, when run
 	Sink       sinkStats      `json:"otlpSink"`
 	Targets    []targetCheck  `json:"targets"`
 	// Interrupted is set when the run was stopped before its end: what it holds was measured,
@@ -124,6 +126,16 @@ func (r *results) finish() {
 	for _, s := range r.Sweeps {
 		for _, st := range s.Steps {
 			st.Summary = summarize(st.Samples)
+		}
+	}
+	if r.GRPC != nil {
+		for _, rw := range r.GRPC.Rows {
+			rw.Summary = summarize(rw.Samples)
+		}
+	}
+	if r.SSE != nil {
+		for _, rw := range r.SSE.Rows {
+			rw.Summary = summarizeSSE(rw.Samples)
 		}
 	}
 	r.Targets = r.checkTargets()

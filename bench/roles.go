@@ -36,6 +36,8 @@ func runRoleFromEnv() (handled bool, err error) {
 		return true, runFloor(addr, os.Getenv(upstreamEnv))
 	case roleSink:
 		return true, runSink(addr)
+	case roleGRPCModel:
+		return true, runGRPCModel(addr)
 	}
 	return true, fmt.Errorf("unknown %s %q", roleEnv, role)
 }

@@ -49,6 +49,12 @@ func run(ctx context.Context, opts options) (string, error) {
 	for _, p := range peers {
 		p.stop()
 	}
+	if ctx.Err() == nil && h.opts.selected(grpcSelect) {
+		h.grpcRows(ctx)
+	}
+	if ctx.Err() == nil && h.opts.selected(sseSelect) {
+		h.sseRows(ctx)
+	}
 	if ctx.Err() == nil {
 		h.sweeps(ctx)
 	}

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"math"
 	"strconv"
 	"time"
 
@@ -110,22 +108,11 @@ type scoreResponse struct {
 
 // score answers a scoring request as a small model server would: parse, compute, encode.
 func score(ctx *fasthttp.RequestCtx) {
-	var req scoreRequest
-	if err := json.Unmarshal(ctx.PostBody(), &req); err != nil || len(req.Data) == 0 {
+	b, err := scoreJSON(ctx.PostBody())
+	if err != nil {
 		ctx.Error(`{"error": "want {\"data\": [[4 numbers], ...]}"}`, fasthttp.StatusBadRequest)
 		return
 	}
-	var resp scoreResponse
-	for _, row := range req.Data {
-		z := model.bias
-		for i, x := range row {
-			z += model.weights[i] * x
-		}
-		p := 1 / (1 + math.Exp(-z))
-		resp.Probabilities = append(resp.Probabilities, math.Round(p*1e4)/1e4)
-		resp.Labels = append(resp.Labels, int(math.Round(p)))
-	}
-	b, _ := json.Marshal(resp) // cannot fail: plain numbers
 	ctx.SetContentType("application/json")
 	ctx.SetBody(b)
 }

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+)
+
+// The gRPC rows: grpc-go clients call the gRPC model's unary ModelInfer directly, and through a
+// scoregate whose h2 listener fronts it as a key-auth `protocol: grpc` service, closed loop.
+const (
+	grpcConns       = 2  // HTTP/2 connections (one grpc.ClientConn each)
+	grpcConcurrency = 32 // goroutines calling in a closed loop, spread over the connections
+	grpcSelect      = "grpc"
+)
+
+// Names of the gRPC and SSE targets.
+const (
+	targetDirect  = "direct"
+	targetGateway = "scoregate key"
+)
+
+// grpcBench is the gRPC comparison: how it ran and its rows (profile "grpc", peers "direct" and
+// "scoregate key", mode closed).
+type grpcBench struct {
+	Method      string   `json:"method"`
+	Connections int      `json:"connections"`
+	Concurrency int      `json:"concurrency"`
+	Seconds     float64  `json:"seconds"`
+	Status      string   `json:"status"` // statusOK or statusFailed
+	Check       string   `json:"check"`  // what the check saw, or why it failed
+	Rows        []*row   `json:"rows"`
+	Notes       []string `json:"notes,omitempty"`
+}
+
+// grpcTarget is one side of the gRPC comparison.
+type grpcTarget struct {
+	name  string
+	addr  string
+	key   string   // "" for the model itself
+	proc  *process // the gateway, nil for the model itself
+	conns []*grpc.ClientConn
+}
+
+func (t *grpcTarget) close() {
+	for _, c := range t.conns {
+		c.Close()
+	}
+}
+
+// dialGRPC opens n h2c client connections to addr (grpc-go connects on the first call).
+func dialGRPC(addr string, n int) ([]*grpc.ClientConn, error) {
+	var out []*grpc.ClientConn
+	for range n {
+		c, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// writeGRPCGatewayConfig writes a gateway configuration with the h2 listener and one key-auth
+// gRPC service, "bench", in front of the gRPC model (h2c).
+func writeGRPCGatewayConfig(path, data, admin, h2, dir, model string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "listen: %q\nadmin_listen: %q\ncompute_type: \"bench\"\n", data, admin)
+	fmt.Fprintf(&b, "h2:\n  listen: %q\n  tls: false\n", h2)
+	fmt.Fprintf(&b, "store:\n  dir: %q\n", filepath.Join(dir, "data"))
+	b.WriteString("log:\n  level: warn\nserver:\n  shutdown_timeout: 2s\n")
+	fmt.Fprintf(&b, "services:\n  - name: bench\n    auth: key\n    protocol: grpc\n    upstreams: [\"http://%s\"]\n", model)
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// startGatewayWith starts "gateway serve" (GOMAXPROCS=1, tracing off) on n free addresses, the
+// first the admin API's and the second the data plane's; write writes its configuration.
+func (h *harness) startGatewayWith(ctx context.Context, name string, n int, write func(path, dir string, addrs []string) error) (*gatewayInstance, []string, error) {
+	dir := filepath.Join(h.tmp, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, err
+	}
+	cfgPath := filepath.Join(dir, "gateway.yaml")
+	env := append([]string{"GOMAXPROCS=1", "GATEWAY_ADMIN_KEY=" + h.adminKey}, h.telemetryEnv("")...)
+	proc, addrs, err := startOnFreePorts(ctx, n, 2*time.Minute, func(a []string) (*process, error) {
+		if err := write(cfgPath, dir, a); err != nil {
+			return nil, err
+		}
+		return h.start(name, env, h.gatewayBin, "serve", "-config", cfgPath)
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return &gatewayInstance{proc: proc, data: addrs[1], admin: addrs[0], adminKey: h.adminKey, dir: dir}, addrs, nil
+}
+
+// grpcRows starts the gRPC model and its gateway, checks both, and measures them in turn.
+func (h *harness) grpcRows(ctx context.Context) {
+	gb := &grpcBench{Method: grpcMethodInfer, Connections: grpcConns, Concurrency: grpcConcurrency, Seconds: h.opts.duration.Seconds()}
+	h.res.GRPC = gb
+	fail := func(err error) {
+		gb.Status, gb.Check = statusFailed, err.Error()
+	}
+	h.progress.say("starting the gRPC model and its gateway")
+	model, addrs, err := startOnFreePorts(ctx, 1, 10*time.Second, func(a []string) (*process, error) {
+		return h.startSelf("grpc-model", roleGRPCModel, a[0])
+	})
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer model.stop()
+	modelAddr := addrs[0]
+	gw, gwAddrs, err := h.startGatewayWith(ctx, "scoregate-grpc", 3, func(path, dir string, a []string) error {
+		return writeGRPCGatewayConfig(path, a[1], a[0], a[2], dir, modelAddr)
+	})
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer gw.proc.stop()
+	key, err := gw.regenerateKey(ctx, "bench")
+	if err != nil {
+		fail(err)
+		return
+	}
+	targets := []*grpcTarget{{name: targetDirect, addr: modelAddr}, {name: targetGateway, addr: gwAddrs[2], key: key, proc: gw.proc}}
+	for _, t := range targets {
+		if t.conns, err = dialGRPC(t.addr, grpcConns); err != nil {
+			fail(err)
+			return
+		}
+		defer t.close()
+	}
+	if gb.Check, err = checkGRPC(ctx, targets[0], targets[1]); err != nil {
+		fail(fmt.Errorf("check: %w", err))
+		return
+	}
+	gb.Status = statusOK
+	for _, t := range targets {
+		if _, err := grpcClosedLoop(ctx, t, grpcConcurrency, h.opts.warmup); err != nil {
+			fail(fmt.Errorf("warm-up of %s: %w", t.name, err))
+			return
+		}
+	}
+	rows := map[string]*row{}
+	for _, t := range targets {
+		rows[t.name] = &row{Profile: "grpc", Peer: t.name, Mode: modeClosed}
+		gb.Rows = append(gb.Rows, rows[t.name])
+	}
+	for r := range h.opts.rounds {
+		for i := range targets {
+			t := targets[(i+r)%len(targets)]
+			if ctx.Err() != nil {
+				return
+			}
+			h.progress.step(fmt.Sprintf("round %d/%d, gRPC closed loop: %s", r+1, h.opts.rounds, t.name), h.opts.duration.Seconds()+0.1)
+			s, err := h.measureWith(t.proc, model, "grpc-go", func() (loadResult, error) {
+				return grpcClosedLoop(ctx, t, grpcConcurrency, h.opts.duration)
+			})
+			rw := rows[t.name]
+			if err != nil {
+				rw.Failures = append(rw.Failures, err.Error())
+			} else {
+				rw.Samples = append(rw.Samples, s)
+			}
+		}
+	}
+	if gw.proc.exited() {
+		gb.Notes = append(gb.Notes, fmt.Sprintf("the gateway exited during the run (%v): %s", gw.proc.err, gw.proc.tail()))
+	}
+}
+
+// checkGRPC makes sure the model answers a call directly, and the gateway refuses a call without
+// a key and with a wrong one (UNAUTHENTICATED) and passes one with its key (OK, the model's answer).
+func checkGRPC(ctx context.Context, direct, gateway *grpcTarget) (string, error) {
+	call := func(t *grpcTarget, auth string) (*wrapperspb.BytesValue, error) {
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if auth != "" {
+			cctx = metadata.AppendToOutgoingContext(cctx, "authorization", auth)
+		}
+		out := new(wrapperspb.BytesValue)
+		return out, t.conns[0].Invoke(cctx, grpcMethodInfer, wrapperspb.Bytes(fastBody), out)
+	}
+	want := []byte(`"probabilities"`)
+	if out, err := call(direct, ""); err != nil || !bytes.Contains(out.GetValue(), want) {
+		return "", fmt.Errorf("direct call: %v (answer %s)", err, clip(out.GetValue()))
+	}
+	for _, c := range []struct{ what, auth string }{{"without a key", ""}, {"with a wrong key", wrongKey()}} {
+		if _, err := call(gateway, c.auth); status.Code(err) != codes.Unauthenticated {
+			return "", fmt.Errorf("through the gateway %s: %v, want UNAUTHENTICATED", c.what, err)
+		}
+	}
+	if out, err := call(gateway, "Bearer "+gateway.key); err != nil || !bytes.Contains(out.GetValue(), want) {
+		return "", fmt.Errorf("through the gateway with its key: %v (answer %s)", err, clip(out.GetValue()))
+	}
+	return "direct: OK; gateway: UNAUTHENTICATED without a key and with a wrong one, OK with the model's answer with its key", nil
+}
+
+// grpcClosedLoop keeps concurrency calls in flight on t's connections for d, each goroutine
+// calling again as soon as its call returns.
+func grpcClosedLoop(ctx context.Context, t *grpcTarget, concurrency int, d time.Duration) (loadResult, error) {
+	// One deadline for the whole loop: a stalled call ends with it instead of hanging the run.
+	lctx, cancel := context.WithTimeout(ctx, d+10*time.Second)
+	defer cancel()
+	if t.key != "" {
+		lctx = metadata.AppendToOutgoingContext(lctx, "authorization", "Bearer "+t.key)
+	}
+	in := wrapperspb.Bytes(fastBody)
+	var (
+		requests atomic.Int64
+		errs     errorTally
+		mu       sync.Mutex
+		total    = newHistogram()
+		wg       sync.WaitGroup
+	)
+	start := time.Now()
+	deadline := start.Add(d)
+	for g := range concurrency {
+		conn := t.conns[g%len(t.conns)]
+		wg.Go(func() {
+			h := newHistogram()
+			out := new(wrapperspb.BytesValue)
+			for ctx.Err() == nil && time.Now().Before(deadline) {
+				began := time.Now()
+				err := conn.Invoke(lctx, grpcMethodInfer, in, out)
+				h.RecordValue(int64(time.Since(began) / time.Microsecond))
+				requests.Add(1)
+				if err != nil {
+					errs.add(status.Code(err).String() + ": " + status.Convert(err).Message())
+				}
+			}
+			mu.Lock()
+			total.Merge(h)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	r := loadResult{requests: requests.Load(), errors: errs.n, firstErr: errs.first, elapsed: time.Since(start), lat: percentiles(total)}
+	if r.requests == 0 {
+		return r, errors.New("no call completed")
+	}
+	return r, ctx.Err()
+}
