@@ -10,9 +10,11 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -570,6 +572,20 @@ func TestGRPCSpans(t *testing.T) {
 				t.Errorf("attribute %s carries the key", kv.Key)
 			}
 		}
+	}
+
+	// The metrics: rpc_server_duration_seconds by service and gRPC status code, and the calls in
+	// the HTTP request histogram as well.
+	rec := httptest.NewRecorder()
+	e.tel.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, code := range wantStatus {
+		want := fmt.Sprintf(`rpc_server_duration_seconds_count{rpc_grpc_status_code="%d",rpc_system="grpc",service="kserve"} 1`, code)
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	if !strings.Contains(rec.Body.String(), `http_server_request_duration_seconds_count{http_request_method="POST",http_response_status_class="2xx",service="kserve"} 3`) {
+		t.Errorf("/metrics does not count the three calls as requests:\n%s", rec.Body.String())
 	}
 }
 

@@ -305,19 +305,15 @@ func TestReloadKeepsAdmissionQueue(t *testing.T) {
 			e := reloadEnv(t, svc())
 			client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 20}}
 			statuses := make([]int, 8)
-			var wg sync.WaitGroup
-			for i := range statuses {
-				wg.Go(func() {
-					statuses[i], _, _ = get(t, client, "http://"+e.addr+"/api/v1/service/svc/score", "X-Seq", fmt.Sprint(i))
-				})
-				time.Sleep(10 * time.Millisecond)
+			sendInOrder(t, e.gw, "svc", len(statuses), func(i int) {
+				statuses[i], _, _ = get(t, client, "http://"+e.addr+"/api/v1/service/svc/score", "X-Seq", fmt.Sprint(i))
+			}, func(i int) {
 				if i == 3 {
 					next := svc()
 					c.edit(&next)
 					mustReload(t, e.gw, configOf(t, next, config.Service{Name: "added", Auth: config.AuthNone, Upstreams: []string{m.srv.URL}}))
 				}
-			}
-			wg.Wait()
+			})
 			for i, s := range statuses {
 				if s != 200 {
 					t.Errorf("request %d: %d, want 200", i, s)

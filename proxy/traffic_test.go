@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/proxy"
 )
 
 // model is a test model server that names itself in its answers, and counts the requests in
@@ -83,16 +84,56 @@ func get(t *testing.T, client *http.Client, url string, header ...string) (int, 
 	return resp.StatusCode, string(b), resp.Header
 }
 
-// Issue 7, acceptance 1: a model taking 200 ms behind max_concurrent_requests 1 and
-// max_request_wait 300 ms, sent 10 requests at once (in a known order, 10 ms apart): the first
-// ones are served in order, the rest get 503 with Retry-After, and the model never has more than
-// one in flight.
+// sendInOrder sends send(0) … send(n-1), each on its own goroutine, and sends the next one only
+// once the gateway holds the previous one (at a replica or in the queue of service) or has
+// answered it, so that the gateway sees them in the order sent however busy the machine is. It
+// calls between(i) after request i is held, and returns once every request has been answered.
+func sendInOrder(t *testing.T, gw *proxy.Gateway, service string, n int, send func(i int), between func(i int)) {
+	t.Helper()
+	var answered atomic.Int64
+	held := func() int {
+		total := int(answered.Load())
+		seen := map[string]bool{}
+		for _, r := range gw.Replicas() {
+			if r.Service != service {
+				continue
+			}
+			total += r.Inflight
+			if !seen[r.Deployment] {
+				seen[r.Deployment] = true
+				total += r.Queued
+			}
+		}
+		return total
+	}
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			send(i)
+			answered.Add(1)
+		})
+		for deadline := time.Now().Add(5 * time.Second); held() < i+1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("request %d never reached the gateway", i)
+			}
+		}
+		if between != nil {
+			between(i)
+		}
+	}
+	wg.Wait()
+}
+
+// Issue 7, acceptance 1: a model taking 400 ms behind max_concurrent_requests 1 and
+// max_request_wait 600 ms, sent 10 requests at once (in a known order, each once the gateway holds
+// the one before): the first ones are served in order, the rest get 503 with Retry-After, and the
+// model never has more than one in flight.
 func TestAdmissionQueue(t *testing.T) {
-	m := newModel(t, "m", 200*time.Millisecond)
+	m := newModel(t, "m", 400*time.Millisecond)
 	e := trafficEnv(t, func(s *config.Service) {
 		s.Upstreams = []string{m.srv.URL}
 		s.MaxConcurrentRequests = 1
-		s.MaxRequestWait = 300 * time.Millisecond
+		s.MaxRequestWait = 600 * time.Millisecond
 	})
 	type result struct {
 		status     int
@@ -100,18 +141,11 @@ func TestAdmissionQueue(t *testing.T) {
 		done       time.Time
 	}
 	results := make([]result, 10)
-	var wg sync.WaitGroup
 	client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 20}}
-	for i := range results {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			status, _, h := get(t, client, "http://"+e.addr+"/api/v1/service/svc/score", "X-Seq", fmt.Sprint(i))
-			results[i] = result{status, h.Get("Retry-After"), time.Now()}
-		}()
-		time.Sleep(10 * time.Millisecond)
-	}
-	wg.Wait()
+	sendInOrder(t, e.gw, "svc", len(results), func(i int) {
+		status, _, h := get(t, client, "http://"+e.addr+"/api/v1/service/svc/score", "X-Seq", fmt.Sprint(i))
+		results[i] = result{status, h.Get("Retry-After"), time.Now()}
+	}, nil)
 	ok := 0
 	for i, r := range results {
 		switch r.status {
@@ -128,9 +162,10 @@ func TestAdmissionQueue(t *testing.T) {
 			t.Errorf("request %d: status %d", i, r.status)
 		}
 	}
-	// 0 is served at once and 1 after 190 ms of waiting; 2 would wait 380 ms, over the bound.
+	// 0 is served at once and 1 after at most 400 ms of waiting; 2 would wait about 800 ms, over
+	// the bound (it would take its sending 200 ms late to make it).
 	if ok != 2 {
-		t.Errorf("%d requests served, want 2 (each waits at most 300 ms for a 200 ms model)", ok)
+		t.Errorf("%d requests served, want 2 (each waits at most 600 ms for a 400 ms model)", ok)
 	}
 	if p := m.peak.Load(); p != 1 {
 		t.Errorf("the model had %d requests in flight at once, want 1", p)

@@ -25,6 +25,7 @@ type metrics struct {
 	rejections metric.Int64Counter
 	admission  metric.Int64Counter
 	queueWait  metric.Float64Histogram
+	rpc        metric.Float64Histogram
 	meter      metric.Meter
 
 	// Attribute sets, made once per label combination (only the recorder goroutine uses them).
@@ -34,6 +35,14 @@ type metrics struct {
 	serviceOpts   map[string][]metric.RecordOption
 	rejectionOpts map[[2]string][]metric.AddOption
 	queueOpts     map[[2]string][]metric.RecordOption
+	rpcOpts       map[rpcKey][]metric.RecordOption
+}
+
+// rpcKey labels a gRPC call's duration: the service (a configured name) and the call's gRPC
+// status code. The gRPC service and method are left out: a client chooses them freely.
+type rpcKey struct {
+	service string
+	code    int
 }
 
 type durationKey struct{ method, class, service string }
@@ -55,6 +64,7 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 		serviceOpts:   map[string][]metric.RecordOption{},
 		rejectionOpts: map[[2]string][]metric.AddOption{},
 		queueOpts:     map[[2]string][]metric.RecordOption{},
+		rpcOpts:       map[rpcKey][]metric.RecordOption{},
 		meter:         meter,
 	}
 	buckets := metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -76,6 +86,10 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	}
 	if m.queueWait, err = meter.Float64Histogram("scoregate.queue.wait", metric.WithUnit("s"),
 		metric.WithDescription("Time forwarded requests waited for a replica, by service and deployment."), buckets); err != nil {
+		return nil, err
+	}
+	if m.rpc, err = meter.Float64Histogram("rpc.server.duration", metric.WithUnit("s"),
+		metric.WithDescription("Time to answer a gRPC call, by service and gRPC status code."), buckets); err != nil {
 		return nil, err
 	}
 	_, err = meter.Int64ObservableGauge("http.server.active_requests",
@@ -137,6 +151,18 @@ func (m *metrics) record(r *Record) {
 		m.durationOpts[dk] = dopts
 	}
 	m.duration.Record(ctx, r.duration.Seconds(), dopts...)
+	if r.RPCService != "" {
+		rk := rpcKey{service, r.GRPCStatus}
+		ropts, ok := m.rpcOpts[rk]
+		if !ok {
+			ropts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
+				attribute.String("rpc.system", "grpc"),
+				attribute.Int("rpc.grpc.status_code", rk.code),
+				attribute.String("service", rk.service)))}
+			m.rpcOpts[rk] = ropts
+		}
+		m.rpc.Record(ctx, r.duration.Seconds(), ropts...)
+	}
 	if r.Upstream != "" {
 		sopts, ok := m.serviceOpts[service]
 		if !ok {
