@@ -25,6 +25,9 @@ type h2Plane struct {
 	h2c *http.Transport                        // cleartext HTTP/2 with prior knowledge, for http:// models
 	tls map[config.UpstreamTLS]*http.Transport // HTTP/2 over TLS, by the services' TLS settings
 
+	// maxConns and maxConnsPerIP are server.max_conns and server.max_conns_per_ip.
+	maxConns, maxConnsPerIP int
+
 	// only caches the one grpc service of a routing table, for calls that name none.
 	only atomic.Pointer[onlyGRPC]
 }
@@ -39,7 +42,8 @@ const h2DialTimeout = 3 * time.Second
 
 func newH2Plane(g *Gateway, s config.Server) *h2Plane {
 	p := &h2Plane{
-		tls: map[config.UpstreamTLS]*http.Transport{},
+		tls:      map[config.UpstreamTLS]*http.Transport{},
+		maxConns: s.MaxConns, maxConnsPerIP: s.MaxConnsPerIP,
 	}
 	p.server = &http.Server{
 		Handler:           http.HandlerFunc(g.serveGRPC),
@@ -63,6 +67,7 @@ func newH2Plane(g *Gateway, s config.Server) *h2Plane {
 func (g *Gateway) ServeH2(ln net.Listener, tlsConf *tls.Config) error {
 	p := g.h2
 	p.served.Store(true)
+	ln = newLimitListener(ln, p.maxConns, p.maxConnsPerIP)
 	if tlsConf != nil {
 		c := tlsConf.Clone()
 		c.NextProtos = []string{"h2"}
