@@ -166,12 +166,12 @@ type slowConn struct {
 // closed at server.read_timeout, while a fresh request is still served promptly, and the
 // gateway's goroutines and memory stay proportional to the connections.
 func TestSlowloris(t *testing.T) {
-	t.Run("HTTP-41 500 connections trickling a request head are closed at read_timeout while fresh requests are served", slowloris)
+	t.Run("HTTP-41 1000 connections trickling a request head are closed at read_timeout while fresh requests are served", slowloris)
 }
 
 func slowloris(t *testing.T) {
 	const (
-		conns       = 500
+		conns       = 1000 // the hardening issue asks for a thousand; ATTACKS HTTP-41 for 500
 		readTimeout = time.Second
 		interval    = 200 * time.Millisecond // one byte per interval, well inside read_timeout
 		giveUp      = readTimeout + 20*time.Second
