@@ -38,6 +38,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/ratelimit"
 	"github.com/scoregate/scoregate/proxy"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -180,6 +181,10 @@ type grpcEnvOptions struct {
 	tls       bool // TLS on both sides: client to gateway, gateway to model
 	telemetry bool
 	config    func(*config.Config)
+	// auth, when set, wraps the gateway's authenticator; limiter enforces the services' rate
+	// limits.
+	auth    func(proxy.Authenticator) proxy.Authenticator
+	limiter bool
 }
 
 func newGRPCEnv(t *testing.T, o grpcEnvOptions) *grpcEnv {
@@ -239,7 +244,14 @@ func newGRPCEnv(t *testing.T, o grpcEnvOptions) *grpcEnv {
 		}
 		opts = append(opts, proxy.WithTelemetry(e.tel))
 	}
-	if e.gw, err = proxy.New(cfg, authn.NewAuthenticator(keys), nil, opts...); err != nil {
+	if o.limiter {
+		opts = append(opts, proxy.WithRateLimiter(ratelimit.NewLocal()))
+	}
+	var auth proxy.Authenticator = authn.NewAuthenticator(keys)
+	if o.auth != nil {
+		auth = o.auth(auth)
+	}
+	if e.gw, err = proxy.New(cfg, auth, nil, opts...); err != nil {
 		t.Fatal(err)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -639,4 +651,49 @@ func (ca *grpcTestCA) issue(t *testing.T, ip string) tls.Certificate {
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// refusingAuth answers every call with err, as authn does for a caller it refuses.
+type refusingAuth struct {
+	proxy.Authenticator
+	err error
+}
+
+func (a refusingAuth) Authenticate(string, string, [][]byte) (authn.Caller, error) {
+	return authn.Caller{}, a.err
+}
+
+// The gRPC statuses of refusals the README's table promises and the other tests do not reach:
+// each refused call leaves the model untouched.
+func TestGRPCRefusalStatuses(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		err  error
+		want codes.Code
+	}{
+		{"a role without the permission", authn.ErrForbidden, codes.PermissionDenied},
+		{"the gateway cannot decide", authn.ErrUnavailable, codes.Unavailable},
+		{"two credentials", authn.ErrMultipleCredentials, codes.InvalidArgument},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newGRPCEnv(t, grpcEnvOptions{auth: func(a proxy.Authenticator) proxy.Authenticator {
+				return refusingAuth{a, c.err}
+			}})
+			r := invoke(withKey(testContext(t), e.key), e.client(t), methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue))
+			checkEqual(t, "code", c.want, status.Code(r.err))
+			checkEqual(t, "calls the model saw", int32(0), e.model.calls.Load())
+		})
+	}
+	t.Run("a key over its rate limit", func(t *testing.T) {
+		e := newGRPCEnv(t, grpcEnvOptions{limiter: true, config: func(cfg *config.Config) {
+			cfg.Services[0].RateLimit.PerKey = config.Rate{RequestsPerSecond: 0.001, Burst: 1}
+		}})
+		gw := e.client(t)
+		ctx := withKey(testContext(t), e.key)
+		first := invoke(ctx, gw, methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue))
+		checkEqual(t, "first call", codes.OK, status.Code(first.err))
+		second := invoke(ctx, gw, methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue))
+		checkEqual(t, "second call", codes.ResourceExhausted, status.Code(second.err))
+		checkEqual(t, "calls the model saw", int32(1), e.model.calls.Load())
+	})
 }
