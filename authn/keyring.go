@@ -22,6 +22,9 @@ type Keyring struct {
 
 	index atomic.Pointer[map[string]*keyEntry] // key id → entry
 	mu    sync.Mutex                           // serialises changes
+	// writes counts the changes made here (guarded by mu). Reload reads the store without mu,
+	// so a change made meanwhile could be older in what it read: it reads again then.
+	writes uint64
 }
 
 type keyEntry struct {
@@ -59,17 +62,34 @@ func NewKeyring(ctx context.Context, store Store, log *slog.Logger) (*Keyring, e
 
 // Reload replaces the in-memory index with the store's keys, keeping last-use times.
 func (k *Keyring) Reload(ctx context.Context) error {
-	recs, err := k.store.Keys(ctx)
-	if err != nil {
-		return err
+	for {
+		k.mu.Lock()
+		seen := k.writes
+		k.mu.Unlock()
+		recs, err := k.store.Keys(ctx)
+		if err != nil {
+			return err
+		}
+		if done, err := k.replace(recs, seen); done {
+			return err
+		}
 	}
+}
+
+// replace installs recs as the index unless a change was made here since seen (then it reports
+// false, and the caller reads the store again: recs may not hold that change, and installing
+// them would bring back a replaced key).
+func (k *Keyring) replace(recs []KeyRecord, seen uint64) (bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	if k.writes != seen {
+		return false, nil
+	}
 	old := k.snapshot()
 	idx := make(map[string]*keyEntry, len(recs))
 	for _, rec := range recs {
 		if len(rec.Hash) != sha256.Size {
-			return fmt.Errorf("key %s/%s: stored hash has %d bytes, want %d", rec.Service, rec.Slot, len(rec.Hash), sha256.Size)
+			return true, fmt.Errorf("key %s/%s: stored hash has %d bytes, want %d", rec.Service, rec.Slot, len(rec.Hash), sha256.Size)
 		}
 		e := newEntry(rec)
 		if prev := old[rec.ID]; prev != nil && prev.lastUsed.Load() > e.lastUsed.Load() {
@@ -78,7 +98,7 @@ func (k *Keyring) Reload(ctx context.Context) error {
 		idx[rec.ID] = e
 	}
 	k.index.Store(&idx)
-	return nil
+	return true, nil
 }
 
 func newEntry(rec KeyRecord) *keyEntry {
@@ -153,6 +173,7 @@ func (k *Keyring) Regenerate(ctx context.Context, service, slot string) (string,
 	}
 	idx[id] = newEntry(rec)
 	k.index.Store(&idx)
+	k.writes++
 	return key, nil
 }
 

@@ -106,6 +106,8 @@ type Principals struct {
 
 	index atomic.Pointer[principalIndex]
 	mu    sync.Mutex // serialises changes
+	// writes counts the changes made here (guarded by mu); see Keyring.writes.
+	writes uint64
 }
 
 type principalIndex struct {
@@ -138,23 +140,40 @@ func NewPrincipals(ctx context.Context, store Store, keys *Keyring, roles Roles,
 
 // Reload replaces the in-memory principals with the store's.
 func (ps *Principals) Reload(ctx context.Context) error {
-	recs, err := ps.store.Principals(ctx)
-	if err != nil {
-		return err
+	for {
+		ps.mu.Lock()
+		seen := ps.writes
+		ps.mu.Unlock()
+		recs, err := ps.store.Principals(ctx)
+		if err != nil {
+			return err
+		}
+		if done, err := ps.replace(recs, seen); done {
+			return err
+		}
 	}
+}
+
+// replace installs recs unless a change was made here since seen (then it reports false, and
+// the caller reads the store again: recs may not hold that change, and installing them would
+// bring back a deleted principal).
+func (ps *Principals) replace(recs []PrincipalRecord, seen uint64) (bool, error) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
+	if ps.writes != seen {
+		return false, nil
+	}
 	idx := &principalIndex{byName: map[string]*principalEntry{}, byKeyID: map[string]*principalEntry{}}
 	for _, r := range recs {
 		e, err := ps.entry(r)
 		if err != nil {
-			return err
+			return true, err
 		}
 		idx.byName[r.Name] = e
 		idx.byKeyID[r.KeyID] = e
 	}
 	ps.index.Store(idx)
-	return nil
+	return true, nil
 }
 
 func (ps *Principals) entry(r PrincipalRecord) (*principalEntry, error) {
@@ -243,6 +262,7 @@ func (ps *Principals) Create(ctx context.Context, name, role string) (Principal,
 	idx.byName[name] = e
 	idx.byKeyID[id] = e
 	ps.index.Store(idx)
+	ps.writes++
 	return e.p, key, nil
 }
 
@@ -273,6 +293,7 @@ func (ps *Principals) Delete(ctx context.Context, name string) error {
 		}
 	}
 	ps.index.Store(idx)
+	ps.writes++
 	return nil
 }
 
