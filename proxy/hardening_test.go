@@ -712,23 +712,7 @@ func TestPanicIsA500(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			served := make(chan error, 1)
-			go func() { served <- gw.Serve(ln) }()
-			t.Cleanup(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), ioDeadline)
-				defer cancel()
-				if err := gw.Shutdown(ctx); err != nil {
-					t.Errorf("Shutdown: %v", err)
-				}
-				if err := <-served; err != nil {
-					t.Errorf("Serve: %v", err)
-				}
-			})
-			e := &env{addr: ln.Addr().String(), up: up, gw: gw}
+			e := &env{addr: serveGateway(t, gw, nil), up: up, gw: gw}
 			const score = "/api/v1/service/iris/score"
 
 			// The request that panics, pipelined with one that must not be answered: the

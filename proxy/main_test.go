@@ -513,26 +513,36 @@ func newEnv(tb testing.TB, opts envOptions) *env {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	ln := opts.listener
+	addr := serveGateway(tb, e.gw, opts.listener)
+	if opts.listener == nil {
+		e.addr = addr
+	}
+	return e
+}
+
+// serveGateway serves gw on ln (a fresh loopback listener when ln is nil) until the test ends,
+// then shuts it down and checks that Serve returned cleanly. It returns the listener's address.
+func serveGateway(tb testing.TB, gw *proxy.Gateway, ln net.Listener) string {
+	tb.Helper()
 	if ln == nil {
+		var err error
 		if ln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 			tb.Fatal(err)
 		}
-		e.addr = ln.Addr().String()
 	}
 	served := make(chan error, 1)
-	go func() { served <- e.gw.Serve(ln) }()
+	go func() { served <- gw.Serve(ln) }()
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := e.gw.Shutdown(ctx); err != nil {
+		if err := gw.Shutdown(ctx); err != nil {
 			tb.Errorf("Shutdown: %v", err)
 		}
 		if err := <-served; err != nil {
 			tb.Errorf("Serve: %v", err)
 		}
 	})
-	return e
+	return ln.Addr().String()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -200,24 +200,12 @@ func newStreamEnv(t *testing.T) *streamEnv {
 	if e.gw, err = proxy.New(cfg, authn.NewAuthenticator(keys), slog.New(e.log), proxy.WithTelemetry(e.tel)); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = ln.Addr().String()
-	served := make(chan error, 1)
-	go func() { served <- e.gw.Serve(ln) }()
-	t.Cleanup(func() {
+	t.Cleanup(func() { // after the gateway's shutdown, which serveGateway registers next
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := e.gw.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
 		e.tel.Shutdown(ctx)
 	})
+	e.addr = serveGateway(t, e.gw, nil)
 	return e
 }
 
