@@ -513,33 +513,6 @@ func (h *logRecorder) find(from int, level slog.Level, msg string) string {
 	return ""
 }
 
-// startLoggedInstance is startInstance with the replica's log going to log.
-func startLoggedInstance(t *testing.T, cfg *config.Config, log *slog.Logger) *instance {
-	t.Helper()
-	ctx := context.Background()
-	store, err := OpenRedis(ctx, cfg.Store)
-	if err != nil {
-		t.Fatal(err)
-	}
-	in := &instance{store: store, done: make(chan struct{})}
-	if in.keys, err = NewKeyring(ctx, store, log); err != nil {
-		t.Fatal(err)
-	}
-	if in.principals, err = NewPrincipals(ctx, store, in.keys, NewRoles(cfg), testOwnerKey); err != nil {
-		t.Fatal(err)
-	}
-	if in.tokens, err = NewTokens(ctx, cfg, store, in.principals, log); err != nil {
-		t.Fatal(err)
-	}
-	in.replica = NewReplica(store, in.keys, in.principals, in.tokens, cfg.Store.ResyncInterval, cfg.Store.StalenessBound, log)
-	in.auth = NewAuthenticator(in.keys, WithTokens(in.tokens), WithFreshness(in.replica.Fresh))
-	rctx, cancel := context.WithCancel(ctx)
-	in.cancel = cancel
-	go func() { defer close(in.done); in.replica.Run(rctx) }()
-	t.Cleanup(in.stop)
-	return in
-}
-
 // Redis slower than store.redis_timeout is Redis that does not answer: past the staleness bound
 // the instance refuses to decide (ErrUnavailable, the gateway's 503), never accepts a token
 // revoked meanwhile, and says so in its log; Redis slow but within the timeout changes nothing.

@@ -53,22 +53,29 @@ func redisConfig(t testing.TB, storeCfg config.Store) *config.Config {
 
 func startInstance(t testing.TB, cfg *config.Config) *instance {
 	t.Helper()
+	return startLoggedInstance(t, cfg, nil)
+}
+
+// startLoggedInstance is startInstance with the replica's, keyring's and tokens' log going to
+// log (nil: none).
+func startLoggedInstance(t testing.TB, cfg *config.Config, log *slog.Logger) *instance {
+	t.Helper()
 	ctx := context.Background()
 	store, err := OpenRedis(ctx, cfg.Store)
 	if err != nil {
 		t.Fatal(err)
 	}
 	in := &instance{store: store, done: make(chan struct{})}
-	if in.keys, err = NewKeyring(ctx, store, nil); err != nil {
+	if in.keys, err = NewKeyring(ctx, store, log); err != nil {
 		t.Fatal(err)
 	}
 	if in.principals, err = NewPrincipals(ctx, store, in.keys, NewRoles(cfg), testOwnerKey); err != nil {
 		t.Fatal(err)
 	}
-	if in.tokens, err = NewTokens(ctx, cfg, store, in.principals, nil); err != nil {
+	if in.tokens, err = NewTokens(ctx, cfg, store, in.principals, log); err != nil {
 		t.Fatal(err)
 	}
-	in.replica = NewReplica(store, in.keys, in.principals, in.tokens, cfg.Store.ResyncInterval, cfg.Store.StalenessBound, nil)
+	in.replica = NewReplica(store, in.keys, in.principals, in.tokens, cfg.Store.ResyncInterval, cfg.Store.StalenessBound, log)
 	in.auth = NewAuthenticator(in.keys, WithTokens(in.tokens), WithFreshness(in.replica.Fresh))
 	rctx, cancel := context.WithCancel(ctx)
 	in.cancel = cancel
