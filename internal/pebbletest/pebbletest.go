@@ -71,8 +71,9 @@ func Start(t testing.TB, httpPort, tlsPort int) *Server {
 	write(t, filepath.Join(dir, "key.pem"), keyPEM)
 
 	dnsAddr := freeAddr(t, "udp")
-	mgmt := freeAddr(t, "tcp")
-	acmeAddr := freeAddr(t, "tcp")
+	// Picked together, so that no two are the same port (one freed is soon handed out again).
+	tcp := freeTCPAddrs(t, 3)
+	mgmt, acmeAddr, challMgmt := tcp[0], tcp[1], tcp[2]
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  acmeAddr,
 		"managementListenAddress":        mgmt,
@@ -87,7 +88,7 @@ func Start(t testing.TB, httpPort, tlsPort int) *Server {
 	write(t, filepath.Join(dir, "pebble.json"), b)
 
 	s.start(t, challsrv, nil, "-dns01", dnsAddr, "-http01", "", "-https01", "", "-tlsalpn01", "",
-		"-management", freeAddr(t, "tcp"), "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
+		"-management", challMgmt, "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "")
 	s.start(t, pebble, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"},
 		"-config", filepath.Join(dir, "pebble.json"), "-dnsserver", dnsAddr)
 
@@ -182,6 +183,22 @@ func freeAddr(t testing.TB, network string) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// freeTCPAddrs returns n distinct loopback TCP addresses that were free a moment ago: every
+// listener stays open until all are picked.
+func freeTCPAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	addrs := make([]string, 0, n)
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs = append(addrs, ln.Addr().String())
+	}
+	return addrs
 }
 
 // FreePort returns a loopback TCP port that was free a moment ago.
