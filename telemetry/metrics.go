@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,30 +13,33 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 )
 
-// metrics are the gateway's Prometheus metrics, recorded by the background recorder. No label
-// carries a credential, a client address or anything else a client chooses freely: methods are
-// folded to the standard ones, services are the configured names.
+// metrics are the gateway's Prometheus metrics. No label carries a credential, a client address
+// or anything else a client chooses freely: methods are folded to the standard ones, services are
+// the configured names.
+//
+// The per-request instruments (durations and rejection counts) are aggregated here, by the
+// recorder goroutine, rather than by the OpenTelemetry SDK: an SDK Record call costs about as much
+// as encoding the request's span, and the recorder makes up to four of them per request. metrics
+// hands its aggregates to the OpenTelemetry Prometheus exporter as a metric producer at each
+// scrape, so they are exposed exactly as SDK instruments of the same names would be. The other
+// instruments (gauges, and those other packages register through Meter) are the SDK's.
 type metrics struct {
-	handler    http.Handler
-	duration   metric.Float64Histogram
-	upstream   metric.Float64Histogram
-	rejections metric.Int64Counter
-	admission  metric.Int64Counter
-	queueWait  metric.Float64Histogram
-	rpc        metric.Float64Histogram
-	meter      metric.Meter
+	handler http.Handler
+	meter   metric.Meter
+	start   time.Time // the start of every cumulative series
 
-	// Attribute sets, made once per label combination (only the recorder goroutine uses them).
-	// They are kept as the variadic option slices Record and Add take, which would otherwise
-	// allocate a new one for every call.
-	durationOpts  map[durationKey][]metric.RecordOption
-	serviceOpts   map[string][]metric.RecordOption
-	rejectionOpts map[[2]string][]metric.AddOption
-	queueOpts     map[[2]string][]metric.RecordOption
-	rpcOpts       map[rpcKey][]metric.RecordOption
+	mu         sync.Mutex // held by record and by Produce
+	duration   map[durationKey]*histSeries
+	upstream   map[string]*histSeries
+	queueWait  map[[2]string]*histSeries
+	rpc        map[rpcKey]*histSeries
+	rejections map[[2]string]*counterSeries
+	admission  map[[2]string]*counterSeries
 }
 
 // rpcKey labels a gRPC call's duration: the service (a configured name) and the call's gRPC
@@ -47,52 +51,75 @@ type rpcKey struct {
 
 type durationKey struct{ method, class, service string }
 
+// durationBounds are the upper bounds, in seconds, of every duration histogram's buckets.
+var durationBounds = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// The per-request instruments, as the OpenTelemetry Prometheus exporter names them: dots become
+// underscores, the unit "s" adds "_seconds" and a counter gets "_total".
+var (
+	durationInst   = instrument{"http.server.request.duration", "s", "Time to answer a data-plane request."}
+	upstreamInst   = instrument{"scoregate.upstream.duration", "s", "Time the model took to answer."}
+	queueWaitInst  = instrument{"scoregate.queue.wait", "s", "Time forwarded requests waited for a replica, by service and deployment."}
+	rpcInst        = instrument{"rpc.server.duration", "s", "Time to answer a gRPC call, by service and gRPC status code."}
+	rejectionsInst = instrument{"scoregate.auth.rejections", "", "Requests refused by authentication or authorization, by reason."}
+	admissionInst  = instrument{"scoregate.admission.rejections", "", "Requests refused before reaching a model for lack of capacity or rate, by reason (rate_limited, shed, no_healthy_upstream)."}
+)
+
+type instrument struct{ name, unit, description string }
+
+// histSeries is one histogram time series: the counts of its buckets (durationBounds, then
+// +Inf), their total, sum, minimum and maximum.
+type histSeries struct {
+	attrs    attribute.Set
+	buckets  [17]uint64 // len(durationBounds)+1
+	count    uint64
+	sum      float64
+	min, max float64
+}
+
+func (s *histSeries) observe(v float64) {
+	i := 0 // the first bucket whose upper bound is v or more, as the SDK counts
+	for i < len(durationBounds) && v > durationBounds[i] {
+		i++
+	}
+	s.buckets[i]++
+	if s.count == 0 || v < s.min {
+		s.min = v
+	}
+	if s.count == 0 || v > s.max {
+		s.max = v
+	}
+	s.count++
+	s.sum += v
+}
+
+type counterSeries struct {
+	attrs attribute.Set
+	n     int64
+}
+
 func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
+	m := &metrics{
+		start:      time.Now(),
+		duration:   map[durationKey]*histSeries{},
+		upstream:   map[string]*histSeries{},
+		queueWait:  map[[2]string]*histSeries{},
+		rpc:        map[rpcKey]*histSeries{},
+		rejections: map[[2]string]*counterSeries{},
+		admission:  map[[2]string]*counterSeries{},
+	}
 	reg := prometheus.NewRegistry()
 	// The Go runtime's and the process's own metrics (go_goroutines, go_memstats_*,
 	// process_resident_memory_bytes, process_open_fds, ...), as every Go service exposes them.
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo(), otelprom.WithProducer(m))
 	if err != nil {
 		return nil, fmt.Errorf("starting the Prometheus exporter: %w", err)
 	}
 	provider := sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp), sdkmetric.WithResource(t.resource))
-	meter := provider.Meter("github.com/scoregate/scoregate/telemetry")
-	m := &metrics{
-		handler:       promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
-		durationOpts:  map[durationKey][]metric.RecordOption{},
-		serviceOpts:   map[string][]metric.RecordOption{},
-		rejectionOpts: map[[2]string][]metric.AddOption{},
-		queueOpts:     map[[2]string][]metric.RecordOption{},
-		rpcOpts:       map[rpcKey][]metric.RecordOption{},
-		meter:         meter,
-	}
-	buckets := metric.WithExplicitBucketBoundaries(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-	if m.duration, err = meter.Float64Histogram("http.server.request.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time to answer a data-plane request."), buckets); err != nil {
-		return nil, err
-	}
-	if m.upstream, err = meter.Float64Histogram("scoregate.upstream.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time the model took to answer."), buckets); err != nil {
-		return nil, err
-	}
-	if m.rejections, err = meter.Int64Counter("scoregate.auth.rejections",
-		metric.WithDescription("Requests refused by authentication or authorization, by reason.")); err != nil {
-		return nil, err
-	}
-	if m.admission, err = meter.Int64Counter("scoregate.admission.rejections",
-		metric.WithDescription("Requests refused before reaching a model for lack of capacity or rate, by reason (rate_limited, shed, no_healthy_upstream).")); err != nil {
-		return nil, err
-	}
-	if m.queueWait, err = meter.Float64Histogram("scoregate.queue.wait", metric.WithUnit("s"),
-		metric.WithDescription("Time forwarded requests waited for a replica, by service and deployment."), buckets); err != nil {
-		return nil, err
-	}
-	if m.rpc, err = meter.Float64Histogram("rpc.server.duration", metric.WithUnit("s"),
-		metric.WithDescription("Time to answer a gRPC call, by service and gRPC status code."), buckets); err != nil {
-		return nil, err
-	}
-	_, err = meter.Int64ObservableGauge("http.server.active_requests",
+	m.meter = provider.Meter(meterName)
+	m.handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	_, err = m.meter.Int64ObservableGauge("http.server.active_requests",
 		metric.WithDescription("Data-plane requests in flight."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			o.Observe(t.inflight.Load())
@@ -101,7 +128,7 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = meter.Int64ObservableCounter("scoregate.telemetry.dropped_spans",
+	_, err = m.meter.Int64ObservableCounter("scoregate.telemetry.dropped_spans",
 		metric.WithDescription("Spans dropped because the recorder was behind or an export failed."),
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			o.Observe(t.dropped.Load())
@@ -110,7 +137,7 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, err = meter.Float64ObservableGauge("scoregate.shared_state.age", metric.WithUnit("s"),
+	_, err = m.meter.Float64ObservableGauge("scoregate.shared_state.age", metric.WithUnit("s"),
 		metric.WithDescription("How old this instance's copy of the revocation and key state is (0 with the embedded store)."),
 		metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
 			if stateAge != nil {
@@ -126,6 +153,8 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 	return m, nil
 }
 
+const meterName = "github.com/scoregate/scoregate/telemetry"
+
 var statusClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
 // authReasons are the outcomes counted as authentication or authorization rejections.
@@ -134,69 +163,126 @@ var authReasons = map[string]bool{
 	"forbidden": true, "undecidable": true,
 }
 
+// admissionReasons are the outcomes counted as admission rejections.
+var admissionReasons = map[string]bool{"rate_limited": true, "shed": true, "no_healthy_upstream": true}
+
+// record counts one request in the per-request instruments.
 func (m *metrics) record(r *Record) {
-	ctx := context.Background()
 	class := "other"
 	if c := r.status/100 - 1; c >= 0 && c < len(statusClasses) {
 		class = statusClasses[c]
 	}
 	service := r.Service
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	dk := durationKey{normalMethod(r.method), class, service}
-	dopts, ok := m.durationOpts[dk]
-	if !ok {
-		dopts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
+	series(m.duration, dk, func() attribute.Set {
+		return attribute.NewSet(
 			attribute.String("http.request.method", dk.method),
 			attribute.String("http.response.status_class", dk.class),
-			attribute.String("service", dk.service)))}
-		m.durationOpts[dk] = dopts
-	}
-	m.duration.Record(ctx, r.duration.Seconds(), dopts...)
+			attribute.String("service", dk.service))
+	}).observe(r.duration.Seconds())
 	if r.RPCService != "" {
 		rk := rpcKey{service, r.GRPCStatus}
-		ropts, ok := m.rpcOpts[rk]
-		if !ok {
-			ropts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(
+		series(m.rpc, rk, func() attribute.Set {
+			return attribute.NewSet(
 				attribute.String("rpc.system", "grpc"),
 				attribute.Int("rpc.grpc.status_code", rk.code),
-				attribute.String("service", rk.service)))}
-			m.rpcOpts[rk] = ropts
-		}
-		m.rpc.Record(ctx, r.duration.Seconds(), ropts...)
+				attribute.String("service", rk.service))
+		}).observe(r.duration.Seconds())
 	}
 	if r.Upstream != "" {
-		sopts, ok := m.serviceOpts[service]
-		if !ok {
-			sopts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("service", service)))}
-			m.serviceOpts[service] = sopts
-		}
-		m.upstream.Record(ctx, r.upstreamDur.Seconds(), sopts...)
+		series(m.upstream, service, func() attribute.Set {
+			return attribute.NewSet(attribute.String("service", service))
+		}).observe(r.upstreamDur.Seconds())
 	}
 	if r.Deployment != "" {
 		qk := [2]string{service, r.Deployment}
-		qopts, ok := m.queueOpts[qk]
-		if !ok {
-			qopts = []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("service", qk[0]), attribute.String("deployment", qk[1])))}
-			m.queueOpts[qk] = qopts
-		}
-		m.queueWait.Record(ctx, r.QueueWait.Seconds(), qopts...)
+		series(m.queueWait, qk, func() attribute.Set {
+			return attribute.NewSet(attribute.String("service", qk[0]), attribute.String("deployment", qk[1]))
+		}).observe(r.QueueWait.Seconds())
 	}
-	if authReasons[r.Reason] || admissionReasons[r.Reason] {
-		rk := [2]string{r.Reason, service}
-		ropts, ok := m.rejectionOpts[rk]
-		if !ok {
-			ropts = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("reason", rk[0]), attribute.String("service", rk[1])))}
-			m.rejectionOpts[rk] = ropts
+	counters := m.rejections
+	if !authReasons[r.Reason] {
+		if !admissionReasons[r.Reason] {
+			return
 		}
-		if authReasons[r.Reason] {
-			m.rejections.Add(ctx, 1, ropts...)
-		} else {
-			m.admission.Add(ctx, 1, ropts...)
-		}
+		counters = m.admission
 	}
+	rk := [2]string{r.Reason, service}
+	c, ok := counters[rk]
+	if !ok {
+		c = &counterSeries{attrs: attribute.NewSet(attribute.String("reason", rk[0]), attribute.String("service", rk[1]))}
+		counters[rk] = c
+	}
+	c.n++
 }
 
-// admissionReasons are the outcomes counted as admission rejections.
-var admissionReasons = map[string]bool{"rate_limited": true, "shed": true, "no_healthy_upstream": true}
+// series is the histogram series of key in m, made with the attributes attrs gives the first time.
+func series[K comparable](m map[K]*histSeries, key K, attrs func() attribute.Set) *histSeries {
+	s, ok := m[key]
+	if !ok {
+		s = &histSeries{attrs: attrs()}
+		m[key] = s
+	}
+	return s
+}
+
+// Produce hands the per-request instruments to the Prometheus exporter (sdkmetric.Producer).
+func (m *metrics) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
+	now := time.Now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []metricdata.Metrics
+	out = appendHistogram(out, durationInst, m.duration, m.start, now)
+	out = appendHistogram(out, upstreamInst, m.upstream, m.start, now)
+	out = appendHistogram(out, queueWaitInst, m.queueWait, m.start, now)
+	out = appendHistogram(out, rpcInst, m.rpc, m.start, now)
+	out = appendCounter(out, rejectionsInst, m.rejections, m.start, now)
+	out = appendCounter(out, admissionInst, m.admission, m.start, now)
+	return []metricdata.ScopeMetrics{{Scope: instrumentation.Scope{Name: meterName}, Metrics: out}}, nil
+}
+
+// appendHistogram appends inst with every series of m, unless there is none (as the SDK leaves
+// out an instrument nothing was recorded in).
+func appendHistogram[K comparable](out []metricdata.Metrics, inst instrument, m map[K]*histSeries, start, now time.Time) []metricdata.Metrics {
+	if len(m) == 0 {
+		return out
+	}
+	points := make([]metricdata.HistogramDataPoint[float64], 0, len(m))
+	for _, s := range m {
+		points = append(points, metricdata.HistogramDataPoint[float64]{
+			Attributes:   s.attrs,
+			StartTime:    start,
+			Time:         now,
+			Count:        s.count,
+			Bounds:       durationBounds,
+			BucketCounts: append([]uint64(nil), s.buckets[:]...),
+			Min:          metricdata.NewExtrema(s.min),
+			Max:          metricdata.NewExtrema(s.max),
+			Sum:          s.sum,
+		})
+	}
+	return append(out, metricdata.Metrics{
+		Name: inst.name, Description: inst.description, Unit: inst.unit,
+		Data: metricdata.Histogram[float64]{DataPoints: points, Temporality: metricdata.CumulativeTemporality},
+	})
+}
+
+// appendCounter appends inst with every series of m, unless there is none.
+func appendCounter[K comparable](out []metricdata.Metrics, inst instrument, m map[K]*counterSeries, start, now time.Time) []metricdata.Metrics {
+	if len(m) == 0 {
+		return out
+	}
+	points := make([]metricdata.DataPoint[int64], 0, len(m))
+	for _, c := range m {
+		points = append(points, metricdata.DataPoint[int64]{Attributes: c.attrs, StartTime: start, Time: now, Value: c.n})
+	}
+	return append(out, metricdata.Metrics{
+		Name: inst.name, Description: inst.description, Unit: inst.unit,
+		Data: metricdata.Sum[int64]{DataPoints: points, Temporality: metricdata.CumulativeTemporality, IsMonotonic: true},
+	})
+}
 
 // Meter is where other parts of the gateway (the data plane's replicas, rate limits,
 // certificates) register their own instruments, served on the same /metrics.

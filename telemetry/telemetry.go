@@ -534,6 +534,9 @@ func (t *Telemetry) appendRedactedQuery(dst []byte, q string) ([]byte, bool) {
 // its name is one of redact_query_params, or it holds a credential, as sent or decoded.
 func (t *Telemetry) sensitive(p string) bool {
 	name, _, _ := strings.Cut(p, "=")
+	if !strings.ContainsAny(p, "%+") { // nothing to decode: p reads the same to the model
+		return t.redactedName(name) || looksLikeCredential(p)
+	}
 	plainName, plain := name, p // as the model's framework will read them
 	if u, err := url.QueryUnescape(name); err == nil {
 		plainName = u

@@ -1077,6 +1077,64 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+// Durations land in the buckets Prometheus expects: a bucket's upper bound is inclusive, and
+// what is past the last bound is counted only in +Inf. Sum and count follow.
+func TestMetricsBuckets(t *testing.T) {
+	tel, _ := newTel(t, nil, Options{})
+	shutdown(t, tel)
+	for _, d := range []time.Duration{500 * time.Microsecond, 600 * time.Microsecond, 3 * time.Millisecond, 61 * time.Second} {
+		tel.metrics.record(&Record{t: tel, method: []byte("POST"), Service: "iris", status: 200, duration: d})
+	}
+	h := findSeries(t, scrape(t, tel), "http_server_request_duration_seconds",
+		map[string]string{"http_request_method": "POST", "http_response_status_class": "2xx", "service": "iris"}).GetHistogram()
+	got := map[float64]uint64{}
+	for _, b := range h.GetBucket() {
+		got[b.GetUpperBound()] = b.GetCumulativeCount()
+	}
+	want := map[float64]uint64{0.0005: 1, 0.001: 2, 0.0025: 2, 0.005: 3, 0.01: 3, 0.025: 3, 0.05: 3, 0.1: 3,
+		0.25: 3, 0.5: 3, 1: 3, 2.5: 3, 5: 3, 10: 3, 30: 3, 60: 3, math.Inf(1): 4}
+	checkEqual(t, "cumulative bucket counts", want, got)
+	if h.GetSampleCount() != 4 || math.Abs(h.GetSampleSum()-61.0041) > 1e-9 {
+		t.Errorf("count %d sum %g, want 4 and 61.0041", h.GetSampleCount(), h.GetSampleSum())
+	}
+}
+
+// A scrape while the recorder records sees a consistent count, and every request in the end.
+func TestMetricsScrapedWhileRecording(t *testing.T) {
+	tel, _ := newTel(t, nil, Options{})
+	const n = 2000
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range n {
+			do(tel, req{method: "POST", service: "iris", upstream: "127.0.0.1:9000", status: 200})
+		}
+	}()
+	var last uint64
+	for scraping := true; scraping; {
+		select {
+		case <-done:
+			scraping = false
+		default:
+		}
+		s := findSeries(t, scrape(t, tel), "http_server_request_duration_seconds",
+			map[string]string{"http_request_method": "POST", "http_response_status_class": "2xx", "service": "iris"})
+		if s == nil {
+			continue
+		}
+		h := s.GetHistogram()
+		if c := h.GetSampleCount(); c < last || h.GetBucket()[len(h.GetBucket())-1].GetCumulativeCount() > c {
+			t.Fatalf("count went from %d to %d, or a bucket exceeds it: %v", last, c, h)
+		} else {
+			last = c
+		}
+	}
+	shutdown(t, tel)
+	if c := findSeries(t, scrape(t, tel), "scoregate_upstream_duration_seconds", map[string]string{"service": "iris"}).GetHistogram().GetSampleCount(); c != n {
+		t.Errorf("upstream duration count %d, want %d", c, n)
+	}
+}
+
 // Without Options.StateAge (the embedded store) the shared-state age is 0.
 func TestMetricsStateAgeDefault(t *testing.T) {
 	tel, _ := newTel(t, nil, Options{})
