@@ -2,11 +2,7 @@ package proxy_test
 
 import (
 	"context"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +13,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/otlpsink"
 	"github.com/scoregate/scoregate/proxy"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -29,7 +26,8 @@ import (
 //   - otlp-http: telemetry configured as a user configures it, through the environment: spans go
 //     over OTLP/HTTP (the gateway's own exporter, which OTEL_EXPORTER_OTLP_ENDPOINT chooses) to a
 //     loopback receiver that reads and throws away each batch. Every request is sampled (the
-//     default parentbased_always_on) and becomes a span. otlp-B/op is the OTLP request body per
+//     default parentbased_always_on) and becomes a span. The receiver is a process of its own, as
+//     a collector is, so its CPU time is not counted. otlp-B/op is the OTLP request body per
 //     request, counted by the receiver.
 //   - otlp-http-library: the same through the library's otlptracehttp client, which the gateway
 //     used before its own exporter, for comparison.
@@ -38,8 +36,7 @@ import (
 // upload) runs on another goroutine beside it and, the requests being one at a time, mostly
 // while the request waits on the model, so ns/op shows little of it; on a gateway whose CPUs are
 // busy it is paid in full. cpu-ns/op is that full price: the CPU time, user and system, the whole
-// process used per request (client, gateway, model, and with telemetry the recorder and the
-// receiver), with the last batch flushed before it is read. B/op and allocs/op count every
+// process used per request (client, gateway, model, and with telemetry the recorder), with the last batch flushed before it is read. B/op and allocs/op count every
 // goroutine's allocations.
 func BenchmarkProxyKeyRequestTelemetry(b *testing.B) {
 	b.Run("off", func(b *testing.B) {
@@ -55,17 +52,14 @@ func BenchmarkProxyKeyRequestTelemetry(b *testing.B) {
 // benchOTLPTelemetry is BenchmarkProxyKeyRequestTelemetry's request with telemetry sending every
 // span over OTLP/HTTP, through the library's client when library is true.
 func benchOTLPTelemetry(b *testing.B, library bool) {
-	var received atomic.Int64
-	collector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		received.Add(n)
-	}))
-	b.Cleanup(collector.Close) // registered first, so it runs after telemetry has flushed
+	// The receiver runs in a process of its own: a collector's CPU time is not the gateway's.
+	// Started first, so that it stops after telemetry has flushed.
+	sink := otlpsink.Start(b)
 
 	b.Setenv("OTEL_TRACES_SAMPLER", "") // the default, whatever the environment says
 	b.Setenv("OTEL_TRACES_EXPORTER", "otlp")
 	b.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.URL)
+	b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", sink.URL)
 	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")
 	b.Setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "")
 	cfg := &config.Config{}
@@ -91,10 +85,11 @@ func benchOTLPTelemetry(b *testing.B, library bool) {
 	benchKeyRequest(b, c, key)
 	shutdown() // flushes the last batch (Shutdown is idempotent)
 	b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
-	if received.Load() == 0 {
+	received := sink.Received(b)
+	if received == 0 {
 		b.Fatal("the OTLP receiver got nothing: telemetry was not on")
 	}
-	b.ReportMetric(float64(received.Load())/float64(b.N+1), "otlp-B/op") // +1: benchRequest's first request
+	b.ReportMetric(float64(received)/float64(b.N+1), "otlp-B/op") // +1: benchRequest's first request
 	b.ReportMetric(float64(tel.Dropped())/float64(b.N), "dropped/op")
 }
 

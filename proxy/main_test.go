@@ -22,6 +22,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/otlpsink"
 	"github.com/scoregate/scoregate/proxy"
 )
 
@@ -42,6 +43,7 @@ import (
 // Serve itself, the workers and the connections are not ignored: every test shuts its gateway
 // and servers down.
 func TestMain(m *testing.M) {
+	otlpsink.ServeIfAsked() // a benchmark's OTLP receiver, when this process was started as one
 	goleak.VerifyTestMain(m,
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.updateServerDate.func1"),
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),

@@ -2,11 +2,7 @@ package telemetry
 
 import (
 	"context"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -17,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/otlpsink"
 )
 
 // benchDrain is how many records BenchmarkRecordRequest hands over between pauses in which the
@@ -41,7 +38,8 @@ const benchDrain = 1024
 //     CPU time, user and system, per request.
 //   - recorder-running-otlp: the same with the recorder sending spans as a gateway configured for
 //     OTLP/HTTP does (OTEL_EXPORTER_OTLP_ENDPOINT): encoded by the gateway's exporter and POSTed
-//     to a loopback receiver that reads and discards them, on the same CPUs.
+//     to a loopback receiver that reads and discards them, on the same CPUs but in a process of
+//     its own, whose CPU time cpu-ns/op leaves out.
 //   - recorder-running-otlp-library: the same through the library's client (otlptracehttp), which
 //     the gateway used before, for comparison.
 //
@@ -65,7 +63,7 @@ func BenchmarkRecordRequest(b *testing.B) {
 		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("recorder-running-otlp", func(b *testing.B) {
-		b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", discardingCollector(b, nil))
+		b.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", discardingCollector(b).URL)
 		tel, _ := newTel(b, func(c *config.Config) { c.Telemetry.QueueSize = 4 * benchDrain },
 			Options{Exporters: []sdktrace.SpanExporter{}})
 		start := processCPU(b)
@@ -73,7 +71,7 @@ func BenchmarkRecordRequest(b *testing.B) {
 		b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
 	})
 	b.Run("recorder-running-otlp-library", func(b *testing.B) {
-		client := otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(discardingCollector(b, nil)))
+		client := otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(discardingCollector(b).URL))
 		tel, _ := newTel(b, func(c *config.Config) { c.Telemetry.QueueSize = 4 * benchDrain },
 			Options{Exporters: []sdktrace.SpanExporter{}, Client: client})
 		start := processCPU(b)
@@ -82,18 +80,9 @@ func BenchmarkRecordRequest(b *testing.B) {
 	})
 }
 
-// discardingCollector is a loopback OTLP/HTTP endpoint that reads each request and throws it
-// away, adding the bytes to received when it is not nil. It returns the endpoint's URL.
-func discardingCollector(b *testing.B, received *atomic.Int64) string {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n, _ := io.Copy(io.Discard, r.Body)
-		if received != nil {
-			received.Add(n)
-		}
-	}))
-	b.Cleanup(srv.Close)
-	return srv.URL
-}
+// discardingCollector is an OTLP/HTTP receiver on loopback that reads each request and throws it
+// away, in a process of its own (otlpsink), so that its CPU time is not counted as the sender's.
+func discardingCollector(b *testing.B) *otlpsink.Sink { return otlpsink.Start(b) }
 
 // processCPU is the CPU time, user and system, the process has used so far.
 func processCPU(b *testing.B) time.Duration {
@@ -267,14 +256,14 @@ func BenchmarkRecorderSpan(b *testing.B) {
 //   - library: the library's client (otlptracehttp.NewClient): filling the batch's protobuf
 //     messages, and UploadTraces (marshal, HTTP request, response) for every batchSize spans.
 //
-// The receiver runs on the same CPUs, so its share is counted too. ns/op, B/op and allocs/op are
-// per span; wire-B/span is the body per span.
+// The receiver runs on the same CPUs, in a process of its own, so its share is not counted. ns/op,
+// B/op and allocs/op are per span; wire-B/span is the body per span.
 func BenchmarkOTLPUpload(b *testing.B) {
 	ctx := context.Background()
 	b.Run("otlphttp", func(b *testing.B) {
-		var received atomic.Int64
+		sink := discardingCollector(b)
 		tel, _ := newTel(b, nil, Options{Exporters: []sdktrace.SpanExporter{}})
-		env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": discardingCollector(b, &received)}
+		env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": sink.URL}
 		exp, err := newOTLPHTTP(func(k string) string { return env[k] }, os.ReadFile, tel.resource, tel.log)
 		if err != nil {
 			b.Fatal(err)
@@ -289,7 +278,7 @@ func BenchmarkOTLPUpload(b *testing.B) {
 			exp.add(tel, r)
 		}
 		upload()
-		received.Store(0)
+		base := sink.Received(b)
 		i, batches := 0, 0
 		b.ReportAllocs()
 		for b.Loop() {
@@ -302,13 +291,13 @@ func BenchmarkOTLPUpload(b *testing.B) {
 		}
 		b.StopTimer()
 		if batches > 0 {
-			b.ReportMetric(float64(received.Load())/float64(batches*len(recs)), "wire-B/span")
+			b.ReportMetric(float64(sink.Received(b)-base)/float64(batches*len(recs)), "wire-B/span")
 		}
 		exp.close()
 	})
 	b.Run("library", func(b *testing.B) {
-		var received atomic.Int64
-		client := otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(discardingCollector(b, &received)))
+		sink := discardingCollector(b)
+		client := otlptracehttp.NewClient(otlptracehttp.WithEndpointURL(sink.URL))
 		tel, _ := newTel(b, nil, Options{Exporters: []sdktrace.SpanExporter{}, Client: client})
 		recs := benchRecords(b, tel, batchSize)
 		batch := newOTLPBatch(tel.resource)
@@ -321,7 +310,7 @@ func BenchmarkOTLPUpload(b *testing.B) {
 			}
 		}
 		upload() // the connection and the messages exist before the timer starts
-		received.Store(0)
+		base := sink.Received(b)
 		i, batches := 0, 0
 		b.ReportAllocs()
 		for b.Loop() {
@@ -333,7 +322,7 @@ func BenchmarkOTLPUpload(b *testing.B) {
 		}
 		b.StopTimer()
 		if batches > 0 {
-			b.ReportMetric(float64(received.Load())/float64(batches*len(recs)), "wire-B/span")
+			b.ReportMetric(float64(sink.Received(b)-base)/float64(batches*len(recs)), "wire-B/span")
 		}
 		batch.release(tel)
 	})

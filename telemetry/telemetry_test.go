@@ -33,6 +33,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/otlpsink"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/metrics.golden from the current /metrics output")
@@ -45,6 +46,7 @@ var update = flag.Bool("update", false, "rewrite testdata/metrics.golden from th
 // or resource set for something else cannot change what these tests see; tests that need one set
 // it with t.Setenv.
 func TestMain(m *testing.M) {
+	otlpsink.ServeIfAsked() // a benchmark's OTLP receiver, when this process was started as one
 	for _, kv := range os.Environ() {
 		if name, _, _ := strings.Cut(kv, "="); strings.HasPrefix(name, "OTEL_") {
 			os.Unsetenv(name)
