@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/valyala/fasthttp"
 )
@@ -38,6 +39,41 @@ var requestOnlyHeaders = []string{
 }
 
 var forwardedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}
+
+// removedRequestHeaders is every request header the gateway removes by name: hopHeaders,
+// requestOnlyHeaders and forwardedHeaders. cleanRequest notes which of them a request has while
+// it visits the headers, and deletes only those, instead of looking each one up.
+var removedRequestHeaders = slices.Concat(hopHeaders, requestOnlyHeaders, forwardedHeaders)
+
+// removedByLength indexes removedRequestHeaders by the names' lengths, for removedIndex.
+var removedByLength = func() (by [32][]uint8) {
+	if len(removedRequestHeaders) > 64 {
+		panic("removedRequestHeaders no longer fits cleanRequest's bit set")
+	}
+	for i, name := range removedRequestHeaders {
+		by[len(name)] = append(by[len(name)], uint8(i))
+	}
+	return by
+}()
+
+// removedIndex is the index of name in removedRequestHeaders, whatever its case, or -1.
+func removedIndex(name []byte) int {
+	if len(name) >= len(removedByLength) {
+		return -1
+	}
+	for _, i := range removedByLength[len(name)] {
+		if bytes.EqualFold(name, []byte(removedRequestHeaders[i])) {
+			return int(i)
+		}
+	}
+	return -1
+}
+
+// alwaysDeleted says whether cleanRequest deletes a removed header even when the visit did not
+// show it: fasthttp keeps Connection, Transfer-Encoding and Trailer apart from the other headers.
+func alwaysDeleted(name string) bool {
+	return name == "Connection" || name == "Transfer-Encoding" || name == "Trailer"
+}
 
 // framing headers are never removed because a Connection header names them: fasthttp sets them
 // from the body it forwards.
@@ -110,9 +146,13 @@ func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overT
 	if !connectionNominated(h.PeekAll("Connection"), &drop) {
 		return false
 	}
+	var present uint64 // bit i: the request has removedRequestHeaders[i]
 	for k := range h.All() {
 		if bytes.IndexByte(k, '_') >= 0 && !drop.add(k) {
 			return false
+		}
+		if i := removedIndex(k); i >= 0 {
+			present |= 1 << i
 		}
 	}
 	trusted := g.trusted(peer)
@@ -132,14 +172,10 @@ func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overT
 	for i := 0; i < drop.n; i++ {
 		h.DelBytes(drop.name(i))
 	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
-	for _, name := range requestOnlyHeaders {
-		h.Del(name)
-	}
-	for _, name := range forwardedHeaders {
-		h.Del(name)
+	for i, name := range removedRequestHeaders {
+		if present&(1<<i) != 0 || alwaysDeleted(name) {
+			h.Del(name)
+		}
 	}
 	h.ResetConnectionClose()
 

@@ -37,7 +37,7 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	}
 	conn := cc.Conn()
 	resp.ParseNetConn(conn)
-	if err := conn.SetWriteDeadline(deadline); err != nil {
+	if err := conn.SetDeadline(deadline); err != nil { // writing the request and reading the headers
 		hc.CloseConn(cc)
 		return true, err
 	}
@@ -52,10 +52,6 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 		if isTimeout(err) {
 			err = fasthttp.ErrTimeout
 		}
-		return true, err
-	}
-	if err := conn.SetReadDeadline(deadline); err != nil {
-		hc.CloseConn(cc)
 		return true, err
 	}
 	if req.Header.IsHead() {
