@@ -3,6 +3,7 @@ package authn
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/scoregate/scoregate/config"
 )
@@ -12,9 +13,9 @@ import (
 // be made in between, as a change notice's reload can overlap a change made on this instance.
 type pausingStore struct {
 	Store
-	armed          bool
-	read, release  chan struct{}
-	keyRead, pRead bool
+	armed                  bool
+	read, release          chan struct{}
+	keyRead, pRead, skRead bool
 }
 
 func newPausingStore(s Store) *pausingStore {
@@ -39,6 +40,64 @@ func (s *pausingStore) Principals(ctx context.Context) ([]PrincipalRecord, error
 		<-s.release
 	}
 	return recs, err
+}
+
+func (s *pausingStore) SigningKeys(ctx context.Context) ([]SigningKeyRecord, error) {
+	recs, err := s.Store.SigningKeys(ctx)
+	if s.armed && !s.skRead {
+		s.skRead = true
+		s.read <- struct{}{}
+		<-s.release
+	}
+	return recs, err
+}
+
+// A reload whose read of the signing keys began before a rotation on this instance must not put
+// the older set back: the tokens this instance signs with the new key would be refused here
+// until the next reload.
+func TestReloadDoesNotUndoARotation(t *testing.T) {
+	e := newTokenEnv(t, nil)
+	ctx := context.Background()
+	s := newPausingStore(e.store)
+	tk, err := NewTokens(ctx, e.cfg, s, e.principals, nil, WithClock(e.clock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := tk.signing.Load().active.rec.KID
+	e.advance(e.cfg.Tokens.KeyRotation) // the next Rotate makes a new key
+
+	s.armed = true
+	reloaded := make(chan error, 1)
+	go func() { reloaded <- tk.Reload(ctx) }()
+	<-s.read // the reload has the signing keys, without the next one
+	rotated := make(chan error, 1)
+	go func() { rotated <- tk.Rotate(ctx) }()
+	// Let the rotation finish first if it does not wait for the reload; either order is valid.
+	select {
+	case err := <-rotated:
+		rotated <- err
+	case <-time.After(100 * time.Millisecond):
+	}
+	close(s.release)
+	if err := <-reloaded; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-rotated; err != nil {
+		t.Fatal(err)
+	}
+	s.armed = false
+
+	if after := tk.signing.Load().active.rec.KID; after == before {
+		t.Fatalf("the active signing key is still %s: the reload undid the rotation", before)
+	}
+	p, _ := e.principal(t, "alice", "reader")
+	resp, err := tk.Mint(ctx, p, "scoring")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tk.Verify("scoring", []byte(resp.AccessToken)); err != nil {
+		t.Errorf("a token signed after the rotation is refused: %v", err)
+	}
 }
 
 // A reload whose read of the store began before a change made on this instance must not put the

@@ -72,7 +72,7 @@ type Tokens struct {
 	signing atomic.Pointer[signingKeys]
 	revoked *revocationSet
 	cache   *tokenCache
-	mu      sync.Mutex // serialises key rotation
+	mu      sync.Mutex // serialises key rotation and the reload of signing keys
 	now     func() time.Time
 }
 
@@ -181,11 +181,7 @@ func issuerSource(cfg *config.Config, service, issuer string) (string, time.Dura
 
 // Reload reads the signing keys and revocations from the store.
 func (t *Tokens) Reload(ctx context.Context) error {
-	recs, err := t.store.SigningKeys(ctx)
-	if err != nil {
-		return err
-	}
-	if err := t.setSigningKeys(recs); err != nil {
+	if err := t.reloadSigningKeys(ctx); err != nil {
 		return err
 	}
 	revs, err := t.store.Revocations(ctx)
@@ -196,6 +192,19 @@ func (t *Tokens) Reload(ctx context.Context) error {
 		t.revoked.add(revocationID(r.Issuer, r.JTI), r.Expires)
 	}
 	return nil
+}
+
+// reloadSigningKeys replaces the signing keys with the store's. It holds the rotation lock from
+// the read to the replacement, so that a rotation on this instance cannot happen in between and
+// be undone by the older set (a change notice's reload often overlaps this instance's own change).
+func (t *Tokens) reloadSigningKeys(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	recs, err := t.store.SigningKeys(ctx)
+	if err != nil {
+		return err
+	}
+	return t.setSigningKeys(recs)
 }
 
 func (t *Tokens) setSigningKeys(recs []SigningKeyRecord) error {
