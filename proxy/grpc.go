@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -566,13 +565,19 @@ func parseGRPCTimeout(v string) (time.Duration, bool) {
 
 // formatGRPCTimeout writes d as a grpc-timeout value, rounded up to the unit that fits 8 digits.
 func formatGRPCTimeout(d time.Duration) string {
+	if d <= 0 {
+		return "0m"
+	}
 	for _, u := range []struct {
 		unit time.Duration
 		name string
 	}{{time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}, {time.Hour, "H"}} {
-		n := (d + u.unit - 1) / u.unit
+		n := d / u.unit
+		if d%u.unit != 0 {
+			n++
+		}
 		if n < 1e8 {
-			return fmt.Sprintf("%d%s", n, u.name)
+			return strconv.FormatInt(int64(n), 10) + u.name
 		}
 	}
 	return "99999999H"
