@@ -121,12 +121,22 @@ func (h *harness) startGateway(ctx context.Context, c gatewayConfig) (*gatewayIn
 		if err := writeGatewayConfig(cfgPath, c, a[1], a[0], dir, h.upstreamAddr); err != nil {
 			return nil, err
 		}
-		return h.start(strings.ReplaceAll(c.name, " ", "-"), env, h.gatewayBin, "serve", "-config", cfgPath)
+		name := strings.ReplaceAll(c.name, " ", "-")
+		return h.start(name, append(env, h.profileEnv(name)...), h.gatewayBin, "serve", "-config", cfgPath)
 	})
 	if err != nil {
 		return nil, err
 	}
 	return &gatewayInstance{proc: proc, data: addrs[1], admin: addrs[0], adminKey: h.adminKey, dir: dir}, nil
+}
+
+// profileEnv asks a gateway process for a CPU profile of its life, written to
+// -gateway-cpuprofile's folder as name.prof, when that flag is given.
+func (h *harness) profileEnv(name string) []string {
+	if h.opts.cpuProfiles == "" {
+		return nil
+	}
+	return []string{"GATEWAY_CPUPROFILE=" + filepath.Join(h.opts.cpuProfiles, name+".prof")}
 }
 
 // telemetryEnv is the environment of a tier: OTLP/HTTP to the sink at the tier's sampling ratio,

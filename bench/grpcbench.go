@@ -103,7 +103,7 @@ func (h *harness) startGatewayWith(ctx context.Context, name string, n int, writ
 		if err := write(cfgPath, dir, a); err != nil {
 			return nil, err
 		}
-		return h.start(name, env, h.gatewayBin, "serve", "-config", cfgPath)
+		return h.start(name, append(env, h.profileEnv(name)...), h.gatewayBin, "serve", "-config", cfgPath)
 	})
 	if err != nil {
 		return nil, nil, err

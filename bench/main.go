@@ -21,6 +21,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -49,6 +50,7 @@ type options struct {
 	progressOut io.Writer
 	args        []string // as given, for the report
 	rerender    string   // a results folder whose report and plots are redrawn from its results.json
+	cpuProfiles string   // a folder for a CPU profile of every gateway process; "" for none
 }
 
 func main() {
@@ -106,11 +108,21 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	profiles := fs.String("profiles", "fast,slow,large", "upstream profiles to measure")
 	shares := fs.String("open-shares", "0.25,0.5", "open-loop rates, as shares of the reference peer's closed-loop maximum")
 	fs.IntVar(&o.sweepRounds, "sweep-rounds", 3, "repetitions of every sweep step")
+	fs.StringVar(&o.cpuProfiles, "gateway-cpuprofile", "", "`folder`: each gateway process writes a CPU profile of its whole life there (GATEWAY_CPUPROFILE), named after its peer or step")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if fs.NArg() > 0 {
 		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.cpuProfiles != "" { // the gateways run in folders of their own
+		var err error
+		if o.cpuProfiles, err = filepath.Abs(o.cpuProfiles); err != nil {
+			return o, fmt.Errorf("-gateway-cpuprofile: %w", err)
+		}
+		if err := os.MkdirAll(o.cpuProfiles, 0o755); err != nil {
+			return o, fmt.Errorf("-gateway-cpuprofile: %w", err)
+		}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

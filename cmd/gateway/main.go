@@ -53,7 +53,11 @@ Usage:
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	stopProfile := startCPUProfile(os.Getenv("GATEWAY_CPUPROFILE"))
+	stopProfile := func() {}
+	if len(os.Args) > 1 && (os.Args[1] == "serve" || os.Args[1] == "quickstart") {
+		// Only a serving process: a CLI command run beside it must not overwrite its profile.
+		stopProfile = startCPUProfile(os.Getenv("GATEWAY_CPUPROFILE"))
+	}
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stopProfile()
 	stop()
