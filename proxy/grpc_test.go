@@ -52,6 +52,9 @@ const (
 	methodModelInfer  = "/inference.GRPCInferenceService/ModelInfer"
 	methodStreamInfer = "/inference.GRPCInferenceService/ModelStreamInfer"
 	streamParts       = 5
+	// A "paced" stream: headers at once, then pacedParts messages, one every streamPace.
+	pacedParts = 3
+	streamPace = 200 * time.Millisecond
 )
 
 type kserveModel struct {
@@ -130,6 +133,18 @@ var kserveDesc = grpc.ServiceDesc{
 			if err := stream.RecvMsg(in); err != nil {
 				return err
 			}
+			if in.GetValue() == "paced" { // headers at once, then a message every streamPace
+				if err := stream.SendHeader(metadata.Pairs("x-early", "yes")); err != nil {
+					return err
+				}
+				for i := range pacedParts {
+					time.Sleep(streamPace)
+					if err := stream.SendMsg(wrapperspb.String("paced:part" + string(rune('0'+i)))); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
 			for i := range streamParts {
 				if err := stream.SendMsg(wrapperspb.String(in.GetValue() + ":part" + string(rune('0'+i)))); err != nil {
 					return err
@@ -142,7 +157,7 @@ var kserveDesc = grpc.ServiceDesc{
 }
 
 // startModel serves the KServe model on a loopback port: h2c, or TLS with tlsConf.
-func startModel(t *testing.T, tlsConf *tls.Config) (*kserveModel, string) {
+func startModel(t testing.TB, tlsConf *tls.Config) (*kserveModel, string) {
 	t.Helper()
 	m := &kserveModel{release: make(chan struct{})}
 	var opts []grpc.ServerOption
@@ -187,7 +202,7 @@ type grpcEnvOptions struct {
 	limiter bool
 }
 
-func newGRPCEnv(t *testing.T, o grpcEnvOptions) *grpcEnv {
+func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &grpcEnv{}
@@ -278,7 +293,7 @@ func newGRPCEnv(t *testing.T, o grpcEnvOptions) *grpcEnv {
 }
 
 // dial connects a grpc-go client to target (h2c, or TLS with clientTLS).
-func dial(t *testing.T, target string, clientTLS *tls.Config) *grpc.ClientConn {
+func dial(t testing.TB, target string, clientTLS *tls.Config) *grpc.ClientConn {
 	t.Helper()
 	creds := insecure.NewCredentials()
 	if clientTLS != nil {
@@ -292,10 +307,10 @@ func dial(t *testing.T, target string, clientTLS *tls.Config) *grpc.ClientConn {
 	return conn
 }
 
-func (e *grpcEnv) client(t *testing.T) *grpc.ClientConn { return dial(t, e.addr, e.clientTLS) }
+func (e *grpcEnv) client(t testing.TB) *grpc.ClientConn { return dial(t, e.addr, e.clientTLS) }
 
 // direct is a client of the model itself, for answers to compare with.
-func (e *grpcEnv) direct(t *testing.T) *grpc.ClientConn {
+func (e *grpcEnv) direct(t testing.TB) *grpc.ClientConn {
 	target := strings.TrimPrefix(strings.TrimPrefix(e.modelURL, "http://"), "https://")
 	return dial(t, target, e.clientTLS)
 }
@@ -344,7 +359,7 @@ func streamAll(ctx context.Context, conn *grpc.ClientConn, in string) ([]string,
 	}
 }
 
-func testContext(t *testing.T) context.Context {
+func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -412,6 +427,43 @@ func TestGRPCThroughGateway(t *testing.T) {
 				checkEqual(t, "messages", want, got)
 				checkEqual(t, "parts", streamParts, len(got))
 				checkEqual(t, "trailer", wantTr.Get("x-model-parts"), gotTr.Get("x-model-parts"))
+			})
+
+			t.Run("a streamed answer's headers and messages pass on as the model sends them", func(t *testing.T) {
+				s, err := gw.NewStream(keyed, &grpc.StreamDesc{ServerStreams: true}, methodStreamInfer)
+				if err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				if err := s.SendMsg(wrapperspb.String("paced")); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.CloseSend(); err != nil {
+					t.Fatal(err)
+				}
+				// Bounds far above the gateway's flushDelay, and far below streamPace: a message
+				// held back until the next one (or the end) misses them.
+				const slack = 150 * time.Millisecond
+				md, err := s.Header()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := time.Since(start); d > slack || md.Get("x-early")[0] != "yes" {
+					t.Errorf("the headers arrived after %v (%v), want them within %v, before the first message", d, md, slack)
+				}
+				for i := range pacedParts {
+					m := new(wrapperspb.StringValue)
+					if err := s.RecvMsg(m); err != nil {
+						t.Fatal(err)
+					}
+					due := time.Duration(i+1) * streamPace
+					if d := time.Since(start); d > due+slack {
+						t.Errorf("message %d arrived %v after the call began, want within %v of the model sending it at %v", i, d, slack, due)
+					}
+				}
+				if err := s.RecvMsg(new(wrapperspb.StringValue)); !errors.Is(err, io.EOF) {
+					t.Errorf("after the last message: %v, want the end of the stream", err)
+				}
 			})
 
 			t.Run("model error status arrives unchanged", func(t *testing.T) {
@@ -611,7 +663,7 @@ type grpcTestCA struct {
 	next int64
 }
 
-func newGRPCTestCA(t *testing.T) *grpcTestCA {
+func newGRPCTestCA(t testing.TB) *grpcTestCA {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{
@@ -633,7 +685,7 @@ func newGRPCTestCA(t *testing.T) *grpcTestCA {
 	return ca
 }
 
-func (ca *grpcTestCA) issue(t *testing.T, ip string) tls.Certificate {
+func (ca *grpcTestCA) issue(t testing.TB, ip string) tls.Certificate {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ca.next++
@@ -696,4 +748,32 @@ func TestGRPCRefusalStatuses(t *testing.T) {
 		checkEqual(t, "second call", codes.ResourceExhausted, status.Code(second.err))
 		checkEqual(t, "calls the model saw", int32(1), e.model.calls.Load())
 	})
+}
+
+// BenchmarkGRPCUnary is one unary ModelInfer call at a time through the HTTP/2 listener (h2c)
+// with a key, against the same call made directly. cpu-ns/op is the CPU time, user and system,
+// of the whole process (client, gateway and model) per call; the difference between the two is
+// what the gateway adds.
+func BenchmarkGRPCUnary(b *testing.B) {
+	e := newGRPCEnv(b, grpcEnvOptions{})
+	for _, via := range []string{"direct", "gateway"} {
+		b.Run(via, func(b *testing.B) {
+			conn, ctx := e.direct(b), context.Background()
+			if via == "gateway" {
+				conn, ctx = e.client(b), withKey(context.Background(), e.key)
+			}
+			in, out := wrapperspb.String("bench"), new(wrapperspb.StringValue)
+			if r := invoke(ctx, conn, methodModelInfer, in, out); r.err != nil {
+				b.Fatal(r.err)
+			}
+			b.ReportAllocs()
+			start := processCPU(b)
+			for b.Loop() {
+				if err := conn.Invoke(ctx, methodModelInfer, in, out); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(processCPU(b)-start)/float64(b.N), "cpu-ns/op")
+		})
+	}
 }
