@@ -8,7 +8,7 @@ import (
 )
 
 // openWarmup is the unmeasured attack before each open-loop measurement, at the same rate, so that
-// vegeta's connections exist before the clock starts.
+// the open loop's connections exist, and are warm, before the clock starts.
 const openWarmup = 150 * time.Millisecond
 
 // Measurement modes.
@@ -134,14 +134,14 @@ func (h *harness) openRounds(ctx context.Context, peers []*peer, rows rowSet) {
 	}
 }
 
-// openMeasure warms vegeta's connections at rate, then measures at rate.
+// openMeasure warms the open loop's connections at rate, then measures at rate.
 func (h *harness) openMeasure(ctx context.Context, p *peer, prof profile, rate int) (sample, error) {
 	ol := newOpenLoop(p.target(prof))
 	defer ol.close()
 	if _, err := ol.attack(ctx, rate, openWarmup); err != nil {
 		return sample{}, err
 	}
-	s, err := h.measure(p.proc, "vegeta", func() (loadResult, error) { return ol.attack(ctx, rate, h.opts.openFor) })
+	s, err := h.measure(p.proc, "openloop", func() (loadResult, error) { return ol.attack(ctx, rate, h.opts.openFor) })
 	s.TargetRate = rate
 	return s, err
 }

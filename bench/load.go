@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"sync"
@@ -12,7 +10,6 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	vegeta "github.com/tsenart/vegeta/v12/lib"
 	"github.com/valyala/fasthttp"
 )
 
@@ -120,112 +117,6 @@ func builtinClosedLoop(ctx context.Context, t target, conns int, d time.Duration
 	wg.Wait()
 	return loadResult{requests: requests.Load(), errors: errs.n, firstErr: errs.first,
 		elapsed: time.Since(start), lat: percentiles(total)}, ctx.Err()
-}
-
-// openLoop sends requests at fixed rates with vegeta, whatever the answers' pace, so that
-// latency is measured without the closed loop's coordinated omission. Its connections are kept
-// from one attack to the next, so that a warm-up attack leaves them open for the measured one.
-type openLoop struct {
-	t       target
-	targets []vegeta.Target
-	client  *http.Client
-}
-
-// newOpenLoop prepares the vegeta targets for t, one per credential, sent in turn.
-func newOpenLoop(t target) *openLoop {
-	u, _ := url.Parse(t.url) // made by the harness
-	o := &openLoop{t: t, client: &http.Client{Timeout: 10 * time.Second, Transport: newFastTransport(u.Host)}}
-	header := http.Header{"Content-Type": {t.contentType}}
-	if len(t.creds) == 0 {
-		o.targets = []vegeta.Target{{Method: http.MethodPost, URL: t.url, Body: t.body, Header: header}}
-	}
-	for _, c := range t.creds {
-		h := header.Clone()
-		h.Set("Authorization", c)
-		o.targets = append(o.targets, vegeta.Target{Method: http.MethodPost, URL: t.url, Body: t.body, Header: h})
-	}
-	return o
-}
-
-// close drops the kept connections.
-func (o *openLoop) close() { o.client.Transport.(*fastTransport).c.CloseIdleConnections() }
-
-// fastTransport is an http.RoundTripper over a fasthttp client, under vegeta's attacker: vegeta
-// still paces the requests and times them, but each costs a fraction of net/http's CPU, and on a
-// small machine every microsecond the generator spends is taken from the proxy it measures.
-// The answer's body is read and dropped (vegeta is told to keep none of it).
-type fastTransport struct {
-	c *fasthttp.HostClient
-}
-
-func newFastTransport(host string) *fastTransport {
-	return &fastTransport{c: &fasthttp.HostClient{
-		Addr: host, MaxConns: 100000, MaxIdleConnDuration: 30 * time.Second,
-		ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second, MaxResponseBodySize: 64 << 20,
-	}}
-}
-
-// RoundTrip sends r with fasthttp and answers with its status only.
-func (t *fastTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-	defer fasthttp.ReleaseRequest(req)
-	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI(r.URL.String())
-	req.Header.SetMethod(r.Method)
-	for name, values := range r.Header {
-		for _, v := range values {
-			req.Header.Add(name, v)
-		}
-	}
-	if r.Body != nil {
-		body := make([]byte, max(r.ContentLength, 0))
-		_, err := io.ReadFull(r.Body, body)
-		r.Body.Close()
-		if err != nil {
-			return nil, err
-		}
-		req.SetBodyRaw(body)
-	}
-	if err := t.c.Do(req, resp); err != nil {
-		return nil, err
-	}
-	code := resp.StatusCode()
-	return &http.Response{
-		StatusCode: code, Status: fmt.Sprintf("%d %s", code, http.StatusText(code)),
-		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{}, Body: http.NoBody, ContentLength: 0, Request: r,
-	}, nil
-}
-
-// attack sends rate requests a second for d and records every answer's latency.
-func (o *openLoop) attack(ctx context.Context, rate int, d time.Duration) (loadResult, error) {
-	atk := vegeta.NewAttacker(vegeta.Client(o.client), vegeta.MaxBody(0), vegeta.Workers(32))
-	stop := context.AfterFunc(ctx, func() { atk.Stop() })
-	defer stop()
-	h := newHistogram()
-	var r loadResult
-	start := time.Now()
-	for res := range atk.Attack(vegeta.NewStaticTargeter(o.targets...), vegeta.Rate{Freq: rate, Per: time.Second}, d, "") {
-		r.requests++
-		h.RecordValue(int64(res.Latency / time.Microsecond))
-		if res.Error != "" || res.Code/100 != 2 {
-			if r.errors == 0 {
-				r.firstErr = firstNonEmpty(res.Error, fmt.Sprintf("status %d", res.Code))
-			}
-			r.errors++
-		}
-	}
-	r.elapsed, r.lat = time.Since(start), percentiles(h)
-	return r, ctx.Err()
-}
-
-func firstNonEmpty(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // sample is one measurement of one peer.

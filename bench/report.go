@@ -71,8 +71,8 @@ func (r *results) writeMethod(b *strings.Builder) {
 	}
 	b.WriteString("- **One worker each**: scoregate and the floor run with `GOMAXPROCS=1`, HAProxy with `nbthread 1`, nginx with `worker_processes 1` (its master's CPU is counted too). The model, the load generator and the telemetry sink are not limited; nothing is pinned to a core, so on a two-core machine they all compete with the proxy.\n")
 	fmt.Fprintf(b, "- **Closed loop** (maximum throughput): %s with %d connections for %gs per measurement.\n", generatorName(s.ClosedLoadgen), s.Conns, s.ClosedSeconds)
-	fmt.Fprintf(b, "- **Open loop** (latency at fixed rates): vegeta's library (its attacker and pacer, over a fasthttp round tripper: net/http's client costs several times the CPU per request, taken from the proxy on a small machine), latencies recorded in an HDR histogram, %gs per measurement after a %s warm-up at the same rate, at %s of the reference peer's median closed-loop maximum (HAProxy's; the floor's when HAProxy was not measured).\n",
-		s.OpenSeconds, openWarmup, shareList(s.OpenShares))
+	fmt.Fprintf(b, "- **Open loop** (latency at fixed rates): vegeta's constant pacer sets the schedule; a scheduler releases the requests due every %s tick (a timerfd: waking an idle process costs tens of µs of CPU on a small VM, so not once per request) to a pool of fasthttp connections (the rate × %s, %d to %d of them), opened before the measurement and kept from the warm-up, one request at a time on each. Latency runs from a request's intended send time, its tick, so that waiting for a free connection counts, and is recorded in an HDR histogram. %gs per measurement after a %s warm-up at the same rate, at %s of the reference peer's median closed-loop maximum (HAProxy's; the floor's when HAProxy was not measured).\n",
+		openTick, openSenderWindow, openMinSenders, openMaxSenders, s.OpenSeconds, openWarmup, shareList(s.OpenShares))
 	fmt.Fprintf(b, "- **Interleaved and repeated**: %d rounds; each round measures every peer once, starting one peer further each time; all closed-loop rounds come first, since they set the open-loop rates. Tables give the median and, in brackets, the minimum–maximum over the rounds.\n", s.Rounds)
 	b.WriteString("- **CPU per request**: utime+stime from `/proc/<pid>/stat` (and its children) before and after a measurement, divided by the requests answered; the proxy and the model separately. The clock tick is 10 ms, so short measurements are coarse.\n")
 	b.WriteString("- **Errors**: non-2xx answers, transport errors and timeouts seen by the load generator.\n")
@@ -158,7 +158,7 @@ func (r *results) writeOpen(b *strings.Builder, prof string, share float64) {
 	}
 	fmt.Fprintf(b, "## Open loop, %s profile, %g%% of the reference maximum (%s r/s)\n\n", prof, 100*share, num(float64(rows[0].Rate)))
 	up := r.row(prof, "upstream alone", modeOpen, share)
-	b.WriteString("| peer | achieved r/s | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 ms | added p99 ms | proxy CPU µs/request | vegeta CPU µs/request | errors |\n")
+	b.WriteString("| peer | achieved r/s | p50 ms | p90 ms | p99 ms | p99.9 ms | added p50 ms | added p99 ms | proxy CPU µs/request | generator CPU µs/request | errors |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	short := false
 	for _, rw := range rows {

@@ -1,10 +1,15 @@
 package main
 
 import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/valyala/fasthttp"
 )
 
 func TestMedian(t *testing.T) {
@@ -97,4 +102,156 @@ func TestFillerIDs(t *testing.T) {
 		}
 		seen[id] = true
 	}
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n atomic.Int64
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
+}
+
+// openLoopServer serves /ok (200, after checking the request), /slow (200 after 20 ms) and /fail
+// (503) on loopback, counting the credentials /ok sees.
+func openLoopServer(t *testing.T, body string) (*countingListener, func() map[string]int) {
+	t.Helper()
+	inner, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := &countingListener{Listener: inner}
+	var mu sync.Mutex
+	creds := map[string]int{}
+	s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		switch string(ctx.Path()) {
+		case "/fail":
+			ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
+			return
+		case "/slow":
+			time.Sleep(20 * time.Millisecond)
+			return
+		}
+		if !ctx.IsPost() || string(ctx.Request.Header.ContentType()) != "application/json" || string(ctx.PostBody()) != body {
+			ctx.SetStatusCode(fasthttp.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		creds[string(ctx.Request.Header.Peek("Authorization"))]++
+		mu.Unlock()
+		ctx.SetBodyString(`{"score":0.5}`)
+	}}
+	go func() { _ = s.Serve(ln) }()
+	t.Cleanup(func() { _ = s.Shutdown() })
+	return ln, func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]int{}
+		for k, v := range creds {
+			out[k] = v
+		}
+		return out
+	}
+}
+
+func TestOpenLoop(t *testing.T) {
+	const body = `{"a":1,"b":2,"c":3,"d":4}`
+	ln, seen := openLoopServer(t, body)
+	base := "http://" + ln.Addr().String()
+	ctx := context.Background()
+
+	t.Run("sends at the rate, in turn, over connections kept between attacks", func(t *testing.T) {
+		const rate = 2000
+		o := newOpenLoop(target{url: base + "/ok", contentType: "application/json", body: []byte(body), creds: []string{"k1", "k2", "k3"}})
+		defer o.close()
+		before := ln.n.Load()
+		if _, err := o.attack(ctx, rate, 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		r, err := o.attack(ctx, rate, 500*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.errors != 0 {
+			t.Fatalf("%d errors, the first %q", r.errors, r.firstErr)
+		}
+		if want := int64(rate / 2); r.requests > want || r.requests < want*95/100 {
+			t.Errorf("%d requests, want the schedule's %d", r.requests, want)
+		}
+		if got := float64(r.requests) / r.elapsed.Seconds(); got < 0.9*rate {
+			t.Errorf("achieved %.0f r/s, want about %d", got, rate)
+		}
+		if r.lat[0] <= 0 || r.lat[0] > r.lat[3] {
+			t.Errorf("latencies %v: want positive and ordered", r.lat)
+		}
+		if got, want := ln.n.Load()-before, int64(openSenders(rate)); got != want {
+			t.Errorf("%d connections opened over two attacks, want the pool's %d", got, want)
+		}
+		counts := seen()
+		lo, hi := counts["k1"], counts["k1"]
+		for _, k := range []string{"k2", "k3"} {
+			lo, hi = min(lo, counts[k]), max(hi, counts[k])
+		}
+		if len(counts) != 3 || hi-lo > 1 {
+			t.Errorf("credentials seen %v: want the three in turn", counts)
+		}
+	})
+
+	t.Run("waiting for a free connection counts in the latency", func(t *testing.T) {
+		// The pool's 64 connections carry 3,200 answers a second of 20 ms: asked 4,800 a
+		// second, the hits queue, and their latency, from their intended send time, grows well
+		// past the 20 ms the peer takes.
+		const rate = 4800
+		o := newOpenLoop(target{url: base + "/slow", contentType: "application/json", body: []byte(body)})
+		defer o.close()
+		if n := openSenders(rate); n != 64 {
+			t.Fatalf("pool of %d at %d r/s: this test expects 64", n, rate)
+		}
+		r, err := o.attack(ctx, rate, 200*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := int64(rate / 5); r.requests < want*9/10 || r.requests > want || r.errors != 0 {
+			t.Errorf("%d requests, %d errors (%q): want about %d, without errors", r.requests, r.errors, r.firstErr, want)
+		}
+		if got := float64(r.requests) / r.elapsed.Seconds(); got > 0.8*rate {
+			t.Errorf("achieved %.0f r/s: want the shortfall to show, under 80%% of %d", got, rate)
+		}
+		if r.lat[0] < 20*time.Millisecond || r.lat[2] < 50*time.Millisecond {
+			t.Errorf("p50 %v, p99 %v: want the queueing counted, well over the peer's 20 ms", r.lat[0], r.lat[2])
+		}
+	})
+
+	t.Run("a non-2xx answer is an error", func(t *testing.T) {
+		o := newOpenLoop(target{url: base + "/fail", contentType: "application/json", body: []byte(body)})
+		defer o.close()
+		r, err := o.attack(ctx, 500, 100*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.requests == 0 || r.errors != r.requests || r.firstErr != "status 503" {
+			t.Errorf("%d requests, %d errors, the first %q: want every one a 503", r.requests, r.errors, r.firstErr)
+		}
+	})
+
+	t.Run("a cancelled context ends the attack early", func(t *testing.T) {
+		o := newOpenLoop(target{url: base + "/ok", contentType: "application/json", body: []byte(body)})
+		defer o.close()
+		cctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		began := time.Now()
+		r, err := o.attack(cctx, 1000, 10*time.Second)
+		if err == nil || time.Since(began) > 2*time.Second {
+			t.Errorf("err %v after %v: want the context's error, soon", err, time.Since(began))
+		}
+		if r.requests == 0 || r.errors != 0 {
+			t.Errorf("%d requests, %d errors before the cancellation: want some, without errors", r.requests, r.errors)
+		}
+	})
 }
