@@ -2,17 +2,10 @@ package proxy_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -39,6 +32,7 @@ import (
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/internal/ratelimit"
+	"github.com/scoregate/scoregate/internal/testpki"
 	"github.com/scoregate/scoregate/proxy"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -206,14 +200,14 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &grpcEnv{}
-	var ca *grpcTestCA
+	var ca *testpki.CA
 	var modelTLS, gwTLS *tls.Config
 	dir := t.TempDir()
 	if o.tls {
-		ca = newGRPCTestCA(t)
-		modelTLS = &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "127.0.0.1")}}
-		gwTLS = &tls.Config{Certificates: []tls.Certificate{ca.issue(t, "127.0.0.1")}}
-		e.clientTLS = &tls.Config{RootCAs: ca.pool, ServerName: "127.0.0.1"}
+		ca = testpki.NewCA(t, "scoregate gRPC test CA")
+		modelTLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "127.0.0.1")}}
+		gwTLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "127.0.0.1")}}
+		e.clientTLS = &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
 	}
 	e.model, e.modelURL = startModel(t, modelTLS)
 
@@ -232,7 +226,7 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 	svc := config.Service{Name: "kserve", Auth: config.AuthKey, Protocol: config.ProtocolGRPC, Upstreams: []string{e.modelURL}}
 	if o.tls {
 		caFile := filepath.Join(dir, "ca.pem")
-		if err := os.WriteFile(caFile, ca.pem, 0o600); err != nil {
+		if err := os.WriteFile(caFile, ca.CertPEM(), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		svc.TLS.CAFile = caFile
@@ -654,56 +648,6 @@ func TestGRPCSpans(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------------------------
-
-type grpcTestCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-	pool *x509.CertPool
-	next int64
-}
-
-func newGRPCTestCA(t testing.TB) *grpcTestCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "scoregate gRPC test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &grpcTestCA{key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pool: x509.NewCertPool(), next: 1}
-	ca.cert, _ = x509.ParseCertificate(der)
-	ca.pool.AddCert(ca.cert)
-	return ca
-}
-
-func (ca *grpcTestCA) issue(t testing.TB, ip string) tls.Certificate {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ca.next++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(ca.next),
-		Subject:      pkix.Name{CommonName: ip},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP(ip)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // refusingAuth answers every call with err, as authn does for a caller it refuses.
 type refusingAuth struct {

@@ -4,11 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -16,7 +11,6 @@ import (
 	"io"
 	"log"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +27,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/testpki"
 	"github.com/scoregate/scoregate/proxy"
 )
 
@@ -560,31 +555,6 @@ func TestConnectionHoarding(t *testing.T) {
 	})
 }
 
-// selfSignedPEM makes a self-signed certificate for 127.0.0.1 and returns it as PEM.
-func selfSignedPEM(tb testing.TB, name string) []byte {
-	tb.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		DNSNames:              []string{"localhost"},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-}
-
 // TestUpstreamTLS is HTTP-49: an https:// model whose certificate the configured roots do not
 // vouch for is never talked to (502, with a body that names nothing), however the mismatch
 // arises; with its certificate in services[].tls.ca_file it is reached.
@@ -606,7 +576,7 @@ func TestUpstreamTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := filepath.Join(dir, "other.pem")
-	if err := os.WriteFile(other, selfSignedPEM(t, "some other self-signed root"), 0o600); err != nil {
+	if err := os.WriteFile(other, testpki.NewCA(t, "some other self-signed root").CertPEM(), 0o600); err != nil {
 		t.Fatal(err)
 	}
 

@@ -3,17 +3,12 @@ package telemetry
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -34,6 +29,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/testpki"
 )
 
 // envMap is a getenv over a map.
@@ -45,8 +41,9 @@ func envMap(m map[string]string) func(string) string { return func(k string) str
 func TestOTLPHTTPConfig(t *testing.T) {
 	dir := t.TempDir()
 	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem")
-	certPEM, keyPEM := selfSigned(t)
-	for file, data := range map[string][]byte{caFile: certPEM, certFile: certPEM, keyFile: keyPEM, filepath.Join(dir, "junk"): []byte("junk")} {
+	ca := testpki.NewCA(t, "telemetry test CA")
+	certPEM, keyPEM := testpki.PEM(t, ca.Issue(t, "gateway.test"))
+	for file, data := range map[string][]byte{caFile: ca.CertPEM(), certFile: certPEM, keyFile: keyPEM, filepath.Join(dir, "junk"): []byte("junk")} {
 		if err := os.WriteFile(file, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -426,7 +423,7 @@ func TestOTLPHTTPMutualTLS(t *testing.T) {
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "c.pem"), filepath.Join(dir, "k.pem")
-	certPEM, keyPEM := selfSigned(t)
+	certPEM, keyPEM := testpki.PEM(t, testpki.NewCA(t, "telemetry test CA").Issue(t, "gateway.test"))
 	os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600)
 	os.WriteFile(certFile, certPEM, 0o600)
 	os.WriteFile(keyFile, keyPEM, 0o600)
@@ -441,26 +438,6 @@ func TestOTLPHTTPMutualTLS(t *testing.T) {
 	if clientCerts.Load() != 1 {
 		t.Errorf("the collector saw %d client certificates, want 1", clientCerts.Load())
 	}
-}
-
-// selfSigned returns a new self-signed certificate and its key, in PEM.
-func selfSigned(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		DNSNames: []string{"gateway.test"}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
 
 // A header value that is not UTF-8 is sent with U+FFFD in its place: the collector takes the

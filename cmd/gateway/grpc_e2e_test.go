@@ -59,7 +59,7 @@ func TestGRPCServeH2(t *testing.T) {
 			var clientTLS *tls.Config
 			if tc.tls {
 				ca := newTestCA(t, "gRPC e2e CA")
-				certFile, keyFile, _ := ca.issue(t, dir, "gateway", false, "127.0.0.1")
+				certFile, keyFile, _ := ca.issue(t, dir, "gateway", "127.0.0.1")
 				top += fmt.Sprintf("tls:\n  listen: %q\n  redirect_http: false\n  certificates:\n    - cert_file: %q\n      key_file: %q\n",
 					freeAddr(t), certFile, keyFile)
 				clientTLS = &tls.Config{RootCAs: ca.pool(), ServerName: "127.0.0.1"}

@@ -2,16 +2,10 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,78 +19,30 @@ import (
 
 	"github.com/scoregate/scoregate/internal/pebbletest"
 	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testpki"
 )
 
-// testCA is a private certificate authority for tests.
-type testCA struct {
-	cert   *x509.Certificate
-	key    *ecdsa.PrivateKey
-	pem    []byte
-	serial atomic.Int64
-}
+// testCA is a private certificate authority for tests that hands the gateway its certificates
+// as files.
+type testCA struct{ *testpki.CA }
 
-func newTestCA(t *testing.T, name string) *testCA {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(48 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca := &testCA{key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
-	ca.cert, _ = x509.ParseCertificate(der)
-	ca.serial.Store(100)
-	return ca
-}
+func newTestCA(t *testing.T, name string) *testCA { return &testCA{testpki.NewCA(t, name)} }
 
-// issue writes a certificate for names (DNS names or IP addresses) and its key to dir, for
-// server or client use, and returns the two paths and the serial number.
-func (ca *testCA) issue(t *testing.T, dir, base string, client bool, names ...string) (certFile, keyFile string, serial int64) {
+// issue writes a certificate for names (DNS names or IP addresses) and its key to dir, and
+// returns the two paths and the serial number. The certificate is good for both ends of a
+// connection.
+func (ca *testCA) issue(t *testing.T, dir, base string, names ...string) (certFile, keyFile string, serial int64) {
 	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	serial = ca.serial.Add(1)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: names[0]},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	}
-	for _, n := range names {
-		if ip := net.ParseIP(n); ip != nil {
-			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
-			tmpl.DNSNames = append(tmpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
+	c := ca.Issue(t, names...)
+	certPEM, keyPEM := testpki.PEM(t, c)
 	certFile, keyFile = filepath.Join(dir, base+".crt"), filepath.Join(dir, base+".key")
-	writeFile(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	writeFile(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}))
-	return certFile, keyFile, serial
+	writeFile(t, certFile, certPEM)
+	writeFile(t, keyFile, keyPEM)
+	return certFile, keyFile, c.Leaf.SerialNumber.Int64()
 }
 
-func (ca *testCA) pool() *x509.CertPool {
-	p := x509.NewCertPool()
-	p.AddCert(ca.cert)
-	return p
-}
+// pool returns a pool of the CA's certificate alone, for a client's RootCAs.
+func (ca *testCA) pool() *x509.CertPool { return ca.Pool() }
 
 func writeFile(t *testing.T, path string, b []byte) {
 	t.Helper()
@@ -380,7 +326,7 @@ tls:
 func TestCertificateFilesReload(t *testing.T) {
 	ca := newTestCA(t, "files CA")
 	dir := t.TempDir()
-	certFile, keyFile, serial1 := ca.issue(t, dir, "server", false, "files.example.com")
+	certFile, keyFile, serial1 := ca.issue(t, dir, "server", "files.example.com")
 	_, upstream := newRecorder(t)
 	secure := pebbletest.FreePort(t)
 	cfg := writeTLSConfig(t, dir, upstream.URL, fmt.Sprintf(`listen: "127.0.0.1:0"
@@ -414,7 +360,7 @@ tls:
 	}
 
 	// A new pair is picked up; the connection pool of the client does not matter to the check.
-	_, _, serial2 := ca.issue(t, dir, "server", false, "files.example.com")
+	_, _, serial2 := ca.issue(t, dir, "server", "files.example.com")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		leaf, err = servedCertificate(loopback(secure), "files.example.com")
@@ -451,10 +397,10 @@ func TestUpstreamMutualTLS(t *testing.T) {
 	ca := newTestCA(t, "model CA")
 	other := newTestCA(t, "some other CA")
 	dir := t.TempDir()
-	srvCert, srvKey, _ := ca.issue(t, dir, "model", false, "127.0.0.1")
-	cliCert, cliKey, _ := ca.issue(t, dir, "gateway-client", true, "gateway")
-	writeFile(t, filepath.Join(dir, "ca.pem"), ca.pem)
-	writeFile(t, filepath.Join(dir, "other.pem"), other.pem)
+	srvCert, srvKey, _ := ca.issue(t, dir, "model", "127.0.0.1")
+	cliCert, cliKey, _ := ca.issue(t, dir, "gateway-client", "gateway")
+	writeFile(t, filepath.Join(dir, "ca.pem"), ca.CertPEM())
+	writeFile(t, filepath.Join(dir, "other.pem"), other.CertPEM())
 
 	var clientNames atomic.Value
 	model := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

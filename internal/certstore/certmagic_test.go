@@ -4,12 +4,8 @@ package certstore
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
 	"slices"
@@ -22,41 +18,17 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testpki"
 )
 
 // testCA is an issuer inside the test: it signs every CSR after a pause long enough for another
 // instance to be waiting on the lock, and counts how often it is asked.
 type testCA struct {
-	key   crypto.Signer
-	cert  *x509.Certificate
+	pki   *testpki.CA
 	calls atomic.Int32
 }
 
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "certstore test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &testCA{key: key, cert: cert}
-}
+func newTestCA(t *testing.T) *testCA { return &testCA{pki: testpki.NewCA(t, "certstore test CA")} }
 
 func (*testCA) IssuerKey() string { return "certstore-test-ca" }
 
@@ -75,7 +47,7 @@ func (ca *testCA) Issue(ctx context.Context, csr *x509.CertificateRequest) (*cer
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, csr.PublicKey, ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.pki.Cert, csr.PublicKey, ca.pki.Key)
 	if err != nil {
 		return nil, err
 	}

@@ -6,17 +6,10 @@ package pebbletest
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -26,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/scoregate/scoregate/internal/testpki"
 )
 
 // Require returns the paths of pebble and pebble-challtestsrv. When one is missing it fails the
@@ -64,9 +59,11 @@ func Start(t testing.TB, httpPort, tlsPort int) *Server {
 	t.Helper()
 	pebble, challsrv := Require(t)
 	dir := t.TempDir()
-	caPEM, certPEM, keyPEM := selfSigned(t)
+	// A CA of our own for pebble's HTTPS listeners, which the ACME client is told to trust.
+	ca := testpki.NewCA(t, "pebbletest CA")
+	certPEM, keyPEM := testpki.PEM(t, ca.Issue(t, "localhost", "127.0.0.1"))
 	s := &Server{CAFile: filepath.Join(dir, "ca.pem")}
-	write(t, s.CAFile, caPEM)
+	write(t, s.CAFile, ca.CertPEM())
 	write(t, filepath.Join(dir, "cert.pem"), certPEM)
 	write(t, filepath.Join(dir, "key.pem"), keyPEM)
 
@@ -92,9 +89,7 @@ func Start(t testing.TB, httpPort, tlsPort int) *Server {
 	s.start(t, pebble, []string{"PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0", "PEBBLE_AUTHZREUSE=0"},
 		"-config", filepath.Join(dir, "pebble.json"), "-dnsserver", dnsAddr)
 
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	s.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	s.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}}}
 	s.Directory = "https://" + acmeAddr + "/dir"
 	s.mgmt = "https://" + mgmt
 	deadline := time.Now().Add(15 * time.Second)
@@ -206,46 +201,6 @@ func FreePort(t testing.TB) int {
 	_, p, _ := net.SplitHostPort(freeAddr(t, "tcp"))
 	n, _ := strconv.Atoi(p)
 	return n
-}
-
-// selfSigned makes a CA and a certificate for localhost and 127.0.0.1 signed by it, for
-// pebble's own HTTPS listeners.
-func selfSigned(t testing.TB) (caPEM, certPEM, keyPEM []byte) {
-	t.Helper()
-	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	ca := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "pebbletest CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ = x509.ParseCertificate(caDER)
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	leaf := &x509.Certificate{
-		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "localhost"},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})
 }
 
 // String names the server in test output.
