@@ -37,7 +37,7 @@ var tiers = []tier{
 	{name: "scoregate key otel1", auth: "key", sampling: "0.01", note: "auth: key, 1% of requests traced and exported over OTLP/HTTP"},
 	{name: "scoregate key redis", auth: "key", redis: true, note: "auth: key, the Redis-backed store"},
 	{name: "scoregate key redis otel100", auth: "key", redis: true, sampling: "1",
-		note: "auth: key, the Redis-backed store, every request traced: the tier the issue's targets name"},
+		note: "auth: key, the Redis-backed store, every request traced: the tier the performance targets name"},
 }
 
 // targetTier is the tier the performance targets are stated for.

@@ -114,7 +114,7 @@ func (r *results) writePeers(b *strings.Builder) {
 }
 
 func (r *results) writeTargets(b *strings.Builder) {
-	b.WriteString("## Issue 8's targets against this run\n\n")
+	b.WriteString("## Performance targets against this run\n\n")
 	if r.Settings.Quick || r.Settings.RaceDetector {
 		b.WriteString("This was not a full run; the verdicts below only show that each is computed.\n\n")
 	}

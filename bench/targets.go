@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// targetCheck is one of issue 8's performance targets, held against this run's numbers.
+// targetCheck is one of the performance targets, held against this run's numbers.
 type targetCheck struct {
 	Target   string `json:"target"`
 	Measured string `json:"measured"`

@@ -124,7 +124,7 @@ func sendInOrder(t *testing.T, gw *proxy.Gateway, service string, n int, send fu
 	wg.Wait()
 }
 
-// Issue 7, acceptance 1: a model taking 400 ms behind max_concurrent_requests 1 and
+// A model taking 400 ms behind max_concurrent_requests 1 and
 // max_request_wait 600 ms, sent 10 requests at once (in a known order, each once the gateway holds
 // the one before): the first ones are served in order, the rest get 503 with Retry-After, and the
 // model never has more than one in flight.
@@ -204,7 +204,7 @@ func TestAdmissionQueueFull(t *testing.T) {
 	wg.Wait()
 }
 
-// Issue 7, acceptance 2 (in process): a model slower than scoring_timeout gives 504 within the
+// In process: a model slower than scoring_timeout gives 504 within the
 // timeout plus 100 ms.
 func TestScoringTimeoutIs504(t *testing.T) {
 	m := newModel(t, "m", 2*time.Second)
@@ -223,7 +223,7 @@ func TestScoringTimeoutIs504(t *testing.T) {
 	}
 }
 
-// Issue 7, acceptance 5: a 90/10 split over 10,000 requests lands within 2 points of 90/10, and
+// A 90/10 split over 10,000 requests lands within 2 points of 90/10, and
 // the azureml-model-deployment header wins.
 func TestTrafficSplit(t *testing.T) {
 	blue, green := newModel(t, "blue", 0), newModel(t, "green", 0)
