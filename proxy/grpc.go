@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -392,7 +393,9 @@ func (g *Gateway) callGRPC(c *grpcCall, svc *service, dep *deployment, r *replic
 		c.rec.UpstreamStart()
 		defer c.rec.UpstreamEnd()
 	}
+	deadline, _ := ctx.Deadline()
 	resp, err := t.RoundTrip(out)
+	err = pastDeadline(err, deadline)
 	svc.observe(r, err)
 	if err != nil {
 		return err
@@ -441,7 +444,7 @@ func (g *Gateway) callGRPC(c *grpcCall, svc *service, dep *deployment, r *replic
 			break
 		}
 		if rerr != nil {
-			return rerr
+			return pastDeadline(rerr, deadline)
 		}
 	}
 	for k, v := range resp.Trailer {
@@ -452,6 +455,17 @@ func (g *Gateway) callGRPC(c *grpcCall, svc *service, dep *deployment, r *replic
 		c.grpcStatus = n
 	}
 	return nil
+}
+
+// pastDeadline is err as a deadline error when it came once the call's deadline had passed. The
+// model got that deadline as grpc-timeout and may end the stream at it (grpc-go resets it) a moment
+// before the gateway's own timer is seen to fire; the client gets DEADLINE_EXCEEDED either way,
+// and the replica is not counted as failing.
+func pastDeadline(err error, deadline time.Time) error {
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || deadline.IsZero() || time.Now().Before(deadline) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 }
 
 var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
