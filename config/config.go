@@ -207,11 +207,11 @@ type Server struct {
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 	// MaxConns caps concurrent client connections on each data-plane listener, idle keep-alive
 	// ones included (each holds a goroutine and a read buffer of max_header_bytes). A connection
-	// over the cap is answered 503 with Connection: close before any request is read, and
-	// closed. At least 1. Default 10000.
+	// over the cap is answered the JSON error 503 with Retry-After and Connection: close before
+	// any request is read, and closed. At least 1. Default 10000.
 	MaxConns int `yaml:"max_conns"`
 	// MaxConnsPerIP caps concurrent client connections from one address; a connection over it
-	// is answered 429 with Connection: close before any request is read, and closed. 0 means no
+	// is answered the JSON error 429 the same way, and closed. 0 means no
 	// cap (the default: a sidecar or a gateway behind a load balancer sees few client addresses).
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 	// MaxRequestsPerConn closes a client connection after this many requests. 0 means no cap.

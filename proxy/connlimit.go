@@ -1,9 +1,14 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // limitListener caps the connections a listener keeps open: max in all and perIP from one client
@@ -33,23 +38,70 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
 			ip = ap.Addr().Unmap()
 		}
-		if !l.admit(ip) {
+		if l.admit(ip) != nil {
 			c.Close()
 			continue
 		}
-		return &limitedConn{Conn: c, l: l, ip: ip}, nil
+		return limited(c, l, ip), nil
 	}
 }
 
-func (l *limitListener) admit(ip netip.Addr) bool {
+// admit counts a new connection from ip, or says which cap it is over.
+func (l *limitListener) admit(ip netip.Addr) *Error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if (l.max > 0 && l.total >= l.max) || (l.perIP > 0 && l.byIP[ip] >= l.perIP) {
-		return false
+	switch {
+	case l.max > 0 && l.total >= l.max:
+		return errTooManyConns
+	case l.perIP > 0 && l.byIP[ip] >= l.perIP:
+		return errTooManyConnsFromIP
 	}
 	l.total++
 	l.byIP[ip]++
-	return true
+	return nil
+}
+
+// refusingListener is the HTTP/1.1 listener's limitListener: a connection over a cap gets the
+// contract's error (503 over server.max_conns, 429 over server.max_conns_per_ip, JSON, with
+// Retry-After and a request id) before it is closed, as a client over any other limit does.
+type refusingListener struct{ *limitListener }
+
+func newRefusingListener(ln net.Listener, max, perIP int) refusingListener {
+	return refusingListener{newLimitListener(ln, max, perIP)}
+}
+
+// refusalTimeout bounds the write of a refusal (and, on the HTTPS listener, the TLS handshake
+// that comes first), so that a client that does not read cannot keep a refused connection open.
+const refusalTimeout = time.Second
+
+func (l refusingListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		var ip netip.Addr
+		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+			ip = ap.Addr().Unmap()
+		}
+		if e := l.admit(ip); e != nil {
+			go refuse(c, e) // not on the accepting goroutine: a TLS handshake reads from the client
+			continue
+		}
+		return limited(c, l.limitListener, ip), nil
+	}
+}
+
+// refuse answers a connection over a cap with e, without reading its request, and closes it.
+func refuse(c net.Conn, e *Error) {
+	defer c.Close()
+	var id [36]byte
+	resp := fmt.Appendf(nil, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nCache-Control: no-store\r\n"+
+		"Retry-After: %d\r\n%s: %s\r\n%s: %s\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+		e.Status, fasthttp.StatusMessage(e.Status), e.RetryAfter,
+		HeaderRequestID, newRequestID(id[:0]), HeaderMSRequestID, id[:], len(e.body), e.body)
+	_ = c.SetDeadline(time.Now().Add(refusalTimeout))
+	_, _ = c.Write(resp)
 }
 
 func (l *limitListener) release(ip netip.Addr) {
@@ -61,16 +113,61 @@ func (l *limitListener) release(ip netip.Addr) {
 	}
 }
 
-// limitedConn gives its place back to its listener when it is closed (once).
-type limitedConn struct {
-	net.Conn
+// slot is a connection's place in its listener's counts, given back once.
+type slot struct {
 	l    *limitListener
 	ip   netip.Addr
 	once sync.Once
 }
 
+func (s *slot) free() { s.once.Do(func() { s.l.release(s.ip) }) }
+
+// limitedConn gives its place back to its listener when it is closed (once).
+type limitedConn struct {
+	net.Conn
+	slot *slot
+}
+
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(func() { c.l.release(c.ip) })
+	c.slot.free()
 	return err
+}
+
+// SetKeepAlive and SetKeepAlivePeriod pass fasthttp's TCP keep-alive settings (server's
+// TCPKeepalive) to the connection, which the wrapping would hide from it.
+func (c *limitedConn) SetKeepAlive(on bool) error {
+	if k, ok := c.Conn.(interface{ SetKeepAlive(bool) error }); ok {
+		return k.SetKeepAlive(on)
+	}
+	return nil
+}
+
+func (c *limitedConn) SetKeepAlivePeriod(d time.Duration) error {
+	if k, ok := c.Conn.(interface{ SetKeepAlivePeriod(time.Duration) error }); ok {
+		return k.SetKeepAlivePeriod(d)
+	}
+	return nil
+}
+
+// limitedTLSConn is limitedConn for a TLS connection: it keeps *tls.Conn's methods, by which
+// fasthttp knows a request came over HTTPS (RequestCtx.IsTLS).
+type limitedTLSConn struct {
+	*tls.Conn
+	slot *slot
+}
+
+func (c *limitedTLSConn) Close() error {
+	err := c.Conn.Close()
+	c.slot.free()
+	return err
+}
+
+// limited wraps c, counted in l for ip.
+func limited(c net.Conn, l *limitListener, ip netip.Addr) net.Conn {
+	s := &slot{l: l, ip: ip}
+	if tc, ok := c.(*tls.Conn); ok {
+		return &limitedTLSConn{Conn: tc, slot: s}
+	}
+	return &limitedConn{Conn: c, slot: s}
 }

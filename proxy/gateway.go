@@ -51,6 +51,8 @@ type Gateway struct {
 	panics         atomic.Int64            // requests answered 500 after a panic
 	failures       failureLog              // the budget of "request failed" lines
 	h2             *h2Plane                // the HTTP/2 listener for gRPC services
+	maxConns       int                     // server.max_conns, for each listener Serve serves
+	maxConnsPerIP  int                     // server.max_conns_per_ip
 
 	mu         sync.Mutex
 	redirector *fasthttp.Server // the plain listener's redirect server, when TLS is on
@@ -105,19 +107,22 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 	g.routes.Store(rt)
 	s := cfg.Server
 	g.h2 = newH2Plane(g, s)
+	g.maxConns, g.maxConnsPerIP = s.MaxConns, s.MaxConnsPerIP
 	g.server = &fasthttp.Server{
-		Handler:                      g.serve,
-		ErrorHandler:                 g.serveParseError,
-		HeaderReceived:               g.headerReceived,
-		ExpectHandler:                g.expect,
-		ReadTimeout:                  s.ReadTimeout,
-		WriteTimeout:                 s.WriteTimeout,
-		IdleTimeout:                  s.IdleTimeout,
-		ReadBufferSize:               s.MaxHeaderBytes,
-		MaxRequestBodySize:           bufferedBodyBytes,
-		StreamRequestBody:            true,
-		Concurrency:                  s.MaxConns,
-		MaxConnsPerIP:                s.MaxConnsPerIP,
+		Handler:            g.serve,
+		ErrorHandler:       g.serveParseError,
+		HeaderReceived:     g.headerReceived,
+		ExpectHandler:      g.expect,
+		ReadTimeout:        s.ReadTimeout,
+		WriteTimeout:       s.WriteTimeout,
+		IdleTimeout:        s.IdleTimeout,
+		ReadBufferSize:     s.MaxHeaderBytes,
+		MaxRequestBodySize: bufferedBodyBytes,
+		StreamRequestBody:  true,
+		// Serve's refusingListener caps connections, and answers one over a cap as the contract
+		// says. fasthttp counts a connection until its worker is done with it, a moment after the
+		// listener's count let it go, so its own cap (plain-text refusals) stays above.
+		Concurrency:                  2 * s.MaxConns,
 		MaxRequestsPerConn:           s.MaxRequestsPerConn,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
@@ -132,7 +137,7 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 
 // Serve accepts data-plane connections on ln until Shutdown.
 func (g *Gateway) Serve(ln net.Listener) error {
-	return g.server.Serve(ln)
+	return g.server.Serve(newRefusingListener(ln, g.maxConns, g.maxConnsPerIP))
 }
 
 // Shutdown stops accepting connections, lets in-flight requests finish until ctx ends, then

@@ -410,6 +410,11 @@ func refusedAtAccept(tb testing.TB, addr string, status int) {
 	if len(resps) != 1 || resps[0].Status != status || !strings.EqualFold(resps[0].get("Connection"), "close") {
 		tb.Fatalf("the extra connection got %s %q, want one %d with Connection: close, then the end", describe(resps), headerOf(resps), status)
 	}
+	code := map[int]string{429: "TooManyRequests", 503: "ServiceUnavailable"}[status]
+	checkError(tb, resps[0], status, code, "")
+	if resps[0].get("Retry-After") == "" {
+		tb.Errorf("the refusal has no Retry-After")
+	}
 }
 
 func headerOf(resps []*response) [][]field {
