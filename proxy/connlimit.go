@@ -34,16 +34,22 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		var ip netip.Addr
-		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-			ip = ap.Addr().Unmap()
-		}
+		ip := remoteIP(c)
 		if l.admit(ip) != nil {
 			c.Close()
 			continue
 		}
 		return limited(c, l, ip), nil
 	}
+}
+
+// remoteIP is the address c comes from (the zero Addr when it has no IP address, as an
+// in-memory connection in tests; those are all counted as one client).
+func remoteIP(c net.Conn) netip.Addr {
+	if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // admit counts a new connection from ip, or says which cap it is over.
@@ -80,10 +86,7 @@ func (l refusingListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		var ip netip.Addr
-		if ap, err := netip.ParseAddrPort(c.RemoteAddr().String()); err == nil {
-			ip = ap.Addr().Unmap()
-		}
+		ip := remoteIP(c)
 		if e := l.admit(ip); e != nil {
 			go refuse(c, e) // not on the accepting goroutine: a TLS handshake reads from the client
 			continue

@@ -4,14 +4,9 @@ package certstore
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testpki"
 )
 
 // startPebble runs pebble, the ACME test server, on free loopback ports, taking every challenge
@@ -42,7 +38,8 @@ func startPebble(t *testing.T) (url string, roots *x509.CertPool, logPath string
 		t.Skip("SKIPPING: pebble not installed; apt-get install -y pebble (" + err.Error() + ")")
 	}
 	dir := t.TempDir()
-	certPEM, keyPEM := loopbackCert(t)
+	ca := testpki.NewCA(t, "pebble's HTTPS CA")
+	certPEM, keyPEM := testpki.PEM(t, ca.Issue(t, "127.0.0.1"))
 	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	for path, data := range map[string][]byte{certPath: certPEM, keyPath: keyPEM} {
 		if err := os.WriteFile(path, data, 0o600); err != nil {
@@ -80,8 +77,7 @@ func startPebble(t *testing.T) (url string, roots *x509.CertPool, logPath string
 		<-exited
 	})
 
-	roots = x509.NewCertPool()
-	roots.AppendCertsFromPEM(certPEM)
+	roots = ca.Pool()
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 	defer client.CloseIdleConnections()
 	url = "https://" + addr + "/dir"
@@ -103,33 +99,6 @@ func startPebble(t *testing.T) (url string, roots *x509.CertPool, logPath string
 			t.Fatalf("pebble did not answer %s within 10 s:\n%s", url, log)
 		}
 	}
-}
-
-// loopbackCert returns a self-signed certificate for 127.0.0.1 and its key, in PEM.
-func loopbackCert(t *testing.T) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
 }
 
 func freePort(t *testing.T) int {
