@@ -1,7 +1,6 @@
 package authn
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -12,12 +11,10 @@ import (
 	"go/token"
 	"hash/crc32"
 	"math/rand/v2"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -529,59 +526,9 @@ func TestKEY04TimingFirstVsLastByte(t *testing.T) {
 // rotated, principals made and deleted, tokens minted, checked and revoked names keys and tokens
 // by id (and hashes), never by their secret part or the token itself.
 
-// redisMonitor records every command a Redis server runs (MONITOR, over its own connection).
-type redisMonitor struct {
-	conn net.Conn
-	mu   sync.Mutex
-	buf  strings.Builder
-	done chan struct{}
-}
-
-func monitorRedis(t testing.TB, addr string) *redisMonitor {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &redisMonitor{conn: conn, done: make(chan struct{})}
-	if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(conn)
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if line, err := r.ReadString('\n'); err != nil || line != "+OK\r\n" {
-		t.Fatalf("MONITOR: %q %v", line, err)
-	}
-	conn.SetReadDeadline(time.Time{})
-	go func() {
-		defer close(m.done)
-		for {
-			line, err := r.ReadString('\n')
-			m.mu.Lock()
-			m.buf.WriteString(line)
-			m.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { m.stop() })
-	return m
-}
-
-// stop ends the monitor and returns everything it saw.
-func (m *redisMonitor) stop() string {
-	time.Sleep(100 * time.Millisecond) // let the last commands' lines arrive
-	m.conn.Close()
-	<-m.done
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.buf.String()
-}
-
 func TestKEY06RedisNeverSeesASecret(t *testing.T) {
 	srv := redistest.Start(t)
-	mon := monitorRedis(t, srv.Addr)
+	mon := redistest.StartMonitor(t, srv.Addr)
 	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
 	a, b := startInstance(t, cfg), startInstance(t, cfg)
 	ctx := context.Background()
@@ -639,7 +586,7 @@ func TestKEY06RedisNeverSeesASecret(t *testing.T) {
 	}
 	a.stop()
 	b.stop()
-	seen := mon.stop()
+	seen := mon.Stop()
 
 	// The monitor saw the operations, by id.
 	for what, want := range map[string]string{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
@@ -17,7 +16,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,55 +74,6 @@ func randomBase62(n int) string {
 		b[i] = base62Digits[int(b[i])%62]
 	}
 	return string(b)
-}
-
-// redisMonitor records every command a Redis server runs (MONITOR, over its own connection: a
-// plain reader that ends when the connection is closed).
-type redisMonitor struct {
-	conn net.Conn
-	mu   sync.Mutex
-	buf  strings.Builder
-	done chan struct{}
-}
-
-func monitorRedis(t *testing.T, addr string) *redisMonitor {
-	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := &redisMonitor{conn: conn, done: make(chan struct{})}
-	conn.Write([]byte("MONITOR\r\n"))
-	r := bufio.NewReader(conn)
-	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if line, err := r.ReadString('\n'); err != nil || line != "+OK\r\n" {
-		t.Fatalf("MONITOR: %q %v", line, err)
-	}
-	conn.SetReadDeadline(time.Time{})
-	go func() {
-		defer close(m.done)
-		for {
-			line, err := r.ReadString('\n')
-			m.mu.Lock()
-			m.buf.WriteString(line)
-			m.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	t.Cleanup(func() { m.stop() })
-	return m
-}
-
-// stop ends the monitor and returns every command it saw, one a line.
-func (m *redisMonitor) stop() string {
-	time.Sleep(100 * time.Millisecond) // the last commands' lines
-	m.conn.Close()
-	<-m.done
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.buf.String()
 }
 
 // sendCred makes one request with an optional bearer credential and returns its status and
@@ -224,7 +173,7 @@ func tokenSecrets(secrets map[string]string, name, tok string) {
 // more than a key's id.
 func TestKEY06LookupLeakageThroughTheBinary(t *testing.T) {
 	srv := redistest.Start(t)
-	mon := monitorRedis(t, srv.Addr)
+	mon := redistest.StartMonitor(t, srv.Addr)
 	rcv := newOTLPReceiver(t)
 	_, upstream := newRecorder(t)
 	dir := t.TempDir()
@@ -300,7 +249,7 @@ services:
 	if code := p.stop(t, syscall.SIGTERM); code != 0 { // flushes last-use times and spans
 		t.Fatalf("exit %d\n%s", code, p.stderr)
 	}
-	seen := mon.stop()
+	seen := mon.Stop()
 	rcv.mu.Lock()
 	raw := rcv.raw.String()
 	spans := append(rcv.spans[:0:0], rcv.spans...)
