@@ -250,10 +250,7 @@ services:
 		t.Fatalf("exit %d\n%s", code, p.stderr)
 	}
 	seen := mon.Stop()
-	rcv.mu.Lock()
-	raw := rcv.raw.String()
-	spans := append(rcv.spans[:0:0], rcv.spans...)
-	rcv.mu.Unlock()
+	spans, raw := rcv.received()
 
 	// What should be there is: the search has teeth.
 	lower := strings.ToLower(seen)
@@ -359,9 +356,7 @@ func TestLOG02ParseErrorsDoNotLeak(t *testing.T) {
 	if code := p.stop(t, syscall.SIGTERM); code != 0 { // flushes the spans
 		t.Fatalf("exit %d", code)
 	}
-	rcv.mu.Lock()
-	raw := rcv.raw.String()
-	rcv.mu.Unlock()
+	_, raw := rcv.received()
 	stderr, stdout := p.stderr.String(), p.stdout.String()
 
 	// The places searched hold what they should: fasthttp's own complaints reach the log, the

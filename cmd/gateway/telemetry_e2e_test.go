@@ -35,6 +35,13 @@ type otlpReceiver struct {
 	url   string
 }
 
+// received is a copy of the spans so far, and every request body as received.
+func (r *otlpReceiver) received() ([]*tracepb.Span, string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*tracepb.Span(nil), r.spans...), r.raw.String()
+}
+
 func newOTLPReceiver(t *testing.T) *otlpReceiver {
 	r := &otlpReceiver{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
@@ -153,9 +160,7 @@ telemetry:
 	for rcv.count() < len(cases) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	rcv.mu.Lock()
-	spans := append([]*tracepb.Span(nil), rcv.spans...)
-	rcv.mu.Unlock()
+	spans, _ := rcv.received()
 	byID := map[string]*tracepb.Span{}
 	for _, s := range spans {
 		byID[attrs(s)["RequestId"].(string)] = s
@@ -289,9 +294,8 @@ telemetry:
 	if code := p.stop(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	rcv.mu.Lock()
-	raw := rcv.raw.Bytes()
-	rcv.mu.Unlock()
+	_, rawText := rcv.received()
+	raw := []byte(rawText)
 	// The places searched do hold what they should (the search has teeth).
 	if !bytes.Contains(raw, []byte("telemetry-test/1.0")) || !bytes.Contains(raw, []byte("api-key=REDACTED")) ||
 		!strings.Contains(p.stderr.String(), "REDACTED") || !bytes.Contains(metricsText, []byte("scoregate_auth_rejections")) {
@@ -372,10 +376,7 @@ func TestLOG03SpansThroughTheBinary(t *testing.T) {
 	if code := p.stop(t, syscall.SIGTERM); code != 0 { // flushes the spans
 		t.Fatalf("exit %d", code)
 	}
-	rcv.mu.Lock()
-	spans := append([]*tracepb.Span(nil), rcv.spans...)
-	raw := rcv.raw.String()
-	rcv.mu.Unlock()
+	spans, raw := rcv.received()
 	byID := map[string]*tracepb.Span{}
 	for _, s := range spans {
 		if id, ok := attrs(s)["RequestId"].(string); ok {
