@@ -292,21 +292,7 @@ func isToken(b []byte) bool {
 }
 
 // tokenChar marks RFC 9110 tchar bytes: letters, digits and !#$%&'*+-.^_`|~.
-var tokenChar = func() (t [256]bool) {
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-	}
-	for c := 'A'; c <= 'Z'; c++ {
-		t[c] = true
-	}
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
+var tokenChar = alnumAnd("!#$%&'*+-.^_`|~")
 
 // validHost reports whether a Host value (possibly empty, for HTTP/1.0) has only the bytes of
 // RFC 3986 host[:port]: unreserved, sub-delims except ',', '%', ':', '[' and ']'.

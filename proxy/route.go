@@ -104,7 +104,10 @@ func isDotSegment(seg []byte) bool {
 }
 
 // pathChar marks RFC 3986 pchar bytes other than '%': unreserved, sub-delims, ':' and '@'.
-var pathChar = func() (t [256]bool) {
+var pathChar = alnumAnd("-._~!$&'()*+,;=:@")
+
+// alnumAnd is a byte table marking ASCII letters, digits and the bytes of extra.
+func alnumAnd(extra string) (t [256]bool) {
 	for c := 'a'; c <= 'z'; c++ {
 		t[c] = true
 	}
@@ -114,11 +117,11 @@ var pathChar = func() (t [256]bool) {
 	for c := '0'; c <= '9'; c++ {
 		t[c] = true
 	}
-	for _, c := range "-._~!$&'()*+,;=:@" {
-		t[c] = true
+	for i := 0; i < len(extra); i++ {
+		t[extra[i]] = true
 	}
 	return t
-}()
+}
 
 func isHex(c byte) bool {
 	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
