@@ -8,8 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -225,36 +223,15 @@ func grpcClosedLoop(ctx context.Context, t *grpcTarget, concurrency int, d time.
 		lctx = metadata.AppendToOutgoingContext(lctx, "authorization", "Bearer "+t.key)
 	}
 	in := wrapperspb.Bytes(fastBody)
-	var (
-		requests atomic.Int64
-		errs     errorTally
-		mu       sync.Mutex
-		total    = newHistogram()
-		wg       sync.WaitGroup
-	)
-	start := time.Now()
-	deadline := start.Add(d)
-	for g := range concurrency {
-		conn := t.conns[g%len(t.conns)]
-		wg.Go(func() {
-			h := newHistogram()
-			out := new(wrapperspb.BytesValue)
-			for ctx.Err() == nil && time.Now().Before(deadline) {
-				began := time.Now()
-				err := conn.Invoke(lctx, grpcMethodInfer, in, out)
-				h.RecordValue(int64(time.Since(began) / time.Microsecond))
-				requests.Add(1)
-				if err != nil {
-					errs.add(status.Code(err).String() + ": " + status.Convert(err).Message())
-				}
+	r := closedLoop(ctx, concurrency, d, func(g int) (func() string, func()) {
+		conn, out := t.conns[g%len(t.conns)], new(wrapperspb.BytesValue)
+		return func() string {
+			if err := conn.Invoke(lctx, grpcMethodInfer, in, out); err != nil {
+				return status.Code(err).String() + ": " + status.Convert(err).Message()
 			}
-			mu.Lock()
-			total.Merge(h)
-			mu.Unlock()
-		})
-	}
-	wg.Wait()
-	r := loadResult{requests: requests.Load(), errors: errs.n, firstErr: errs.first, elapsed: time.Since(start), lat: percentiles(total)}
+			return ""
+		}, nil
+	})
 	if r.requests == 0 {
 		return r, errors.New("no call completed")
 	}

@@ -74,8 +74,36 @@ func builtinClosedLoop(ctx context.Context, t target, conns int, d time.Duration
 		MaxResponseBodySize: 64 << 20, MaxConnWaitTimeout: 10 * time.Second,
 	}
 	defer client.CloseIdleConnections()
+	var next atomic.Int64
+	r := closedLoop(ctx, conns, d, func(int) (func() string, func()) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		req.SetRequestURI(t.url)
+		req.Header.SetMethod(fasthttp.MethodPost)
+		req.Header.SetContentType(t.contentType)
+		req.SetBodyRaw(t.body)
+		call := func() string {
+			if len(t.creds) > 0 {
+				req.Header.Set("Authorization", t.creds[int(next.Add(1)-1)%len(t.creds)])
+			}
+			switch err := client.Do(req, resp); {
+			case err != nil:
+				return err.Error()
+			case resp.StatusCode()/100 != 2:
+				return fmt.Sprintf("status %d", resp.StatusCode())
+			}
+			return ""
+		}
+		return call, func() { fasthttp.ReleaseRequest(req); fasthttp.ReleaseResponse(resp) }
+	})
+	return r, ctx.Err()
+}
+
+// closedLoop runs workers goroutines until d has passed or ctx ends, each calling again as soon
+// as its call returns, and counts the calls, their latencies (in an HDR histogram a worker, merged
+// at the end) and their failures. newWorker makes worker i's call, which returns "" or why it
+// failed, and what to do when the worker ends (nil: nothing).
+func closedLoop(ctx context.Context, workers int, d time.Duration, newWorker func(i int) (call func() string, done func())) loadResult {
 	var (
-		next     atomic.Int64
 		requests atomic.Int64
 		errs     errorTally
 		mu       sync.Mutex
@@ -84,29 +112,20 @@ func builtinClosedLoop(ctx context.Context, t target, conns int, d time.Duration
 	)
 	start := time.Now()
 	deadline := start.Add(d)
-	for range conns {
+	for i := range workers {
 		wg.Go(func() {
+			call, done := newWorker(i)
+			if done != nil {
+				defer done()
+			}
 			h := newHistogram()
-			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
-			defer fasthttp.ReleaseRequest(req)
-			defer fasthttp.ReleaseResponse(resp)
-			req.SetRequestURI(t.url)
-			req.Header.SetMethod(fasthttp.MethodPost)
-			req.Header.SetContentType(t.contentType)
-			req.SetBodyRaw(t.body)
 			for ctx.Err() == nil && time.Now().Before(deadline) {
-				if len(t.creds) > 0 {
-					req.Header.Set("Authorization", t.creds[int(next.Add(1)-1)%len(t.creds)])
-				}
 				began := time.Now()
-				err := client.Do(req, resp)
+				failure := call()
 				h.RecordValue(int64(time.Since(began) / time.Microsecond))
 				requests.Add(1)
-				switch {
-				case err != nil:
-					errs.add(err.Error())
-				case resp.StatusCode()/100 != 2:
-					errs.add(fmt.Sprintf("status %d", resp.StatusCode()))
+				if failure != "" {
+					errs.add(failure)
 				}
 			}
 			mu.Lock()
@@ -116,7 +135,7 @@ func builtinClosedLoop(ctx context.Context, t target, conns int, d time.Duration
 	}
 	wg.Wait()
 	return loadResult{requests: requests.Load(), errors: errs.n, firstErr: errs.first,
-		elapsed: time.Since(start), lat: percentiles(total)}, ctx.Err()
+		elapsed: time.Since(start), lat: percentiles(total)}
 }
 
 // sample is one measurement of one peer.
