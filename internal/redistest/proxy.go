@@ -62,7 +62,13 @@ func (p *Proxy) currentDelay() time.Duration {
 // "connection refused") until Restore.
 func (p *Proxy) Cut(t testing.TB) {
 	t.Helper()
+	p.closeAll()
+}
+
+// closeAll closes the listener and every connection.
+func (p *Proxy) closeAll() {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	if p.ln != nil {
 		p.ln.Close()
 		p.ln = nil
@@ -70,7 +76,6 @@ func (p *Proxy) Cut(t testing.TB) {
 	for c := range p.conns {
 		c.Close()
 	}
-	p.mu.Unlock()
 }
 
 // Restore accepts connections again on the same address after Cut.
@@ -91,15 +96,7 @@ func (p *Proxy) Restore(t testing.TB) {
 
 func (p *Proxy) close() {
 	close(p.quit)
-	p.mu.Lock()
-	if p.ln != nil {
-		p.ln.Close()
-		p.ln = nil
-	}
-	for c := range p.conns {
-		c.Close()
-	}
-	p.mu.Unlock()
+	p.closeAll()
 	p.wg.Wait()
 }
 
