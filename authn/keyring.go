@@ -62,34 +62,40 @@ func NewKeyring(ctx context.Context, store Store, log *slog.Logger) (*Keyring, e
 
 // Reload replaces the in-memory index with the store's keys, keeping last-use times.
 func (k *Keyring) Reload(ctx context.Context) error {
+	return reloadStable(ctx, &k.mu, &k.writes, k.store.Keys, k.install)
+}
+
+// reloadStable reads the store with read, then, holding mu, installs what it read, unless
+// *writes (the changes made on this instance, guarded by mu) moved meanwhile: the read may not
+// hold that change, and installing it would undo it (bring back a replaced key or a deleted
+// principal). Then it reads again. The store is read without mu, so that changes and the
+// request path do not wait on it.
+func reloadStable[R any](ctx context.Context, mu *sync.Mutex, writes *uint64, read func(context.Context) (R, error), install func(R) error) error {
 	for {
-		k.mu.Lock()
-		seen := k.writes
-		k.mu.Unlock()
-		recs, err := k.store.Keys(ctx)
+		mu.Lock()
+		seen := *writes
+		mu.Unlock()
+		recs, err := read(ctx)
 		if err != nil {
 			return err
 		}
-		if done, err := k.replace(recs, seen); done {
+		mu.Lock()
+		if *writes == seen {
+			err := install(recs)
+			mu.Unlock()
 			return err
 		}
+		mu.Unlock()
 	}
 }
 
-// replace installs recs as the index unless a change was made here since seen (then it reports
-// false, and the caller reads the store again: recs may not hold that change, and installing
-// them would bring back a replaced key).
-func (k *Keyring) replace(recs []KeyRecord, seen uint64) (bool, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.writes != seen {
-		return false, nil
-	}
+// install makes recs the index (mu held).
+func (k *Keyring) install(recs []KeyRecord) error {
 	old := k.snapshot()
 	idx := make(map[string]*keyEntry, len(recs))
 	for _, rec := range recs {
 		if len(rec.Hash) != sha256.Size {
-			return true, fmt.Errorf("key %s/%s: stored hash has %d bytes, want %d", rec.Service, rec.Slot, len(rec.Hash), sha256.Size)
+			return fmt.Errorf("key %s/%s: stored hash has %d bytes, want %d", rec.Service, rec.Slot, len(rec.Hash), sha256.Size)
 		}
 		e := newEntry(rec)
 		if prev := old[rec.ID]; prev != nil && prev.lastUsed.Load() > e.lastUsed.Load() {
@@ -98,7 +104,7 @@ func (k *Keyring) replace(recs []KeyRecord, seen uint64) (bool, error) {
 		idx[rec.ID] = e
 	}
 	k.index.Store(&idx)
-	return true, nil
+	return nil
 }
 
 func newEntry(rec KeyRecord) *keyEntry {

@@ -138,42 +138,24 @@ func NewPrincipals(ctx context.Context, store Store, keys *Keyring, roles Roles,
 	return ps, nil
 }
 
-// Reload replaces the in-memory principals with the store's.
+// Reload replaces the in-memory principals with the store's (see reloadStable).
 func (ps *Principals) Reload(ctx context.Context) error {
-	for {
-		ps.mu.Lock()
-		seen := ps.writes
-		ps.mu.Unlock()
-		recs, err := ps.store.Principals(ctx)
-		if err != nil {
-			return err
-		}
-		if done, err := ps.replace(recs, seen); done {
-			return err
-		}
-	}
+	return reloadStable(ctx, &ps.mu, &ps.writes, ps.store.Principals, ps.install)
 }
 
-// replace installs recs unless a change was made here since seen (then it reports false, and
-// the caller reads the store again: recs may not hold that change, and installing them would
-// bring back a deleted principal).
-func (ps *Principals) replace(recs []PrincipalRecord, seen uint64) (bool, error) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.writes != seen {
-		return false, nil
-	}
+// install makes recs the principals (mu held).
+func (ps *Principals) install(recs []PrincipalRecord) error {
 	idx := &principalIndex{byName: map[string]*principalEntry{}, byKeyID: map[string]*principalEntry{}}
 	for _, r := range recs {
 		e, err := ps.entry(r)
 		if err != nil {
-			return true, err
+			return err
 		}
 		idx.byName[r.Name] = e
 		idx.byKeyID[r.KeyID] = e
 	}
 	ps.index.Store(idx)
-	return true, nil
+	return nil
 }
 
 func (ps *Principals) entry(r PrincipalRecord) (*principalEntry, error) {
