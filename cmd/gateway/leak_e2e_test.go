@@ -198,11 +198,7 @@ services:
     rate_limit:
       per_principal: {requests_per_second: 10000, burst: 1000}
 `, filepath.Join(dir, "data"), srv.URL(), upstream.URL, upstream.URL), 0o600)
-	p := start(t, []string{
-		"GATEWAY_ADMIN_KEY=" + sharedOwnerKey,
-		"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.url,
-		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-	}, "serve", "-config", cfgPath)
+	p := start(t, rcv.env(sharedOwnerKey), "serve", "-config", cfgPath)
 	iris, scoring := p.dataURL+"/api/v1/service/iris/score", p.dataURL+"/api/v1/service/scoring/score"
 
 	var primary, secondary, replacement, principal struct{ Key string }
@@ -308,11 +304,7 @@ func TestLOG02ParseErrorsDoNotLeak(t *testing.T) {
 	_, upstream := newRecorder(t)
 	dir := t.TempDir()
 	cfgPath := writeConfig(t, dir, upstream.URL, "log:\n  level: debug\ntelemetry:\n  access_log: true\n")
-	p := start(t, []string{
-		"GATEWAY_ADMIN_KEY=" + sharedOwnerKey,
-		"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.url,
-		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-	}, "serve", "-config", cfgPath)
+	p := start(t, rcv.env(sharedOwnerKey), "serve", "-config", cfgPath)
 	key := regenerateKey(t, p, sharedOwnerKey, "primary")
 	addr := strings.TrimPrefix(p.dataURL, "http://")
 

@@ -35,6 +35,16 @@ type otlpReceiver struct {
 	url   string
 }
 
+// env is the environment of a gateway that exports its spans to r over OTLP/HTTP, with owner as
+// its admin key, and extra.
+func (r *otlpReceiver) env(owner string, extra ...string) []string {
+	return append([]string{
+		"GATEWAY_ADMIN_KEY=" + owner,
+		"OTEL_EXPORTER_OTLP_ENDPOINT=" + r.url,
+		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
+	}, extra...)
+}
+
 // received is a copy of the spans so far, and every request body as received.
 func (r *otlpReceiver) received() ([]*tracepb.Span, string) {
 	r.mu.Lock()
@@ -113,12 +123,7 @@ telemetry:
   access_log: true
 `)...), 0o600)
 	owner := "owner-key-for-telemetry-0123456789abcdef"
-	p := start(t, []string{
-		"GATEWAY_ADMIN_KEY=" + owner,
-		"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.url,
-		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-		"OTEL_SERVICE_NAME=scoregate-test",
-	}, "serve", "-config", cfgPath)
+	p := start(t, rcv.env(owner, "OTEL_SERVICE_NAME=scoregate-test"), "serve", "-config", cfgPath)
 	key := regenerateKey(t, p, owner, "primary")
 
 	type sent struct {
@@ -325,11 +330,7 @@ func TestLOG03SpansThroughTheBinary(t *testing.T) {
 	_, upstream := newRecorder(t)
 	dir := t.TempDir()
 	cfgPath := writeConfig(t, dir, upstream.URL, "telemetry:\n  access_log: true\n  redact_query_params: [tenant_secret, api-key]\n")
-	p := start(t, []string{
-		"GATEWAY_ADMIN_KEY=" + sharedOwnerKey,
-		"OTEL_EXPORTER_OTLP_ENDPOINT=" + rcv.url,
-		"OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf",
-	}, "serve", "-config", cfgPath)
+	p := start(t, rcv.env(sharedOwnerKey), "serve", "-config", cfgPath)
 	key := regenerateKey(t, p, sharedOwnerKey, "primary")
 	addr := strings.TrimPrefix(p.dataURL, "http://")
 
