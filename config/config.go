@@ -303,8 +303,11 @@ type Service struct {
 	// Default 10s.
 	EjectionTime time.Duration `yaml:"ejection_time"`
 	// BlockedPaths are model paths never forwarded (for example a model server's management
-	// API): a forwarded path equal to one, or under it, gets 404. Matched after decoding
-	// percent-escapes and ";" parameters, without regard to case. Default: none.
+	// API): a forwarded path equal to one, or under it, gets 404. Both are compared segment by
+	// segment in one canonical form: percent-escapes decoded once, each segment cut at its
+	// first ";" (raw or encoded), leading spaces and trailing dots and spaces dropped, dot
+	// segments resolved (a segment of two or more dots is ".."), empty segments dropped, letters
+	// lowered. Default: none.
 	BlockedPaths []string `yaml:"blocked_paths"`
 	// RateLimit limits requests per key and per principal.
 	RateLimit RateLimit `yaml:"rate_limit"`

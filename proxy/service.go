@@ -38,7 +38,7 @@ type service struct {
 	totalWeight int
 	cumulative  []int
 
-	blockedPaths []string // lower case, decoded, without a trailing slash
+	blockedPaths []string // in normalizePath's canonical form
 
 	perKey, perPrincipal ratelimit.Limit
 	keyLimitKeys         map[string]string // key slot → rate-limit key, built once
@@ -120,7 +120,7 @@ func newService(sc config.Service, prev *service, log *slog.Logger) (*service, e
 		svc.mirrorPercent = sc.Mirror.Percent / 100
 	}
 	for _, p := range sc.BlockedPaths {
-		svc.blockedPaths = append(svc.blockedPaths, strings.TrimSuffix(normalizePath([]byte(p)), "/"))
+		svc.blockedPaths = append(svc.blockedPaths, normalizePath([]byte(p)))
 	}
 	svc.keyLimitKeys = map[string]string{
 		authn.SlotPrimary:   "key:" + sc.Name + ":" + authn.SlotPrimary,
@@ -263,8 +263,8 @@ func (d *deployment) tryAcquire(skip *replica) *replica {
 }
 
 // blocked reports whether the forwarded target falls under one of the service's blocked paths,
-// compared as a model server would read it: percent-escapes decoded, ";" parameters dropped,
-// without regard to case.
+// compared in the canonical form of normalizePath, segment by segment: /admin blocks /admin and
+// /admin/x, not /administrator.
 func (s *service) blocked(target []byte) bool {
 	if len(s.blockedPaths) == 0 {
 		return false
@@ -274,32 +274,57 @@ func (s *service) blocked(target []byte) bool {
 	}
 	p := normalizePath(target)
 	for _, b := range s.blockedPaths {
-		if strings.HasPrefix(p, b) && (len(p) == len(b) || p[len(b)] == '/') {
+		if b == "" || strings.HasPrefix(p, b) && (len(p) == len(b) || p[len(b)] == '/') {
 			return true
 		}
 	}
 	return false
 }
 
-// normalizePath decodes percent-escapes, drops ";" parameters from each segment and lowers the
-// case of a path. (The router has already refused encoded slashes and dot segments.)
+// normalizePath gives a path (without its query) the one canonical form that blocked paths are
+// compared in, chosen so that every spelling some model server reads as a path maps onto it:
+//
+//   - each segment's name ends at its first ';', before and after decoding (path parameters, as
+//     Tomcat and Spring strip them; an encoded %3B too, for servers that decode first);
+//   - percent-escapes are decoded once (the router has refused encoded '/', backslash, '.', '%'
+//     and control bytes, so decoding cannot make a new segment);
+//   - leading spaces, and trailing dots and spaces, are dropped from a name (as Windows and IIS
+//     do), so "admin.", "admin%20" and "admin..;" are "admin";
+//   - a segment of dots alone (and spaces) is "." when it has one dot, ".." when it has more;
+//   - "." and empty segments are dropped, ".." removes the segment before it;
+//   - letters are lowered.
+//
+// The result is "/" and the segments joined by "/", or "" for the root.
 func normalizePath(p []byte) string {
-	var b strings.Builder
+	var segs []string
 	for seg := range strings.SplitSeq(string(p), "/") {
-		if b.Len() > 0 || strings.HasPrefix(string(p), "/") {
-			b.WriteByte('/')
-		}
 		seg, _, _ = strings.Cut(seg, ";")
 		if u, err := url.PathUnescape(seg); err == nil {
 			seg = u
 		}
-		b.WriteString(strings.ToLower(seg))
+		seg, _, _ = strings.Cut(seg, ";")
+		seg = strings.TrimLeft(seg, " ")
+		if name := strings.TrimRight(seg, ". "); name != "" {
+			seg = name
+		} else if dots := strings.Count(seg, "."); dots > 1 {
+			seg = ".."
+		} else if dots == 1 {
+			seg = "."
+		}
+		switch seg {
+		case "", ".":
+		case "..":
+			if len(segs) > 0 {
+				segs = segs[:len(segs)-1]
+			}
+		default:
+			segs = append(segs, strings.ToLower(seg))
+		}
 	}
-	out := b.String()
-	if strings.HasPrefix(out, "//") {
-		out = out[1:]
+	if len(segs) == 0 {
+		return ""
 	}
-	return out
+	return "/" + strings.Join(segs, "/")
 }
 
 // maybeMirror sends a copy of a share of requests to the mirror deployment in the background and
