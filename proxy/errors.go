@@ -24,6 +24,8 @@ type Error struct {
 	WWWAuthenticate string
 	// RetryAfter, when set, is sent as the Retry-After header, in seconds.
 	RetryAfter int
+	// Allow, when set, is sent as the Allow header (with 405).
+	Allow string
 	// Close, when set, closes the client's connection after the response.
 	Close bool
 	// Cause is the internal detail, for the log only.
@@ -89,7 +91,17 @@ var (
 	errNoDeployment       = newError(fasthttp.StatusNotFound, "NotFound", "unknown_deployment", "this service has no deployment of the name in azureml-model-deployment")
 	errGatewayTimeout     = newError(fasthttp.StatusGatewayTimeout, "GatewayTimeout", "upstream_timeout", "the model did not answer in time")
 	errMethodNotAllowed   = newError(fasthttp.StatusBadRequest, "BadRequest", "bad_request", "the request method is not supported")
+	errTraceRefused       = withAllow(newError(fasthttp.StatusMethodNotAllowed, "MethodNotAllowed", "method_not_allowed", "the gateway does not forward this method"), forwardedMethods)
 )
+
+// forwardedMethods is the Allow header of a 405 for TRACE or TRACK: the standard methods the
+// gateway forwards (any other method but CONNECT, TRACE and TRACK is forwarded too).
+const forwardedMethods = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+
+func withAllow(e *Error, methods string) *Error {
+	e.Allow = methods
+	return e
+}
 
 func withAuth(e *Error, challenge string) *Error {
 	e.WWWAuthenticate = challenge
@@ -123,6 +135,9 @@ func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	if e.RetryAfter > 0 {
 		resp.Header.Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	if e.Allow != "" {
+		resp.Header.Set("Allow", e.Allow)
 	}
 	if e.Close {
 		resp.SetConnectionClose()

@@ -301,10 +301,15 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	return g.forward(ctx, svc, forward, id, rec)
 }
 
-// route finds the service of the request in rt and the target to forward to the model.
+// route finds the service of the request in rt and the target to forward to the model. CONNECT
+// (400) and TRACE and TRACK (405) are refused first, in any case, before a credential is read.
 func (g *Gateway) route(ctx *fasthttp.RequestCtx, rt *routes) (*service, []byte, error) {
-	if ctx.IsConnect() {
+	switch m := ctx.Method(); {
+	case bytes.EqualFold(m, []byte(fasthttp.MethodConnect)):
 		return nil, nil, errMethodNotAllowed
+	case bytes.EqualFold(m, []byte(fasthttp.MethodTrace)), bytes.EqualFold(m, []byte("TRACK")):
+		// A model answering TRACE echoes the request, cookies and all, back to the caller.
+		return nil, nil, errTraceRefused
 	}
 	name, forward, ok, valid := splitTarget(ctx.Request.Header.RequestURI())
 	switch {

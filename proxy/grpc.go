@@ -54,6 +54,8 @@ var (
 		"the model's answer broke off")
 	errNotGRPC = newError(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "unsupported_media_type",
 		"this listener serves gRPC only (POST with Content-Type application/grpc)")
+	errNotPOST = withAllow(newError(http.StatusMethodNotAllowed, "MethodNotAllowed", "method_not_allowed",
+		"this listener serves gRPC only (POST with Content-Type application/grpc)"), http.MethodPost)
 	errClientGone = newError(499, "ClientClosedRequest", "client_closed", "the call was cancelled")
 )
 
@@ -170,7 +172,10 @@ func remoteAddr(r *http.Request) netip.Addr {
 
 func (g *Gateway) handleGRPC(c *grpcCall) error {
 	r := c.r
-	if r.Method != http.MethodPost || !isGRPCContentType(r.Header.Get("Content-Type")) {
+	switch {
+	case r.Method != http.MethodPost:
+		return errNotPOST // TRACE and every other method: never forwarded
+	case !isGRPCContentType(r.Header.Get("Content-Type")):
 		return errNotGRPC
 	}
 	svc := g.h2.grpcServiceOf(g.routes.Load(), r.Header.Get(config.GRPCServiceHeader))
@@ -511,8 +516,11 @@ func (c *grpcCall) fail(g *Gateway, err error) {
 	}
 	clear(h)
 	c.setIDHeaders()
-	if e == errNotGRPC {
+	if e == errNotGRPC || e == errNotPOST {
 		h.Set("Content-Type", "application/json")
+		if e.Allow != "" {
+			h.Set("Allow", e.Allow)
+		}
 		c.status = e.Status
 		c.w.WriteHeader(e.Status)
 		c.w.Write(e.body)
