@@ -329,6 +329,10 @@ type Service struct {
 	// Protocol is how the model is called: "http" (HTTP/1.1, through listen and tls.listen) or
 	// "grpc" (any gRPC method, through the h2 listener only). Default "http".
 	Protocol string `yaml:"protocol"`
+	// CORS lets web pages of the listed origins call the service from a browser: the gateway
+	// answers their preflights itself, without a credential, and never forwards them. Default:
+	// off. Not with protocol grpc.
+	CORS CORS `yaml:"cors"`
 }
 
 // Defaults.
@@ -412,6 +416,7 @@ func (c *Config) ApplyDefaults() {
 		svc.applyTrafficDefaults(c.present, fmt.Sprintf("services[%d]", i))
 		setDefault(&svc.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream)
 		svc.applyProtocolDefaults()
+		svc.CORS.applyDefaults()
 		if svc.Auth == AuthToken {
 			setDefault(&svc.TokenLifetime, t.Lifetime)
 			setDefault(&svc.TokenRefreshAfter, min(t.RefreshAfter, svc.TokenLifetime/2))

@@ -235,6 +235,7 @@ func (c *Config) Validate() error {
 		validateUpstreamTLS(p, svc, add)
 		c.validateProtocol(p, svc, add)
 		validateContentTypes(p, svc.ContentTypes, add)
+		validateCORS(p, svc, add)
 		positive(p+".scoring_timeout", svc.ScoringTimeout > 0)
 		positive(p+".max_response_bytes", svc.MaxResponseBytes > 0)
 		positive(p+".max_body_bytes", svc.MaxBodyBytes > 0)

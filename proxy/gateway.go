@@ -276,6 +276,9 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	if rec != nil {
 		rec.Service, rec.Auth = svc.name, svc.auth
 	}
+	if done, err := g.cors(ctx, svc); done {
+		return err // a preflight, answered by the gateway
+	}
 	if svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward) {
 		return g.mintToken(ctx, svc)
 	}
@@ -488,6 +491,9 @@ func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	}
 	if g.draining.Load() {
 		h.SetConnectionClose()
+	}
+	if p, ok := ctx.UserValue(corsMark{}).(*corsPolicy); ok {
+		p.decorate(ctx)
 	}
 }
 

@@ -38,7 +38,8 @@ type service struct {
 	totalWeight int
 	cumulative  []int
 
-	blockedPaths []string // in normalizePath's canonical form
+	blockedPaths []string    // in normalizePath's canonical form
+	cors         *corsPolicy // nil without services[].cors
 
 	perKey, perPrincipal ratelimit.Limit
 	keyLimitKeys         map[string]string // key slot → rate-limit key, built once
@@ -75,6 +76,7 @@ func backendSettings(sc config.Service) config.Service {
 	sc.RateLimit, sc.Mirror = config.RateLimit{}, config.Mirror{}
 	sc.PassiveFailures, sc.EjectionTime = 0, 0
 	sc.TokenLifetime, sc.TokenRefreshAfter, sc.Issuers = 0, 0, nil
+	sc.CORS = config.CORS{}
 	return sc
 }
 
@@ -94,6 +96,7 @@ func newService(sc config.Service, prev *service, log *slog.Logger) (*service, e
 		passiveFailures: int32(sc.PassiveFailures),
 		ejectionTime:    sc.EjectionTime,
 		mirrorTimeout:   sc.ScoringTimeout,
+		cors:            newCORSPolicy(sc.CORS),
 	}
 	settings := backendSettings(sc)
 	if prev != nil && reflect.DeepEqual(prev.settings, settings) {
