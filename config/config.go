@@ -66,7 +66,24 @@ type Telemetry struct {
 	// matched without regard to case). Default: key, api-key, api_key, apikey, subscription-key,
 	// code, token, access_token, id_token, refresh_token, sig, signature, password, secret.
 	RedactQueryParams []string `yaml:"redact_query_params"`
+	// PublicEndpoint (after OpenTelemetry's otelhttp WithPublicEndpoint) is for a gateway at the
+	// edge, whose clients' trace context is not to be trusted: each request starts a new trace
+	// whose span carries a link to the client's traceparent instead of having it as parent, and
+	// the client's traceparent, tracestate and baggage never reach the model (it gets the
+	// gateway's traceparent only). Default false: a valid incoming traceparent is the span's
+	// parent and its tracestate and baggage pass on, within W3C's limits.
+	PublicEndpoint bool `yaml:"public_endpoint"`
 }
+
+// CredentialHeaders are the headers (gRPC metadata) that carry an API key in common clients and
+// API gateways; the gateway removes them before a request reaches a model unless the service
+// names them in forward_credentials.
+var CredentialHeaders = []string{"X-Api-Key", "Api-Key", "Ocp-Apim-Subscription-Key"}
+
+// CredentialParams are the query parameter and cookie names that carry a credential in common
+// clients (OAuth's access_token, Azure Functions' code, SAS's sig, API keys); the gateway removes
+// them before a request reaches a model unless the service names them in forward_credentials.
+var CredentialParams = []string{"access_token", "api_key", "api-key", "apikey", "key", "code", "sig", "subscription-key"}
 
 // DefaultRedactQueryParams are the query parameters redacted when none are configured.
 var DefaultRedactQueryParams = []string{"key", "api-key", "api_key", "apikey", "subscription-key", "code", "token",
@@ -294,6 +311,12 @@ type Service struct {
 	// /swagger.json) passes. Default: none, any type is accepted (as Azure ML's scoring front
 	// end does).
 	ContentTypes []string `yaml:"content_types"`
+	// ForwardCredentials names the credential carriers this service's model may still receive
+	// beside the gateway's credential: header names among CredentialHeaders, and query parameter
+	// or cookie names among CredentialParams, matched without regard to case. Any other carrier
+	// is removed from every request before it reaches the model (a header, a query parameter,
+	// metadata or a cookie of that name). Authorization is never forwarded. Default: none.
+	ForwardCredentials []string `yaml:"forward_credentials"`
 	// HealthCheck probes each replica actively. Default: off (passive ejection only).
 	HealthCheck HealthCheck `yaml:"health_check"`
 	// PassiveFailures is how many consecutive connection failures take a replica out of rotation

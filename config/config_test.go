@@ -213,6 +213,12 @@ func TestValidate(t *testing.T) {
 		{"negative stream idle timeout", strings.Replace(validBase(), "auth: key", "auth: key\n    stream_idle_timeout: -1s", 1), []string{"services[0].stream_idle_timeout: must be greater than zero"}},
 		{"stream idle timeout", strings.Replace(validBase(), "auth: key", "auth: key\n    stream_idle_timeout: 5m", 1), nil},
 		{"HTTP-44 max_conns set", "server:\n  max_conns: 100\n  max_conns_per_ip: 10\n" + validBase(), nil},
+		{"issue 17 finding 8c forward_credentials", strings.Replace(validBase(), "auth: key", "auth: key\n    forward_credentials: [X-API-Key, code, Ocp-Apim-Subscription-Key]", 1), nil},
+		{"issue 17 finding 8c forward_credentials naming what is not a carrier", strings.Replace(validBase(), "auth: key", "auth: key\n    forward_credentials: [Authorization, x-api-key, session]", 1), []string{
+			`services[0].forward_credentials[0]: "Authorization" is not a credential carrier the gateway removes`,
+			`services[0].forward_credentials[2]: "session" is not a credential carrier the gateway removes`,
+		}},
+		{"issue 17 finding 8b public_endpoint", validBase() + "telemetry:\n  public_endpoint: true\n", nil},
 		{"HTTP-40 content_types", strings.Replace(validBase(), "auth: key", "auth: key\n    content_types: [application/json, Application/X-Protobuf, application/vnd.api+json]", 1), nil},
 		{"HTTP-40 content_types that are not media types", strings.Replace(validBase(), "auth: key", "auth: key\n    content_types: [json, \"application/json; charset=utf-8\", \"application/*\", \"*/*\", \"text/\", \"text /plain\", application/json, APPLICATION/JSON]", 1), []string{
 			`services[0].content_types[0]: "json" is not a media type`,

@@ -236,6 +236,7 @@ func (c *Config) Validate() error {
 		c.validateProtocol(p, svc, add)
 		validateContentTypes(p, svc.ContentTypes, add)
 		validateCORS(p, svc, add)
+		validateForwardCredentials(p, svc.ForwardCredentials, add)
 		positive(p+".scoring_timeout", svc.ScoringTimeout > 0)
 		positive(p+".max_response_bytes", svc.MaxResponseBytes > 0)
 		positive(p+".max_body_bytes", svc.MaxBodyBytes > 0)
@@ -246,6 +247,19 @@ func (c *Config) Validate() error {
 		return nil
 	}
 	return probs
+}
+
+// validateForwardCredentials checks services[].forward_credentials: each entry names a carrier
+// the gateway removes (the others are never removed, so naming them would mean nothing).
+func validateForwardCredentials(p string, names []string, add func(path, format string, args ...any)) {
+	for i, name := range names {
+		known := slices.ContainsFunc(CredentialHeaders, func(h string) bool { return strings.EqualFold(h, name) }) ||
+			slices.ContainsFunc(CredentialParams, func(q string) bool { return strings.EqualFold(q, name) })
+		if !known {
+			add(fmt.Sprintf("%s.forward_credentials[%d]", p, i), "%q is not a credential carrier the gateway removes (one of %s, %s)",
+				name, strings.Join(CredentialHeaders, ", "), strings.Join(CredentialParams, ", "))
+		}
+	}
 }
 
 // maxContentTypesPerService bounds services[].content_types: each request is compared with

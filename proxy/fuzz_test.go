@@ -19,7 +19,8 @@ const keyPlaceholder = "$KEY"
 // FuzzGatewayRawRequest feeds arbitrary bytes to the gateway as what a client sends on one
 // connection. Invariants: no panic; the model receives a request only if the input carried the
 // valid key; the model never receives both Content-Length and Transfer-Encoding, nor any
-// credential.
+// credential (Authorization, or a key header), nor request trailers, nor two traceparents, and
+// always in HTTP/1.1.
 func FuzzGatewayRawRequest(f *testing.F) {
 	const score = "/api/v1/service/iris/score"
 	seeds := []string{
@@ -57,6 +58,21 @@ func FuzzGatewayRawRequest(f *testing.F) {
 		"GET /api/v1/service/iris/score HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
 		"POST /api/v1/service/iris/score HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\nabc",
 		"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+		// Issue 17, findings 8 and 9: request trailers, bare LF, both framing headers, other
+		// versions, second credentials and trace context.
+		request("POST", score, bearer(keyPlaceholder), "Transfer-Encoding: chunked", "Trailer: X-Checksum") +
+			"7\r\n{\"a\":1}\r\n0\r\nX-Checksum: 1\r\nX-Api-Key: sgk_x\r\nTraceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\nX_Under: 1\r\n\r\n",
+		request("POST", score, bearer(keyPlaceholder), "Transfer-Encoding: chunked") +
+			"2\r\n{}\r\n0\r\nX-Fold: a\r\n b\r\nForwarded: for=1.2.3.4\r\n\r\n",
+		request("POST", score, bearer(keyPlaceholder), "Transfer-Encoding: chunked") + "2\r\n{}\r\n0\r\nX-Request-Id: x\n\r\n",
+		"GET /api/v1/service/iris/score HTTP/1.1\r\nHost: x\r\n" + bearer(keyPlaceholder) + "\r\na: b\nX-Inj: 1\r\n\r\n",
+		"GET /api/v1/service/iris/score HTTP/1.1\nHost: x\n" + bearer(keyPlaceholder) + "\n\n",
+		request("POST", score, bearer(keyPlaceholder), "Content-Length: 2", "Transfer-Encoding: chunked") + "2\r\n{}\r\n0\r\n\r\n",
+		"GET /api/v1/service/iris/score HTTP/1.0\r\n" + bearer(keyPlaceholder) + "\r\n\r\n",
+		"GET /api/v1/service/iris/score HTTP/2.0\r\nHost: x\r\n" + bearer(keyPlaceholder) + "\r\n\r\n",
+		request("GET", score+"?a=1&key=k&ke%79=k&b", bearer(keyPlaceholder), "X-API-Key: k", "Cookie: a=1; access_token=t"),
+		request("GET", score, bearer(keyPlaceholder), "Traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+			"Traceparent: 00-1af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "Tracestate: a=1,,b=2", "Baggage: k=v,,"),
 		"",
 		"\r\n\r\n",
 	}
@@ -114,6 +130,17 @@ func FuzzGatewayRawRequest(f *testing.F) {
 			}
 			if seen.has("Authorization") || seen.has("Proxy-Authorization") {
 				t.Fatalf("the model received a credential: %q", seen.Header)
+			}
+			if len(seen.Trailer) != 0 {
+				t.Fatalf("the model received request trailers: %q", seen.Trailer)
+			}
+			if seen.Proto != "HTTP/1.1" || len(seen.values("Traceparent")) > 1 {
+				t.Fatalf("the model received %s with traceparent %q", seen.Proto, seen.values("Traceparent"))
+			}
+			for _, name := range []string{"X-Api-Key", "Api-Key", "Ocp-Apim-Subscription-Key"} {
+				if seen.has(name) {
+					t.Fatalf("the model received the credential carrier %s", name)
+				}
 			}
 			if seen.Err != nil {
 				t.Fatalf("the model received a request it could not parse (%v): %s %s %q", seen.Err, seen.Method, seen.Target, seen.Header)

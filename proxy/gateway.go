@@ -53,6 +53,7 @@ type Gateway struct {
 	h2             *h2Plane                // the HTTP/2 listener for gRPC services
 	maxConns       int                     // server.max_conns, for each listener Serve serves
 	maxConnsPerIP  int                     // server.max_conns_per_ip
+	publicEndpoint bool                    // telemetry.public_endpoint: the client's trace context is not passed on
 
 	mu         sync.Mutex
 	redirector *fasthttp.Server // the plain listener's redirect server, when TLS is on
@@ -108,6 +109,7 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 	s := cfg.Server
 	g.h2 = newH2Plane(g, s)
 	g.maxConns, g.maxConnsPerIP = s.MaxConns, s.MaxConnsPerIP
+	g.publicEndpoint = cfg.Telemetry.PublicEndpoint
 	g.server = &fasthttp.Server{
 		Handler:            g.serve,
 		ErrorHandler:       g.serveParseError,
@@ -243,8 +245,9 @@ func (g *Gateway) begin(ctx *fasthttp.RequestCtx, id []byte) *telemetry.Record {
 	rec := g.tel.Begin()
 	h := &ctx.Request.Header
 	var addr [64]byte
+	var ts [maxTracestateBytes]byte
 	rec.SetRequest(h.Method(), h.RequestURI(), h.UserAgent(), h.Host(), peerAddr(ctx).AppendTo(addr[:0]),
-		h.Peek(headerTraceparent), h.Peek(headerTracestate))
+		singleTraceparent(h.PeekAll(headerTraceparent)), requestTracestate(ts[:0], h.PeekAll(headerTracestate)))
 	rec.SetRequestID(id)
 	rec.TLS = ctx.IsTLS()
 	return rec
@@ -390,20 +393,23 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 		}
 	}
 	req := &ctx.Request
+	g.setTraceContext(&req.Header, rec)
 	var xffBuf [128]byte
 	if !g.cleanRequest(&req.Header, peerAddr(ctx), ctx.IsTLS(), xffBuf[:0]) {
 		return errBadRequest
 	}
+	dropCredentials(&req.Header, svc.cfg.ForwardCredentials)
 	req.Header.Del(HeaderRequestID)
 	req.Header.SetBytesV(HeaderRequestID, id)
-	req.SetRequestURIBytes(target)
-	if rec != nil {
-		// The model sees the gateway's span as its parent.
-		var tp [55]byte
-		req.Header.SetBytesV(headerTraceparent, rec.AppendTraceparent(tp[:0]))
-		if rec.Tracestate() == nil {
-			req.Header.Del(headerTracestate) // it belonged to a traceparent that was not valid
-		}
+	var targetBuf [256]byte
+	req.SetRequestURIBytes(dropCredentialParams(targetBuf[:0], target, svc.cfg.ForwardCredentials))
+	if !req.Header.IsHTTP11() {
+		// The gateway speaks HTTP/1.1 to the model whatever the client spoke; the client's
+		// version is put back for fasthttp, which answers the client by it.
+		var protoBuf [16]byte
+		proto := append(protoBuf[:0], req.Header.Protocol()...)
+		req.Header.SetProtocol("HTTP/1.1")
+		defer req.Header.SetProtocolBytes(proto)
 	}
 	var body *streamedBody
 	if req.IsBodyStream() {
@@ -412,6 +418,11 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 			return err
 		}
 		defer body.release()
+		dropTrailers(&req.Header)
+		if body != nil && req.Header.ContentLength() == -1 {
+			// A chunked body that streams through: its trailers come at its end.
+			req.SetBodyStream(trailerDropper{r: body, h: &req.Header}, -1)
+		}
 	}
 	if svc.mirror != nil {
 		svc.maybeMirror(req)

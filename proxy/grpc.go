@@ -140,9 +140,11 @@ func (g *Gateway) beginGRPC(r *http.Request, id []byte) *telemetry.Record {
 	}
 	rec := g.tel.Begin()
 	var addr [64]byte
+	var ts [maxTracestateBytes]byte
 	h := r.Header
 	rec.SetRequest([]byte(r.Method), []byte(r.RequestURI), []byte(h.Get("User-Agent")), []byte(r.Host),
-		remoteAddr(r).AppendTo(addr[:0]), []byte(h.Get(headerTraceparent)), []byte(h.Get(headerTracestate)))
+		remoteAddr(r).AppendTo(addr[:0]), singleTraceparent(headerValues(h, headerTraceparent)),
+		requestTracestate(ts[:0], headerValues(h, headerTracestate)))
 	rec.SetRequestID(id)
 	rec.TLS = r.TLS != nil
 	return rec
@@ -270,7 +272,7 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 	if d, ok := parseGRPCTimeout(c.r.Header.Get(headerGRPCTimeout)); ok && d < timeout {
 		timeout = d
 	}
-	header := g.grpcRequestHeader(c, timeout)
+	header := g.grpcRequestHeader(c, svc, timeout)
 	body := &grpcBody{r: c.r.Body, max: svc.maxBody, tooLarge: errMessageTooLarge}
 
 	r, waited, err := dep.acquire(nil)
@@ -306,10 +308,12 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 }
 
 // grpcRequestHeader is the header of the call as the model gets it: the client's metadata
-// without the credential, the gateway's routing metadata, hop-by-hop and client-sent forwarding
-// headers, and names with '_'; with the request id, the gateway's traceparent, X-Forwarded-*
-// (the client's kept only from a trusted proxy) and the effective grpc-timeout.
-func (g *Gateway) grpcRequestHeader(c *grpcCall, timeout time.Duration) http.Header {
+// without the credential, the credential carriers the service does not keep, the gateway's
+// routing metadata, hop-by-hop and client-sent forwarding headers, and names with '_'; with the
+// request id, the trace context setTraceContext describes, X-Forwarded-* (the client's kept only
+// from a trusted proxy) and the effective grpc-timeout. The client's request trailers never reach
+// the model: the outbound request declares none.
+func (g *Gateway) grpcRequestHeader(c *grpcCall, svc *service, timeout time.Duration) http.Header {
 	in := c.r.Header
 	out := make(http.Header, len(in)+4)
 	for k, v := range in {
@@ -339,6 +343,7 @@ func (g *Gateway) grpcRequestHeader(c *grpcCall, timeout time.Duration) http.Hea
 	}
 	out.Del(config.GRPCServiceHeader)
 	out.Del(HeaderRequestID)
+	dropCredentialMetadata(out, svc.cfg.ForwardCredentials)
 	out.Set("Te", "trailers")
 	if xff != "" {
 		xff += ", "
@@ -360,13 +365,7 @@ func (g *Gateway) grpcRequestHeader(c *grpcCall, timeout time.Duration) http.Hea
 	}
 	out.Set(HeaderRequestID, string(c.id))
 	out.Set(headerGRPCTimeout, formatGRPCTimeout(timeout))
-	if c.rec != nil {
-		var tp [55]byte
-		out.Set(headerTraceparent, string(c.rec.AppendTraceparent(tp[:0])))
-		if c.rec.Tracestate() == nil {
-			out.Del(headerTracestate)
-		}
-	}
+	g.setGRPCTraceContext(out, c.rec)
 	return out
 }
 
@@ -660,3 +659,93 @@ func (b *grpcBody) scan(p []byte) bool {
 }
 
 func (b *grpcBody) Close() error { return nil }
+
+// headerValues is h's values of the canonical name key as byte slices (nil without any).
+func headerValues(h http.Header, key string) [][]byte {
+	vs := h[key]
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([][]byte, len(vs))
+	for i, v := range vs {
+		out[i] = []byte(v)
+	}
+	return out
+}
+
+// setGRPCTraceContext is setTraceContext for a gRPC call's metadata.
+func (g *Gateway) setGRPCTraceContext(h http.Header, rec *telemetry.Record) {
+	var tp, ts []byte
+	switch {
+	case g.publicEndpoint:
+	case rec != nil:
+		ts = rec.Tracestate()
+	default:
+		if v := singleTraceparent(headerValues(h, headerTraceparent)); v != nil && telemetry.ValidTraceparent(v) {
+			tp = v
+			ts = requestTracestate(nil, headerValues(h, headerTracestate))
+		}
+	}
+	if rec != nil {
+		var tpBuf [55]byte
+		tp = rec.AppendTraceparent(tpBuf[:0])
+	}
+	h.Del(headerTraceparent)
+	if len(tp) > 0 {
+		h.Set(headerTraceparent, string(tp))
+	}
+	h.Del(headerTracestate)
+	if len(ts) > 0 {
+		h.Set(headerTracestate, string(ts))
+	}
+	switch vs := h[headerBaggage]; {
+	case len(vs) == 0:
+	case g.publicEndpoint:
+		h.Del(headerBaggage)
+	case len(vs) > 1 || len(vs[0]) > maxBaggageBytes || strings.Count(vs[0], ",") >= maxBaggageMembers:
+		b := boundList(nil, headerValues(h, headerBaggage), maxBaggageBytes, maxBaggageMembers, 0, nil)
+		h.Del(headerBaggage)
+		if len(b) > 0 {
+			h.Set(headerBaggage, string(b))
+		}
+	}
+}
+
+// dropCredentialMetadata removes from a call's metadata the credential carriers the service does
+// not keep: the metadata of config.CredentialHeaders, and the cookies of config.CredentialParams
+// from cookie metadata (the other cookies stay, in their order).
+func dropCredentialMetadata(h http.Header, keep []string) {
+	for _, name := range config.CredentialHeaders {
+		if !keeps(keep, []byte(name)) {
+			h.Del(name)
+		}
+	}
+	cookies := h["Cookie"]
+	if len(cookies) == 0 {
+		return
+	}
+	var kept []string
+	changed := false
+	for _, line := range cookies {
+		var rest []string
+		for _, c := range strings.Split(line, ";") {
+			c = strings.TrimSpace(c)
+			name, _, _ := strings.Cut(c, "=")
+			if c == "" || credentialParamIndex([]byte(name)) >= 0 && !keeps(keep, []byte(name)) {
+				changed = true
+				continue
+			}
+			rest = append(rest, c)
+		}
+		if len(rest) > 0 {
+			kept = append(kept, strings.Join(rest, "; "))
+		}
+	}
+	switch {
+	case !changed:
+	case len(kept) == 0:
+		h.Del("Cookie")
+	default:
+		h["Cookie"] = kept
+	}
+}

@@ -2,11 +2,15 @@ package proxy
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"net/netip"
 	"slices"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/telemetry"
 )
 
 // hopHeaders are the hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy Proxy-Connection and
@@ -253,18 +257,24 @@ func checkRequestHeader(h *fasthttp.RequestHeader) error {
 //   - a folded line (obs-fold, RFC 9112 §5.2, which allows refusing it): fasthttp joins it to the
 //     line above, a model's parser may not (HTTP-04, HTTP-52);
 //   - a Transfer-Encoding other than exactly chunked: fasthttp accepts "identity" and then drops
-//     the header, so a proxy in front could frame the body differently (HTTP-05).
+//     the header, so a proxy in front could frame the body differently (HTTP-05);
+//   - both Transfer-Encoding and Content-Length (RFC 9112 §6.3 lets a server refuse it, and a
+//     proxy in front may have framed the body by the other one): fasthttp reads it as chunked;
+//   - a line ended by a bare LF, without CR (RFC 9112 §2.2): fasthttp ends the line there, so
+//     "a: b\nX-Inj: 1" becomes two fields, where a proxy in front saw one.
 func checkRawHeader(raw []byte) error {
-	const te = "Transfer-Encoding"
+	const te, cl = "Transfer-Encoding", "Content-Length"
+	var hasTE, hasCL bool
 	for len(raw) > 0 {
 		line := raw
 		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
 			line, raw = raw[:i], raw[i+1:]
+			if i == 0 || line[i-1] != '\r' {
+				return errBadFraming
+			}
+			line = line[:i-1]
 		} else {
 			raw = nil
-		}
-		if n := len(line); n > 0 && line[n-1] == '\r' {
-			line = line[:n-1]
 		}
 		if len(line) == 0 {
 			continue // the blank line that ends the block
@@ -273,10 +283,19 @@ func checkRawHeader(raw []byte) error {
 		if colon <= 0 || !isToken(line[:colon]) {
 			return errBadFraming
 		}
-		if colon == len(te) && bytes.EqualFold(line[:colon], []byte(te)) &&
-			!bytes.EqualFold(bytes.Trim(line[colon+1:], " \t"), []byte("chunked")) {
-			return errBadFraming
+		name := line[:colon]
+		switch {
+		case len(name) == len(te) && bytes.EqualFold(name, []byte(te)):
+			if !bytes.EqualFold(bytes.Trim(line[colon+1:], " \t"), []byte("chunked")) {
+				return errBadFraming
+			}
+			hasTE = true
+		case len(name) == len(cl) && bytes.EqualFold(name, []byte(cl)):
+			hasCL = true
 		}
+	}
+	if hasTE && hasCL {
+		return errBadFraming
 	}
 	return nil
 }
@@ -360,4 +379,387 @@ func equalFoldASCII(b []byte, s string) bool {
 		}
 	}
 	return true
+}
+
+// keeps reports whether the service's forward_credentials names the carrier name.
+func keeps(keep []string, name []byte) bool {
+	for _, k := range keep {
+		if equalFoldASCII(name, k) {
+			return true
+		}
+	}
+	return false
+}
+
+// credentialParamIndex is the index of name in config.CredentialParams, whatever its case, or -1.
+func credentialParamIndex(name []byte) int {
+	for i, p := range config.CredentialParams {
+		if equalFoldASCII(name, p) {
+			return i
+		}
+	}
+	return -1
+}
+
+// isCredentialHeader reports whether name is one of config.CredentialHeaders, whatever its case.
+func isCredentialHeader(name []byte) bool {
+	for _, h := range config.CredentialHeaders {
+		if equalFoldASCII(name, h) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropCredentials removes from h the credential carriers the service does not keep (its
+// forward_credentials): the headers of config.CredentialHeaders and the cookies named in
+// config.CredentialParams. Other cookies stay. The gateway's own credential, Authorization, is
+// removed by cleanRequest whatever the service says.
+func dropCredentials(h *fasthttp.RequestHeader, keep []string) {
+	var found, cookies bool
+	for k := range h.All() {
+		if isCredentialHeader(k) {
+			found = true
+		} else if equalFoldASCII(k, fasthttp.HeaderCookie) {
+			cookies = true
+		}
+	}
+	if found {
+		for _, name := range config.CredentialHeaders {
+			if !keeps(keep, []byte(name)) {
+				h.Del(name)
+			}
+		}
+	}
+	if !cookies {
+		return
+	}
+	found = false
+	for name := range h.Cookies() {
+		found = found || credentialParamIndex(name) >= 0 && !keeps(keep, name)
+	}
+	if !found {
+		return
+	}
+	// Rare: the Cookie header is written again without them, the other cookies in their order
+	// (fasthttp's DelCookie would move the last one into the gap).
+	var rest []byte
+	for name, value := range h.Cookies() {
+		if credentialParamIndex(name) >= 0 && !keeps(keep, name) {
+			continue
+		}
+		if len(rest) > 0 {
+			rest = append(rest, "; "...)
+		}
+		if len(name) > 0 {
+			rest = append(append(rest, name...), '=')
+		}
+		rest = append(rest, value...)
+	}
+	h.Del(fasthttp.HeaderCookie)
+	if len(rest) > 0 {
+		h.SetBytesV(fasthttp.HeaderCookie, rest)
+	}
+}
+
+// dropCredentialParams returns target (path and query, as forwarded to the model) without the
+// query parameters named in config.CredentialParams that keep does not name. A name is matched
+// after percent-decoding, without regard to case ("KEY", "ke%79"), so the model's decoder cannot
+// read one in that the gateway did not see. The rest of the target is kept byte for byte: the
+// other parameters, in order, with their separators. target itself is returned when nothing is
+// removed; otherwise the new target is appended to dst.
+func dropCredentialParams(dst, target []byte, keep []string) []byte {
+	q := bytes.IndexByte(target, '?')
+	if q < 0 {
+		return target
+	}
+	query := target[q+1:]
+	if !hasCredentialParam(query, keep) {
+		return target
+	}
+	dst = append(dst, target[:q+1]...)
+	first := true
+	for len(query) > 0 {
+		var pair []byte
+		if i := bytes.IndexByte(query, '&'); i >= 0 {
+			pair, query = query[:i], query[i+1:]
+		} else {
+			pair, query = query, nil
+		}
+		if isCredentialPair(pair, keep) {
+			continue
+		}
+		if !first {
+			dst = append(dst, '&')
+		}
+		first = false
+		dst = append(dst, pair...)
+	}
+	if first {
+		dst = dst[:len(dst)-1] // nothing left: no '?' either
+	}
+	return dst
+}
+
+func hasCredentialParam(query []byte, keep []string) bool {
+	for len(query) > 0 {
+		pair := query
+		if i := bytes.IndexByte(query, '&'); i >= 0 {
+			pair, query = query[:i], query[i+1:]
+		} else {
+			query = nil
+		}
+		if isCredentialPair(pair, keep) {
+			return true
+		}
+	}
+	return false
+}
+
+// isCredentialPair reports whether a query string's name[=value] pair is a credential carrier
+// the service does not keep.
+func isCredentialPair(pair []byte, keep []string) bool {
+	name := pair
+	if i := bytes.IndexByte(pair, '='); i >= 0 {
+		name = pair[:i]
+	}
+	if len(name) > 64 {
+		return false // longer than any carrier, even percent-encoded
+	}
+	var buf [64]byte
+	decoded := buf[:0]
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if c == '%' && i+2 < len(name) && isHex(name[i+1]) && isHex(name[i+2]) {
+			c = unhex(name[i+1])<<4 | unhex(name[i+2])
+			i += 2
+		} else if c == '+' {
+			c = ' '
+		}
+		decoded = append(decoded, c)
+	}
+	return credentialParamIndex(decoded) >= 0 && !keeps(keep, decoded)
+}
+
+// W3C limits on the trace context the gateway passes on (Trace Context §3.3.1.1, Baggage §3.3.2).
+const (
+	maxTracestateBytes    = 512
+	maxTracestateMembers  = 32
+	longTracestateMember  = 128 // truncation drops members longer than this first (§3.3.1.5)
+	maxBaggageBytes       = 8192
+	maxBaggageMembers     = 180
+	headerBaggage         = "Baggage"
+	maxTraceparentLineLen = 55 + 200 // a later version may add fields; beyond this it is not one
+)
+
+// boundList appends to dst the comma-separated list header (tracestate, baggage) made of values,
+// the field lines a client sent, as the model gets it: the lines joined, empty members and (for
+// tracestate) malformed ones left out, and whole members dropped until at most maxMembers
+// remain within maxBytes. Members longer than long (when long > 0) go first, then members from
+// the end, as W3C Trace Context §3.3.1.5 says; a member is never cut.
+func boundList(dst []byte, values [][]byte, maxBytes, maxMembers, long int, valid func([]byte) bool) []byte {
+	start := len(dst)
+	total := -1 // the whole list's length, commas included
+	eachMember(values, valid, func(m []byte) bool { total += len(m) + 1; return true })
+	dropLong := long > 0 && total > maxBytes
+	n := 0
+	eachMember(values, valid, func(m []byte) bool {
+		if dropLong && len(m) > long {
+			return true
+		}
+		size := len(dst) - start + len(m)
+		if n > 0 {
+			size++
+		}
+		if n == maxMembers || size > maxBytes {
+			return false // this member and every later one are dropped
+		}
+		if n > 0 {
+			dst = append(dst, ',')
+		}
+		dst = append(dst, m...)
+		n++
+		return true
+	})
+	return dst
+}
+
+// eachMember calls f with each non-empty member of the comma-separated lists in values, without
+// surrounding whitespace, that valid accepts (every one when valid is nil), until f returns false.
+func eachMember(values [][]byte, valid func([]byte) bool, f func(m []byte) bool) {
+	for _, v := range values {
+		for len(v) > 0 {
+			m := v
+			if i := bytes.IndexByte(v, ','); i >= 0 {
+				m, v = v[:i], v[i+1:]
+			} else {
+				v = nil
+			}
+			m = bytes.Trim(m, " \t")
+			if len(m) > 0 && (valid == nil || valid(m)) && !f(m) {
+				return
+			}
+		}
+	}
+}
+
+// validTracestateMember reports whether m is a W3C list-member: key "=" value, the key made of
+// lowercase letters, digits and _-*/ with at most one '@' (tenant@system), the value of printable
+// ASCII without ',' and '=', not ending in a space (Trace Context §3.3.1.3). A malformed member
+// is left out rather than passed on.
+func validTracestateMember(m []byte) bool {
+	eq := bytes.IndexByte(m, '=')
+	if eq <= 0 || eq > 256 || len(m)-eq-1 > 256 || len(m) == eq+1 {
+		return false
+	}
+	key, value := m[:eq], m[eq+1:]
+	at := false
+	for i, c := range key {
+		switch {
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case c == '_' || c == '-' || c == '*' || c == '/':
+			if i == 0 {
+				return false
+			}
+		case c == '@' && !at && i > 0 && i < len(key)-1:
+			at = true
+		default:
+			return false
+		}
+	}
+	for _, c := range value {
+		if c < 0x20 || c > 0x7e || c == ',' || c == '=' {
+			return false
+		}
+	}
+	return value[len(value)-1] != ' '
+}
+
+// singleTraceparent is the request's traceparent when it has exactly one traceparent line, else
+// nil: two lines cannot both be the parent, and joining them makes an invalid value.
+func singleTraceparent(values [][]byte) []byte {
+	if len(values) != 1 || len(values[0]) > maxTraceparentLineLen {
+		return nil
+	}
+	return values[0]
+}
+
+// setTraceContext gives the model exactly the W3C trace context the gateway stands behind:
+//   - with telemetry, one traceparent, the gateway's span's; the client's tracestate (cut to
+//     W3C's limits) only when its traceparent became the span's parent;
+//   - without telemetry, the client's traceparent only when there was exactly one and it is
+//     valid, with its tracestate cut to W3C's limits, else neither;
+//   - baggage cut to W3C's limits (8192 bytes, 180 members), whole members kept;
+//   - under telemetry.public_endpoint, nothing of the client's (traceparent, tracestate,
+//     baggage): only the gateway's traceparent, when there is telemetry.
+//
+// It must run before anything deletes a header: fasthttp's Del moves the last field into the
+// gap, which changes the order of a header's lines, and so of the members of a list.
+func (g *Gateway) setTraceContext(h *fasthttp.RequestHeader, rec *telemetry.Record) {
+	var tsBuf [maxTracestateBytes]byte
+	var tpBuf [maxTraceparentLineLen]byte
+	var tp, ts []byte
+	switch {
+	case g.publicEndpoint:
+	case rec != nil:
+		ts = append(tsBuf[:0], rec.Tracestate()...)
+	default:
+		if v := singleTraceparent(h.PeekAll(headerTraceparent)); v != nil && telemetry.ValidTraceparent(v) {
+			tp = append(tpBuf[:0], v...)
+			ts = requestTracestate(tsBuf[:0], h.PeekAll(headerTracestate))
+		}
+	}
+	if rec != nil {
+		tp = rec.AppendTraceparent(tpBuf[:0])
+	}
+	baggage, cut := g.boundBaggage(h)
+	h.Del(headerTraceparent)
+	if len(tp) > 0 {
+		h.SetBytesV(headerTraceparent, tp)
+	}
+	h.Del(headerTracestate)
+	if len(ts) > 0 {
+		h.SetBytesV(headerTracestate, ts)
+	}
+	if cut {
+		h.Del(headerBaggage)
+		if len(baggage) > 0 {
+			h.SetBytesV(headerBaggage, baggage)
+		}
+	}
+}
+
+// boundBaggage is the client's baggage cut to W3C's limits, and whether it must replace the
+// client's (under public_endpoint, with nothing).
+func (g *Gateway) boundBaggage(h *fasthttp.RequestHeader) ([]byte, bool) {
+	values := h.PeekAll(headerBaggage)
+	switch {
+	case len(values) == 0:
+		return nil, false
+	case g.publicEndpoint:
+		return nil, true
+	case len(values) == 1 && len(values[0]) <= maxBaggageBytes && bytes.Count(values[0], []byte(",")) < maxBaggageMembers:
+		return nil, false // within the limits as it is
+	}
+	return boundList(make([]byte, 0, maxBaggageBytes), values, maxBaggageBytes, maxBaggageMembers, 0, nil), true
+}
+
+// requestTracestate is the client's tracestate for the record, cut to W3C's limits, in buf.
+func requestTracestate(buf []byte, values [][]byte) []byte {
+	if len(values) == 0 {
+		return nil
+	}
+	return boundList(buf, values, maxTracestateBytes, maxTracestateMembers, longTracestateMember, validTracestateMember)
+}
+
+// dropTrailers removes the trailer fields of a chunked request body (RFC 9110 §6.5), which
+// fasthttp reads into the request's header once the body has been read, and would send on to the
+// model as trailers. None of them reaches the model: a trailer could carry what the gateway
+// removes or sets from the header section (a credential, X-Forwarded-*, X-Request-Id, a
+// traceparent, X-HTTP-Method-Override, a name with '_') past its checks, and RFC 9110 §6.5.1 lets
+// a recipient discard them. Refusing the request instead would be possible only after its body
+// had been read, or for a streamed body sent. The header section is left as it was.
+func dropTrailers(h *fasthttp.RequestHeader) {
+	names := h.PeekTrailerKeys()
+	if len(names) == 0 {
+		return
+	}
+	// Rare: copies. fasthttp keeps a field of a trailer's name in its trailer section, and
+	// deletes by name from both sections, so the header section's fields of those names are
+	// noted and put back.
+	type field struct{ k, v []byte }
+	var drop [][]byte
+	var kept []field
+	for _, n := range names {
+		drop = append(drop, bytes.Clone(n))
+	}
+	for k, v := range h.All() {
+		for _, n := range drop {
+			if bytes.EqualFold(k, n) {
+				kept = append(kept, field{bytes.Clone(k), bytes.Clone(v)})
+			}
+		}
+	}
+	for _, n := range drop {
+		h.DelBytes(n)
+	}
+	h.Del(fasthttp.HeaderTrailer) // forgets the announced names, now without values
+	for _, f := range kept {
+		h.AddBytesKV(f.k, f.v)
+	}
+}
+
+// trailerDropper passes a streamed chunked body on, and drops its trailers (dropTrailers) when
+// the body ends, before fasthttp would write them after the last chunk.
+type trailerDropper struct {
+	r io.Reader
+	h *fasthttp.RequestHeader
+}
+
+func (d trailerDropper) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	if err == io.EOF {
+		dropTrailers(d.h)
+	}
+	return n, err
 }

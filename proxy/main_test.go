@@ -63,7 +63,8 @@ type seenRequest struct {
 	Method, Target, Proto string
 	Header                []field // in wire order, names as sent
 	Body                  []byte
-	Err                   error // set when the request could not be parsed
+	Trailer               []field // the trailer section of a chunked body
+	Err                   error   // set when the request could not be parsed
 }
 
 func (r *seenRequest) values(name string) []string { return values(r.Header, name) }
@@ -268,7 +269,7 @@ func readRequest(br *bufio.Reader) (*seenRequest, error) {
 		req.Err = err
 		return req, err
 	}
-	req.Body, err = readBody(br, req.Header, false)
+	req.Body, err = readBody(br, req.Header, false, &req.Trailer)
 	if err != nil {
 		req.Err = err
 		return req, err
@@ -302,8 +303,9 @@ func readHeader(br *bufio.Reader) ([]field, error) {
 }
 
 // readBody reads a body framed by h; untilEOF says that a body with neither chunked coding nor a
-// Content-Length runs to the end of the connection (responses), else it is empty (requests).
-func readBody(br *bufio.Reader, h []field, untilEOF bool) ([]byte, error) {
+// Content-Length runs to the end of the connection (responses), else it is empty (requests). A
+// chunked body's trailer fields go to trailer, when it is not nil.
+func readBody(br *bufio.Reader, h []field, untilEOF bool, trailer *[]field) ([]byte, error) {
 	te := values(h, "Transfer-Encoding")
 	cl := values(h, "Content-Length")
 	switch {
@@ -311,7 +313,7 @@ func readBody(br *bufio.Reader, h []field, untilEOF bool) ([]byte, error) {
 		if !strings.EqualFold(te[len(te)-1], "chunked") {
 			return nil, fmt.Errorf("transfer-encoding %q", te)
 		}
-		return readChunked(br)
+		return readChunked(br, trailer)
 	case len(cl) > 0:
 		n, err := strconv.Atoi(cl[0])
 		if err != nil || n < 0 || n > maxRecorded {
@@ -326,7 +328,7 @@ func readBody(br *bufio.Reader, h []field, untilEOF bool) ([]byte, error) {
 	return nil, nil
 }
 
-func readChunked(br *bufio.Reader) ([]byte, error) {
+func readChunked(br *bufio.Reader, trailer *[]field) ([]byte, error) {
 	var body []byte
 	for {
 		line, err := br.ReadString('\n')
@@ -339,7 +341,10 @@ func readChunked(br *bufio.Reader) ([]byte, error) {
 			return body, fmt.Errorf("chunk size %q", line)
 		}
 		if n == 0 {
-			_, err := readHeader(br) // trailers
+			t, err := readHeader(br)
+			if trailer != nil {
+				*trailer = t
+			}
 			return body, err
 		}
 		chunk := make([]byte, n+2)
@@ -645,7 +650,7 @@ func readResponse(br *bufio.Reader) (*response, error) {
 	if status < 200 || status == 204 || status == 304 {
 		return r, nil
 	}
-	r.Body, err = readBody(br, r.Header, true)
+	r.Body, err = readBody(br, r.Header, true, nil)
 	return r, err
 }
 

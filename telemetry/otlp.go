@@ -80,6 +80,8 @@ const otlpMaxAttrs = 31
 type otlpSpan struct {
 	span    tracepb.Span
 	status  tracepb.Status
+	link    tracepb.Span_Link
+	links   [1]*tracepb.Span_Link
 	attrs   [otlpMaxAttrs]*commonpb.KeyValue
 	kvs     [otlpMaxAttrs]commonpb.KeyValue
 	values  [otlpMaxAttrs]commonpb.AnyValue
@@ -98,6 +100,7 @@ func newOTLPSpan() *otlpSpan {
 	}
 	s.span.Kind = tracepb.Span_SPAN_KIND_SERVER
 	s.span.Status = &s.status
+	s.links[0] = &s.link
 	return s
 }
 
@@ -229,6 +232,13 @@ func (t *Telemetry) fillOTLP(s *otlpSpan, r *Record) {
 	if r.hasParent {
 		sp.ParentSpanId = r.parentID[:]
 		sp.Flags |= uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
+	}
+	sp.Links = nil
+	if r.hasLink {
+		s.link.TraceId, s.link.SpanId = r.linkTraceID[:], r.linkSpanID[:]
+		s.link.Flags = uint32(r.linkFlags) | uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK) |
+			uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
+		sp.Links = s.links[:]
 	}
 	sp.StartTimeUnixNano = uint64(max(0, r.start.UnixNano()))
 	sp.EndTimeUnixNano = uint64(max(0, r.start.Add(r.duration).UnixNano()))

@@ -177,12 +177,14 @@ func variedCase(i int) req {
 // contents.
 func TestOTLPMatchesSDK(t *testing.T) {
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test,team=scoring")
-	for _, hbi := range []bool{false, true} {
-		t.Run(fmt.Sprint("high_business_impact=", hbi), func(t *testing.T) {
+	for _, tc := range []struct{ hbi, public bool }{{false, false}, {true, false}, {false, true}} {
+		hbi := tc.hbi
+		t.Run(fmt.Sprint("high_business_impact=", hbi, ",public_endpoint=", tc.public), func(t *testing.T) {
 			ref, got := &captureClient{}, &captureClient{}
 			tel, _ := newTel(t, func(c *config.Config) {
 				c.ComputeType = "edge"
 				c.Telemetry.HighBusinessImpact = hbi
+				c.Telemetry.PublicEndpoint = tc.public
 			}, Options{Exporters: []sdktrace.SpanExporter{otlptrace.NewUnstarted(ref)}, Client: got})
 			n := 2*batchSize + len(otlpCases)
 			for i := range n {
@@ -261,10 +263,12 @@ func TestOTLPWireMatchesSDK(t *testing.T) {
 		name        string
 		hbi         bool
 		compression string
+		public      bool // links instead of parents
 	}{
-		{"plain", false, ""},
-		{"high_business_impact", true, ""},
-		{"gzip", false, "gzip"},
+		{"plain", false, "", false},
+		{"high_business_impact", true, "", false},
+		{"gzip", false, "gzip", false},
+		{"public_endpoint", false, "", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			col := &bodyRecorder{}
@@ -276,6 +280,7 @@ func TestOTLPWireMatchesSDK(t *testing.T) {
 			tel, _ := newTel(t, func(c *config.Config) {
 				c.ComputeType = "edge"
 				c.Telemetry.HighBusinessImpact = tc.hbi
+				c.Telemetry.PublicEndpoint = tc.public
 			}, Options{Exporters: []sdktrace.SpanExporter{otlptrace.NewUnstarted(ref)}})
 			if tel.otlpHTTP == nil {
 				t.Fatal("OTEL_EXPORTER_OTLP_ENDPOINT did not choose the OTLP/HTTP exporter")

@@ -55,9 +55,13 @@ const (
 	tagStartTime    = 7<<3 | byte(protowire.Fixed64Type)
 	tagEndTime      = 8<<3 | byte(protowire.Fixed64Type)
 	tagAttribute    = 9<<3 | byte(protowire.BytesType)
+	tagLink         = 13<<3 | byte(protowire.BytesType)
 	tagStatus       = 15<<3 | byte(protowire.BytesType)
 	// Span.flags is field 16, fixed32: its tag is the two-byte varint of 16<<3|5.
 	tagFlags0, tagFlags1 = 0x85, 0x01
+
+	// Span.Link: trace_id and span_id as in Span, flags (field 6, fixed32).
+	tagLinkFlags = 6<<3 | byte(protowire.Fixed32Type)
 
 	tagStatusMessage = 2<<3 | byte(protowire.BytesType)
 	tagStatusCode    = 3<<3 | byte(protowire.VarintType)
@@ -218,6 +222,18 @@ func (e *spanEncoder) add(t *Telemetry, r *Record) {
 			orig = orig[:32]
 		}
 		b = appendStringAttr(b, "http.request.method_original", validUTF8(unsafeString(orig))) // cut in a rune?
+	}
+
+	if r.hasLink {
+		// Links (field 13) come after the attributes, before the status.
+		const size = 2 + 16 + 2 + 8 + 5
+		b = append(b, tagLink, size, tagTraceID, byte(len(r.linkTraceID)))
+		b = append(b, r.linkTraceID[:]...)
+		b = append(b, tagSpanID, byte(len(r.linkSpanID)))
+		b = append(b, r.linkSpanID[:]...)
+		flags := uint32(r.linkFlags) | uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK) |
+			uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_IS_REMOTE_MASK)
+		b = protowire.AppendFixed32(append(b, tagLinkFlags), flags)
 	}
 
 	// Status: the message, then the code, each left out when empty; the message itself always.

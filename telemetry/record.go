@@ -25,6 +25,11 @@ type Record struct {
 	parentID  [8]byte
 	hasParent bool
 	sampled   bool
+	// The client's trace context under telemetry.public_endpoint: the span's one link.
+	linkTraceID [16]byte
+	linkSpanID  [8]byte
+	linkFlags   byte
+	hasLink     bool
 
 	// Service is the service's name ("" when no service matched). Static strings only.
 	Service string
@@ -61,7 +66,10 @@ type Record struct {
 
 // SetRequest copies what the request says of itself. traceparent and tracestate are the incoming
 // W3C trace-context headers (nil when absent): a valid traceparent makes this request's span its
-// child and decides sampling when it is parent-based. Of an absolute-form target only the path
+// child and decides sampling when it is parent-based; under telemetry.public_endpoint it is not
+// trusted: the span starts a new trace, with a link to it, and tracestate is dropped. The
+// caller passes a traceparent only when the request had exactly one, and a tracestate already
+// cut to W3C's limits. Of an absolute-form target only the path
 // and query are kept, and of host nothing up to an "@", so that a userinfo a client put in the
 // URL is never recorded.
 func (r *Record) SetRequest(method, target, userAgent, host, client, traceparent, tracestate []byte) {
@@ -71,9 +79,14 @@ func (r *Record) SetRequest(method, target, userAgent, host, client, traceparent
 	r.host = append(r.host[:0], withoutUserinfo(host)...)
 	r.client = append(r.client[:0], client...)
 	r.tracestate = r.tracestate[:0]
-	r.hasParent = false
+	r.hasParent, r.hasLink = false, false
 	parentSampled := false
-	if tid, pid, flags, ok := parseTraceparent(traceparent); ok {
+	tid, pid, flags, ok := parseTraceparent(traceparent)
+	if ok && r.t.cfg.PublicEndpoint {
+		r.linkTraceID, r.linkSpanID, r.linkFlags, r.hasLink = tid, pid, flags, true
+		ok = false
+	}
+	if ok {
 		r.traceID, r.parentID, r.hasParent = tid, pid, true
 		parentSampled = flags&1 == 1
 		r.tracestate = append(r.tracestate, tracestate...)
@@ -180,6 +193,12 @@ func (r *Record) End(status int) {
 		t.dropped.Add(1)
 		t.put(r)
 	}
+}
+
+// ValidTraceparent reports whether v is a W3C traceparent the gateway would take as a parent.
+func ValidTraceparent(v []byte) bool {
+	_, _, _, ok := parseTraceparent(v)
+	return ok
 }
 
 // parseTraceparent reads a W3C traceparent "vv-<32 hex>-<16 hex>-<2 hex>": version 00 is exactly

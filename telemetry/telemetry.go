@@ -406,6 +406,10 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 	if r.hasParent {
 		stub.Parent = trace.NewSpanContext(trace.SpanContextConfig{TraceID: r.traceID, SpanID: r.parentID, TraceFlags: flags, Remote: true})
 	}
+	if r.hasLink {
+		stub.Links = []sdktrace.Link{{SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
+			TraceID: r.linkTraceID, SpanID: r.linkSpanID, TraceFlags: trace.TraceFlags(r.linkFlags), Remote: true})}}
+	}
 	if r.status >= 500 {
 		stub.Status = sdktrace.Status{Code: codes.Error, Description: r.Reason}
 	}

@@ -475,6 +475,54 @@ func TestTraceContext(t *testing.T) {
 	}
 }
 
+// TestPublicEndpointLinks is finding 8b of issue 17 on the telemetry side: under
+// telemetry.public_endpoint a client's traceparent is not the span's parent: the span starts a
+// new trace (sampled as a root), carries one link to the client's context, and nothing of the
+// client's tracestate reaches the model or the span.
+func TestPublicEndpointLinks(t *testing.T) {
+	tel, mem := newTel(t, func(c *config.Config) { c.Telemetry.PublicEndpoint = true }, Options{})
+	incoming := "00-" + parentTrace + "-" + parentSpan + "-01"
+	rec := tel.Begin()
+	rec.SetRequest([]byte("POST"), []byte("/api/v1/service/iris/score"), nil, []byte("gw.test"), nil,
+		[]byte(incoming), []byte("congo=t61rcWkgMzE"))
+	rec.SetRequestID([]byte("linked"))
+	if ts := rec.Tracestate(); ts != nil {
+		t.Errorf("Tracestate() = %q, want nil: the client's tracestate is not passed on", ts)
+	}
+	sent := string(rec.AppendTraceparent(nil))
+	rec.End(200)
+	rec = tel.Begin()
+	rec.SetRequest([]byte("POST"), []byte("/x"), nil, []byte("gw.test"), nil, []byte("00-bad"), nil)
+	rec.SetRequestID([]byte("unlinked"))
+	rec.End(200)
+	shutdown(t, tel)
+	spans := spansByID(t, mem.GetSpans())
+	s := spans["linked"]
+	if s.Parent.IsValid() {
+		t.Errorf("parent %v, want none: a public endpoint starts a new trace", s.Parent)
+	}
+	if s.SpanContext.TraceID().String() == parentTrace {
+		t.Errorf("trace id %s is the client's", s.SpanContext.TraceID())
+	}
+	if want := fmt.Sprintf("00-%s-%s-01", s.SpanContext.TraceID(), s.SpanContext.SpanID()); sent != want {
+		t.Errorf("traceparent to the model %q, want the gateway's own %q", sent, want)
+	}
+	if s.SpanContext.TraceState().Len() != 0 {
+		t.Errorf("span tracestate %q, want none", s.SpanContext.TraceState())
+	}
+	if len(s.Links) != 1 {
+		t.Fatalf("%d links, want 1 to the client's context", len(s.Links))
+	}
+	l := s.Links[0].SpanContext
+	if l.TraceID().String() != parentTrace || l.SpanID().String() != parentSpan || !l.IsSampled() || !l.IsRemote() {
+		t.Errorf("link %s/%s sampled=%v remote=%v, want remote %s/%s sampled", l.TraceID(), l.SpanID(), l.IsSampled(), l.IsRemote(),
+			parentTrace, parentSpan)
+	}
+	if n := len(spans["unlinked"].Links); n != 0 {
+		t.Errorf("%d links from an invalid traceparent, want none", n)
+	}
+}
+
 // A pooled Record that last carried a tracestate must not report one for a request whose
 // traceparent is invalid: the proxy deletes the incoming Tracestate header only when Tracestate
 // returns nil.
