@@ -6,6 +6,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // TLS configures the HTTPS data-plane listener. It is on when listen is set, and then needs at
@@ -164,8 +166,11 @@ func (c *Config) validateTLS(add func(path, format string, args ...any)) {
 			add("tls.acme.on_demand", "needs a guard: allow (a list of names) or ask (a URL that approves each name); without one, any client could make the gateway request a certificate for any name")
 		}
 		for i, n := range od.Allow {
-			if !dnsName(n, true) {
+			switch suffix, covers := coversPublicSuffix(n); {
+			case !dnsName(n, true):
 				add(fmt.Sprintf("tls.acme.on_demand.allow[%d]", i), "%q is not a DNS name or *.name", n)
+			case covers:
+				add(fmt.Sprintf("tls.acme.on_demand.allow[%d]", i), "%q covers the public suffix %q, under which anyone may register names: any client could make the gateway order certificates for them; allow names under a domain you control (*.models.example.com)", n, suffix)
 			}
 		}
 		if od.Ask != "" {
@@ -174,6 +179,20 @@ func (c *Config) validateTLS(add func(path, format string, args ...any)) {
 			}
 		}
 	}
+}
+
+// coversPublicSuffix reports whether an on-demand pattern (a name, or "*.name") names a public
+// suffix or every name one label under it, by the Public Suffix List (ICANN and private
+// sections, as golang.org/x/net/publicsuffix carries it): "com", "*.com", "*.co.uk" and
+// "*.github.io" do, "*.example.com" does not. A name under a top-level domain the list does not
+// know counts as under a public suffix too (the list's default rule "*").
+func coversPublicSuffix(pattern string) (suffix string, covers bool) {
+	name := strings.TrimSuffix(strings.ToLower(strings.TrimPrefix(pattern, "*.")), ".")
+	if name == "" {
+		return "", false
+	}
+	suffix, _ = publicsuffix.PublicSuffix(name)
+	return suffix, suffix == name
 }
 
 // dnsName reports whether s is a DNS name (letters, digits, dashes, dots), with a leading "*."
