@@ -83,6 +83,8 @@ func grpcCode(e *Error) int {
 		return grpcUnavailable
 	case 499:
 		return grpcCanceled
+	case http.StatusMisdirectedRequest:
+		return grpcUnknown // what a gRPC client makes of the HTTP 421 it gets
 	}
 	return grpcInternal
 }
@@ -170,6 +172,9 @@ func remoteAddr(r *http.Request) netip.Addr {
 
 func (g *Gateway) handleGRPC(c *grpcCall) error {
 	r := c.r
+	if misdirectedH2(r) {
+		return errMisdirected
+	}
 	if r.Method != http.MethodPost || !isGRPCContentType(r.Header.Get("Content-Type")) {
 		return errNotGRPC
 	}
@@ -511,7 +516,7 @@ func (c *grpcCall) fail(g *Gateway, err error) {
 	}
 	clear(h)
 	c.setIDHeaders()
-	if e == errNotGRPC {
+	if e == errNotGRPC || e == errMisdirected { // answered in HTTP: 421 is for the connection, not the call
 		h.Set("Content-Type", "application/json")
 		c.status = e.Status
 		c.w.WriteHeader(e.Status)
