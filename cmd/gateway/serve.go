@@ -250,7 +250,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		serveData := gw.Serve
 		if lns.tls != nil && cfg.TLS.RedirectHTTP {
 			_, port, _ := net.SplitHostPort(lns.tls.Addr().String())
-			serveData = func(ln net.Listener) error { return gw.ServeRedirect(ln, port) }
+			serveData = func(ln net.Listener) error { return gw.ServeRedirect(ln, port, certMgr.RedirectHosts()) }
 		}
 		if err := serveData(dataLn); err != nil {
 			errc <- fmt.Errorf("data plane: %w", err)
