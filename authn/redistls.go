@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/scoregate/scoregate/config"
 )
 
@@ -42,4 +44,21 @@ func secureRedisTLS(conf *tls.Config, cfg config.Store) error {
 		conf.Certificates = []tls.Certificate{cert}
 	}
 	return nil
+}
+
+// OpenRedisClient returns a client of the Redis at url (redis:// or rediss://) for another use
+// than the store, such as tls.storage_redis_url: TLS verified as the store's (store.redis_ca_file
+// and the client certificate), calls bounded by store.redis_timeout and never retried. It does
+// not connect until first used. The error never repeats the URL, which may hold a password.
+func OpenRedisClient(field, url string, cfg config.Store) (redis.UniversalClient, error) {
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		return nil, fmt.Errorf("%s is not a valid Redis URL", field)
+	}
+	if err := secureRedisTLS(opts.TLSConfig, cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	tune(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout, &opts.MaxRetries, cfg.RedisTimeout)
+	opts.ContextTimeoutEnabled = true
+	return redis.NewClient(opts), nil
 }

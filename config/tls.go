@@ -1,6 +1,9 @@
 package config
 
 import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -28,6 +31,26 @@ type TLS struct {
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 	// ACME obtains and renews certificates from an ACME CA (Let's Encrypt by default).
 	ACME ACME `yaml:"acme"`
+	// StorageRedisURL is a Redis of its own for the ACME certificates, their private keys and
+	// the ACME account (redis:// or rediss://, verified with store.redis_ca_file and the store's
+	// client certificate), so that they live apart from the credentials' state and under
+	// another ACL user. Default "": the store's Redis when store is shared, else files under
+	// store.dir.
+	StorageRedisURL string `yaml:"storage_redis_url"`
+	// StorageRedisPrefix starts every key of the certificate storage in storage_redis_url, in
+	// braces so that in a cluster they share one hash slot; it differs from store.redis_prefix
+	// so that two ACL users of one Redis can each see only their own keys.
+	// Default "{scoregate-certs}:".
+	StorageRedisPrefix string `yaml:"storage_redis_prefix"`
+	// StorageKey encrypts every value of the certificate storage (private keys, certificates,
+	// the ACME account) with AES-256-GCM: 32 random bytes, written as 64 hex digits or in base64
+	// (openssl rand -base64 32). Prefer GATEWAY_TLS_STORAGE_KEY, or storage_key_file, to writing
+	// it in the file. Every instance sharing the storage needs the same key. Default "": values
+	// are stored in clear.
+	StorageKey string `yaml:"storage_key"`
+	// StorageKeyFile is a file holding storage_key (hex or base64). Use either this or
+	// storage_key. Default "".
+	StorageKeyFile string `yaml:"storage_key_file"`
 }
 
 // CertFiles is one PEM certificate chain and its private key.
@@ -88,9 +111,10 @@ type UpstreamTLS struct {
 
 // Defaults of the tls section.
 const (
-	DefaultACMEDirectory     = "https://acme-v02.api.letsencrypt.org/directory"
-	DefaultTLSReloadInterval = 10 * time.Second
-	DefaultTLSMinVersion     = "1.2"
+	DefaultACMEDirectory      = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultTLSReloadInterval  = 10 * time.Second
+	DefaultTLSMinVersion      = "1.2"
+	DefaultStorageRedisPrefix = "{scoregate-certs}:"
 )
 
 // Enabled reports whether the HTTPS listener is on.
@@ -110,6 +134,7 @@ func (c *Config) applyTLSDefaults() {
 	setDefault(&t.MinVersion, DefaultTLSMinVersion)
 	setDefault(&t.ReloadInterval, DefaultTLSReloadInterval)
 	setDefault(&t.ACME.Directory, DefaultACMEDirectory)
+	setDefault(&t.StorageRedisPrefix, DefaultStorageRedisPrefix)
 }
 
 func (c *Config) validateTLS(add func(path, format string, args ...any)) {
@@ -145,6 +170,7 @@ func (c *Config) validateTLS(add func(path, format string, args ...any)) {
 			add(p+".key_file", "required")
 		}
 	}
+	c.validateCertStorage(add)
 	a := t.ACME
 	for i, n := range a.Names {
 		if !dnsName(n, false) {
@@ -234,4 +260,56 @@ func validateUpstreamTLS(p string, svc Service, add func(path, format string, ar
 	if !anyTLS {
 		add(p+".tls", "set, but no upstream is https://")
 	}
+}
+
+// ACMEEnabled reports whether certificates are obtained through ACME, the only user of the
+// certificate storage.
+func (c *Config) ACMEEnabled() bool {
+	return c.TLS.Enabled() && (len(c.TLS.ACME.Names) > 0 || c.OnDemandEnabled())
+}
+
+// validateCertStorage checks where ACME state lives and the key that encrypts it.
+func (c *Config) validateCertStorage(add func(path, format string, args ...any)) {
+	t := c.TLS
+	if t.StorageRedisURL != "" {
+		if p := redisURLProblem(t.StorageRedisURL); p != "" {
+			add("tls.storage_redis_url", "%s", p)
+		}
+	}
+	if t.StorageKey != "" && t.StorageKeyFile != "" {
+		add("tls.storage_key_file", "use either tls.storage_key (or GATEWAY_TLS_STORAGE_KEY) or tls.storage_key_file, not both")
+	}
+	if t.StorageKey != "" {
+		if _, err := ParseStorageKey(t.StorageKey); err != nil {
+			add("tls.storage_key", "%v", err) // the message never repeats the key
+		}
+	}
+	if !c.ACMEEnabled() {
+		for _, f := range []struct{ path, value string }{
+			{"tls.storage_redis_url", t.StorageRedisURL},
+			{"tls.storage_key", t.StorageKey},
+			{"tls.storage_key_file", t.StorageKeyFile},
+		} {
+			if f.value != "" {
+				add(f.path, "set, but no certificate is obtained through ACME (tls.acme.names or tls.acme.on_demand), the only user of the certificate storage")
+			}
+		}
+	}
+}
+
+// ParseStorageKey reads tls.storage_key: 32 bytes written as 64 hex digits or in base64
+// (standard or URL alphabet, padded or not), surrounding white space ignored.
+func ParseStorageKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if len(s) == 64 {
+		if b, err := hex.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("must be 32 bytes written as 64 hex digits or in base64 (openssl rand -base64 32)")
 }

@@ -93,3 +93,28 @@ func TestFinding12bOnDemandAllowRefusesPublicSuffixes(t *testing.T) {
 		{"a user's site under a private suffix", allow("*.someone.github.io"), ""},
 	})
 }
+
+// Finding 13: the certificate storage may live in a Redis of its own, and its values be
+// encrypted with a key given in hex or base64, inline (from the environment) or by file.
+func TestFinding13CertificateStorageSettings(t *testing.T) {
+	const acme = "tls:\n  listen: 127.0.0.1:8443\n  acme:\n    names: [scoring.example.com]\n"
+	hexKey := strings.Repeat("ab", 32)
+	b64Key := "q83vASNFZ4mrze8BI0VniavN7wEjRWeJq83vASNFZ4k="
+	checkProblems(t, []struct{ name, yaml, want string }{
+		{"a separate Redis", acme + "  storage_redis_url: rediss://certs:s3cret@redis-certs.example.com:6380/0\n" + validBase(), ""},
+		{"a separate Redis with skip_verify", acme + "  storage_redis_url: rediss://certs:s3cret@redis-certs.example.com:6380/0?skip_verify=true\n" + validBase(), "tls.storage_redis_url: skip_verify"},
+		{"a separate Redis that is not one", acme + "  storage_redis_url: https://certs:s3cret@example.com\n" + validBase(), "tls.storage_redis_url: must look like redis://"},
+		{"a hex key", acme + "  storage_key: " + hexKey + "\n" + validBase(), ""},
+		{"a base64 key", acme + "  storage_key: " + b64Key + "\n" + validBase(), ""},
+		{"a short key", acme + "  storage_key: " + hexKey[:62] + "\n" + validBase(), "tls.storage_key: must be 32 bytes"},
+		{"a passphrase", acme + "  storage_key: correct-horse-battery-staple\n" + validBase(), "tls.storage_key: must be 32 bytes"},
+		{"a key and a key file", acme + "  storage_key: " + hexKey + "\n  storage_key_file: /etc/scoregate/storage.key\n" + validBase(), "tls.storage_key_file: use either"},
+		{"a key file", acme + "  storage_key_file: /etc/scoregate/storage.key\n" + validBase(), ""},
+		{"storage without ACME", "tls:\n  listen: 127.0.0.1:8443\n  certificates:\n    - cert_file: a.crt\n      key_file: a.key\n  storage_key_file: k\n" + validBase(), "tls.storage_key_file: set, but no certificate is obtained through ACME"},
+	})
+	for _, k := range []string{hexKey, strings.ToUpper(hexKey), b64Key, strings.TrimRight(b64Key, "="), " " + b64Key + "\n"} {
+		if b, err := ParseStorageKey(k); err != nil || len(b) != 32 {
+			t.Errorf("ParseStorageKey(%q) = %d bytes, %v", k, len(b), err)
+		}
+	}
+}

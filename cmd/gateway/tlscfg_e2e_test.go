@@ -3,15 +3,18 @@ package main
 import (
 	"bufio"
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/scoregate/scoregate/internal/pebbletest"
+	"github.com/scoregate/scoregate/internal/redistest"
 )
 
 // Finding 3 and 12b through the binary: check-config refuses a Redis URL that turns off TLS
@@ -130,4 +133,79 @@ tls:
 			}
 		}
 	})
+}
+
+// The README's two ACL users: the gateway's, for the credentials' state, and the certificate
+// storage's, each limited to its own prefix.
+const (
+	gatewayACL = "user gateway on >gw-pass ~{scoregate}:* &{scoregate}:changes -@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait"
+	certsACL   = "user certs on >certs-pass ~{scoregate-certs}:* -@all +@read +@write +@scripting -@dangerous +ping +hello"
+)
+
+// Finding 13 through the binary: with tls.storage_redis_url the certificate from a real ACME
+// flow, its key and the ACME account go to that Redis, under its own ACL user, and nothing of
+// them to the store's; with GATEWAY_TLS_STORAGE_KEY no private key is readable there. Then
+// "gateway store seal-certificates" finds nothing left in clear.
+func TestFinding13CertificateStorageApartAndSealed(t *testing.T) {
+	acl := redistest.WithACL("user default on nopass ~* &* +@all", gatewayACL, certsACL)
+	authRedis, certRedis := redistest.Start(t, acl), redistest.Start(t, acl)
+	plain, secure := pebbletest.FreePort(t), pebbletest.FreePort(t)
+	pb := pebbletest.Start(t, plain, secure)
+	_, upstream := newRecorder(t)
+	dir := t.TempDir()
+	cfg := writeTLSConfig(t, dir, upstream.URL, fmt.Sprintf(`listen: %q
+tls:
+  listen: %q
+  storage_redis_url: "redis://certs:certs-pass@%s/0"
+  acme:
+    names: ["apart.example.com"]
+    directory: %q
+    ca_roots_file: %q
+    disable_tls_alpn_challenge: true
+`, loopback(plain), loopback(secure), certRedis.Addr, pb.Directory, pb.CAFile), "")
+	text, _ := os.ReadFile(cfg)
+	text = []byte(strings.Replace(string(text), "store:\n", fmt.Sprintf("store:\n  redis_url: \"redis://gateway:gw-pass@%s/0\"\n", authRedis.Addr), 1))
+	writeFile(t, cfg, text)
+	env := []string{"GATEWAY_ADMIN_KEY=" + sharedOwnerKey, "GATEWAY_TLS_STORAGE_KEY=" + strings.Repeat("0f", 32)}
+	p := start(t, env, "serve", "-config", cfg)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pb.Roots(t))
+	waitForCertificate(t, loopback(secure), "apart.example.com", roots, 60*time.Second, p.stderr.String)
+	if code := p.stop(t, os.Interrupt); code != 0 {
+		t.Fatalf("exit %d\n%s", code, p.stderr)
+	}
+	if strings.Contains(p.stderr.String(), "stored in clear") {
+		t.Errorf("the gateway warns of keys in clear although they are sealed:\n%s", p.stderr)
+	}
+
+	if keys := authRedis.Do(t, "KEYS", "*certmagic*"); keys != "" {
+		t.Errorf("the store's Redis holds certificate data:\n%s", keys)
+	}
+	if keys := authRedis.Do(t, "KEYS", "*"); !strings.Contains(keys, "{scoregate}:secret") {
+		t.Errorf("the store's Redis does not hold the store (keys %q)", keys)
+	}
+	fields := strings.Fields(certRedis.Do(t, "HKEYS", "{scoregate-certs}:certmagic:values"))
+	var privateKeys []string
+	for _, f := range fields {
+		if strings.HasSuffix(f, ".key") {
+			privateKeys = append(privateKeys, f)
+		}
+	}
+	if len(privateKeys) < 2 {
+		t.Fatalf("the certificate storage holds %v; want the certificate's and the account's private keys", fields)
+	}
+	for _, f := range fields {
+		v := certRedis.Do(t, "HGET", "{scoregate-certs}:certmagic:values", f)
+		if strings.Contains(v, "PRIVATE KEY") || strings.Contains(v, "BEGIN") {
+			t.Errorf("%s is stored readable", f)
+		}
+	}
+
+	out, errOut, code := runCLI(t, env, "store", "seal-certificates", "-config", cfg)
+	if code != 0 || !strings.Contains(out, "sealed 0 values") {
+		t.Fatalf("seal-certificates: exit %d\n%s%s", code, out, errOut)
+	}
+	if strings.Contains(out+errOut, "certs-pass") {
+		t.Errorf("seal-certificates printed the Redis password:\n%s%s", out, errOut)
+	}
 }
