@@ -57,6 +57,9 @@ func OpenRedis(ctx context.Context, cfg config.Store) (*RedisStore, error) {
 		if err != nil {
 			return nil, errors.New("store.redis_url is not a valid Redis URL") // the URL may hold a password
 		}
+		if err := secureRedisTLS(opts.TLSConfig, cfg); err != nil {
+			return nil, err
+		}
 		tune(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout, &opts.MaxRetries, cfg.RedisTimeout)
 		opts.ContextTimeoutEnabled = true
 		s.client = redis.NewClient(opts)
@@ -70,6 +73,9 @@ func OpenRedis(ctx context.Context, cfg config.Store) (*RedisStore, error) {
 		}
 		if cfg.RedisTLS {
 			opts.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+			if err := secureRedisTLS(opts.TLSConfig, cfg); err != nil {
+				return nil, err
+			}
 		}
 		tune(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout, &opts.MaxRetries, cfg.RedisTimeout)
 		s.client = redis.NewUniversalClient(opts)

@@ -186,6 +186,14 @@ type Store struct {
 	RedisPassword string `yaml:"redis_password"`
 	// RedisTLS uses TLS with redis_addrs (with redis_url, use rediss://). Default false.
 	RedisTLS bool `yaml:"redis_tls"`
+	// RedisCAFile is a PEM file of the roots that sign Redis's certificate, for a Redis behind a
+	// private CA; with TLS only (rediss:// or redis_tls). Redis's certificate is always verified:
+	// no setting, and no URL option, turns that off. Default: the system roots.
+	RedisCAFile string `yaml:"redis_ca_file"`
+	// RedisCertFile and RedisKeyFile are the gateway's client certificate and key (PEM), for a
+	// Redis that asks for one (tls-auth-clients); with TLS only. Default: none.
+	RedisCertFile string `yaml:"redis_cert_file"`
+	RedisKeyFile  string `yaml:"redis_key_file"`
 	// RedisPrefix starts every key and channel the gateway uses, in braces so that in a cluster
 	// they share one hash slot. Default "{scoregate}:".
 	RedisPrefix string `yaml:"redis_prefix"`

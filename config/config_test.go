@@ -43,7 +43,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			ShutdownTimeout:  15 * time.Second,
 			MaxConns:         10000,
 		},
-		TLS:       TLS{RedirectHTTP: true, MinVersion: "1.2", ReloadInterval: 10 * time.Second, ACME: ACME{Directory: DefaultACMEDirectory}},
+		TLS:       TLS{RedirectHTTP: true, MinVersion: "1.2", ReloadInterval: 10 * time.Second, ACME: ACME{Directory: DefaultACMEDirectory}, StorageRedisPrefix: DefaultStorageRedisPrefix},
 		Log:       Log{Level: "info", Format: "json"},
 		Telemetry: Telemetry{QueueSize: 16384, AccessLogSample: 1, RedactQueryParams: DefaultRedactQueryParams},
 		Tokens: Tokens{

@@ -1,11 +1,16 @@
 package config
 
 import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"strings"
 	"time"
+
+	"golang.org/x/net/publicsuffix"
 )
 
 // TLS configures the HTTPS data-plane listener. It is on when listen is set, and then needs at
@@ -26,6 +31,26 @@ type TLS struct {
 	ReloadInterval time.Duration `yaml:"reload_interval"`
 	// ACME obtains and renews certificates from an ACME CA (Let's Encrypt by default).
 	ACME ACME `yaml:"acme"`
+	// StorageRedisURL is a Redis of its own for the ACME certificates, their private keys and
+	// the ACME account (redis:// or rediss://, verified with store.redis_ca_file and the store's
+	// client certificate), so that they live apart from the credentials' state and under
+	// another ACL user. Default "": the store's Redis when store is shared, else files under
+	// store.dir.
+	StorageRedisURL string `yaml:"storage_redis_url"`
+	// StorageRedisPrefix starts every key of the certificate storage in storage_redis_url, in
+	// braces so that in a cluster they share one hash slot; it differs from store.redis_prefix
+	// so that two ACL users of one Redis can each see only their own keys.
+	// Default "{scoregate-certs}:".
+	StorageRedisPrefix string `yaml:"storage_redis_prefix"`
+	// StorageKey encrypts every value of the certificate storage (private keys, certificates,
+	// the ACME account) with AES-256-GCM: 32 random bytes, written as 64 hex digits or in base64
+	// (openssl rand -base64 32). Prefer GATEWAY_TLS_STORAGE_KEY, or storage_key_file, to writing
+	// it in the file. Every instance sharing the storage needs the same key. Default "": values
+	// are stored in clear.
+	StorageKey string `yaml:"storage_key"`
+	// StorageKeyFile is a file holding storage_key (hex or base64). Use either this or
+	// storage_key. Default "".
+	StorageKeyFile string `yaml:"storage_key_file"`
 }
 
 // CertFiles is one PEM certificate chain and its private key.
@@ -86,9 +111,10 @@ type UpstreamTLS struct {
 
 // Defaults of the tls section.
 const (
-	DefaultACMEDirectory     = "https://acme-v02.api.letsencrypt.org/directory"
-	DefaultTLSReloadInterval = 10 * time.Second
-	DefaultTLSMinVersion     = "1.2"
+	DefaultACMEDirectory      = "https://acme-v02.api.letsencrypt.org/directory"
+	DefaultTLSReloadInterval  = 10 * time.Second
+	DefaultTLSMinVersion      = "1.2"
+	DefaultStorageRedisPrefix = "{scoregate-certs}:"
 )
 
 // Enabled reports whether the HTTPS listener is on.
@@ -108,6 +134,7 @@ func (c *Config) applyTLSDefaults() {
 	setDefault(&t.MinVersion, DefaultTLSMinVersion)
 	setDefault(&t.ReloadInterval, DefaultTLSReloadInterval)
 	setDefault(&t.ACME.Directory, DefaultACMEDirectory)
+	setDefault(&t.StorageRedisPrefix, DefaultStorageRedisPrefix)
 }
 
 func (c *Config) validateTLS(add func(path, format string, args ...any)) {
@@ -143,6 +170,7 @@ func (c *Config) validateTLS(add func(path, format string, args ...any)) {
 			add(p+".key_file", "required")
 		}
 	}
+	c.validateCertStorage(add)
 	a := t.ACME
 	for i, n := range a.Names {
 		if !dnsName(n, false) {
@@ -164,8 +192,11 @@ func (c *Config) validateTLS(add func(path, format string, args ...any)) {
 			add("tls.acme.on_demand", "needs a guard: allow (a list of names) or ask (a URL that approves each name); without one, any client could make the gateway request a certificate for any name")
 		}
 		for i, n := range od.Allow {
-			if !dnsName(n, true) {
+			switch suffix, covers := coversPublicSuffix(n); {
+			case !dnsName(n, true):
 				add(fmt.Sprintf("tls.acme.on_demand.allow[%d]", i), "%q is not a DNS name or *.name", n)
+			case covers:
+				add(fmt.Sprintf("tls.acme.on_demand.allow[%d]", i), "%q covers the public suffix %q, under which anyone may register names: any client could make the gateway order certificates for them; allow names under a domain you control (*.models.example.com)", n, suffix)
 			}
 		}
 		if od.Ask != "" {
@@ -174,6 +205,20 @@ func (c *Config) validateTLS(add func(path, format string, args ...any)) {
 			}
 		}
 	}
+}
+
+// coversPublicSuffix reports whether an on-demand pattern (a name, or "*.name") names a public
+// suffix or every name one label under it, by the Public Suffix List (ICANN and private
+// sections, as golang.org/x/net/publicsuffix carries it): "com", "*.com", "*.co.uk" and
+// "*.github.io" do, "*.example.com" does not. A name under a top-level domain the list does not
+// know counts as under a public suffix too (the list's default rule "*").
+func coversPublicSuffix(pattern string) (suffix string, covers bool) {
+	name := strings.TrimSuffix(strings.ToLower(strings.TrimPrefix(pattern, "*.")), ".")
+	if name == "" {
+		return "", false
+	}
+	suffix, _ = publicsuffix.PublicSuffix(name)
+	return suffix, suffix == name
 }
 
 // dnsName reports whether s is a DNS name (letters, digits, dashes, dots), with a leading "*."
@@ -215,4 +260,56 @@ func validateUpstreamTLS(p string, svc Service, add func(path, format string, ar
 	if !anyTLS {
 		add(p+".tls", "set, but no upstream is https://")
 	}
+}
+
+// ACMEEnabled reports whether certificates are obtained through ACME, the only user of the
+// certificate storage.
+func (c *Config) ACMEEnabled() bool {
+	return c.TLS.Enabled() && (len(c.TLS.ACME.Names) > 0 || c.OnDemandEnabled())
+}
+
+// validateCertStorage checks where ACME state lives and the key that encrypts it.
+func (c *Config) validateCertStorage(add func(path, format string, args ...any)) {
+	t := c.TLS
+	if t.StorageRedisURL != "" {
+		if p := redisURLProblem(t.StorageRedisURL); p != "" {
+			add("tls.storage_redis_url", "%s", p)
+		}
+	}
+	if t.StorageKey != "" && t.StorageKeyFile != "" {
+		add("tls.storage_key_file", "use either tls.storage_key (or GATEWAY_TLS_STORAGE_KEY) or tls.storage_key_file, not both")
+	}
+	if t.StorageKey != "" {
+		if _, err := ParseStorageKey(t.StorageKey); err != nil {
+			add("tls.storage_key", "%v", err) // the message never repeats the key
+		}
+	}
+	if !c.ACMEEnabled() {
+		for _, f := range []struct{ path, value string }{
+			{"tls.storage_redis_url", t.StorageRedisURL},
+			{"tls.storage_key", t.StorageKey},
+			{"tls.storage_key_file", t.StorageKeyFile},
+		} {
+			if f.value != "" {
+				add(f.path, "set, but no certificate is obtained through ACME (tls.acme.names or tls.acme.on_demand), the only user of the certificate storage")
+			}
+		}
+	}
+}
+
+// ParseStorageKey reads tls.storage_key: 32 bytes written as 64 hex digits or in base64
+// (standard or URL alphabet, padded or not), surrounding white space ignored.
+func ParseStorageKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if len(s) == 64 {
+		if b, err := hex.DecodeString(s); err == nil {
+			return b, nil
+		}
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if b, err := enc.DecodeString(s); err == nil && len(b) == 32 {
+			return b, nil
+		}
+	}
+	return nil, errors.New("must be 32 bytes written as 64 hex digits or in base64 (openssl rand -base64 32)")
 }

@@ -53,14 +53,10 @@ func (c *Config) Validate() error {
 		add("store.dir", "required")
 	}
 	st := c.Store
-	switch {
-	case st.RedisURL != "" && len(st.RedisAddrs) > 0:
+	if st.RedisURL != "" && len(st.RedisAddrs) > 0 {
 		add("store.redis_addrs", "use either store.redis_url or store.redis_addrs, not both")
-	case st.RedisURL != "":
-		if u, err := url.Parse(st.RedisURL); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-			add("store.redis_url", "must look like redis://[user:password@]host:port/db or rediss://…")
-		}
 	}
+	validateRedisTLS(st, add)
 	if st.RedisMasterName != "" && len(st.RedisAddrs) == 0 {
 		add("store.redis_master_name", "needs store.redis_addrs (the Sentinel addresses)")
 	}

@@ -186,7 +186,11 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 	}
 	id = requestID(&ctx.Request.Header, idBuf[:0])
 	rec = g.begin(ctx, id)
-	if err := g.handle(ctx, id, rec); err != nil {
+	err := misdirected(ctx) // a Host the TLS connection was not opened for: 421, first
+	if err == nil {
+		err = g.handle(ctx, id, rec)
+	}
+	if err != nil {
 		g.writeError(ctx, err)
 		if rec != nil {
 			rec.Reason = reasonOf(err)

@@ -85,6 +85,8 @@ func grpcCode(e *Error) int {
 		return grpcUnavailable
 	case 499:
 		return grpcCanceled
+	case http.StatusMisdirectedRequest:
+		return grpcUnknown // what a gRPC client makes of the HTTP 421 it gets
 	}
 	return grpcInternal
 }
@@ -175,6 +177,8 @@ func remoteAddr(r *http.Request) netip.Addr {
 func (g *Gateway) handleGRPC(c *grpcCall) error {
 	r := c.r
 	switch {
+	case misdirectedH2(r):
+		return errMisdirected
 	case r.Method != http.MethodPost:
 		return errNotPOST // TRACE and every other method: never forwarded
 	case !isGRPCContentType(r.Header.Get("Content-Type")):
@@ -515,7 +519,7 @@ func (c *grpcCall) fail(g *Gateway, err error) {
 	}
 	clear(h)
 	c.setIDHeaders()
-	if e == errNotGRPC || e == errNotPOST {
+	if e == errNotGRPC || e == errNotPOST || e == errMisdirected { // answered in HTTP; 421 is for the connection, not the call
 		h.Set("Content-Type", "application/json")
 		if e.Allow != "" {
 			h.Set("Allow", e.Allow)

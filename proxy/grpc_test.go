@@ -206,7 +206,7 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 	if o.tls {
 		ca = testpki.NewCA(t, "scoregate gRPC test CA")
 		modelTLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "127.0.0.1")}}
-		gwTLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "127.0.0.1")}}
+		gwTLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "127.0.0.1", "grpc.example.test", "other.example.test")}}
 		e.clientTLS = &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1"}
 	}
 	e.model, e.modelURL = startModel(t, modelTLS)

@@ -29,9 +29,14 @@ func (g *Gateway) isACMEChallenge(ctx *fasthttp.RequestCtx) bool {
 // challenges are answered, and every other request gets a 308 redirect to the same host and
 // target on httpsPort (308 keeps the method and body; a client that sent a credential over plain
 // HTTP should still be fixed, since the credential has crossed the network in the clear).
-func (g *Gateway) ServeRedirect(ln net.Listener, httpsPort string) error {
+//
+// hosts, when not nil, says which hosts the HTTPS listener serves (given lowercase, without port
+// or final dot): a request for any other host gets 421 Misdirected Request and no Location, so
+// that a client's Host is never copied into a redirect to a host the gateway does not serve.
+// With nil every well-formed host is redirected.
+func (g *Gateway) ServeRedirect(ln net.Listener, httpsPort string, hosts func(string) bool) error {
 	s := &fasthttp.Server{
-		Handler:               func(ctx *fasthttp.RequestCtx) { g.redirect(ctx, httpsPort) },
+		Handler:               func(ctx *fasthttp.RequestCtx) { g.redirect(ctx, httpsPort, hosts) },
 		ReadTimeout:           g.server.ReadTimeout,
 		WriteTimeout:          g.server.WriteTimeout,
 		IdleTimeout:           g.server.IdleTimeout,
@@ -49,7 +54,7 @@ func (g *Gateway) ServeRedirect(ln net.Listener, httpsPort string) error {
 	return s.Serve(ln)
 }
 
-func (g *Gateway) redirect(ctx *fasthttp.RequestCtx, httpsPort string) {
+func (g *Gateway) redirect(ctx *fasthttp.RequestCtx, httpsPort string, hosts func(string) bool) {
 	if g.isACMEChallenge(ctx) {
 		g.challenge(ctx)
 		return
@@ -61,8 +66,15 @@ func (g *Gateway) redirect(ctx *fasthttp.RequestCtx, httpsPort string) {
 		host = host[1 : len(host)-1]
 	}
 	if len(host) == 0 || !validRedirectHost(host) {
-		g.writeError(ctx, errBadRequest)
+		g.refuseRedirect(ctx, errBadRequest)
 		return
+	}
+	if hosts != nil {
+		host = trimDot(bytes.ToLower(host))
+		if !hosts(string(host)) {
+			g.refuseRedirect(ctx, errMisdirected)
+			return
+		}
 	}
 	var loc []byte
 	loc = append(loc, "https://"...)
@@ -82,6 +94,14 @@ func (g *Gateway) redirect(ctx *fasthttp.RequestCtx, httpsPort string) {
 	ctx.Response.Header.SetBytesV("Location", loc)
 	ctx.Response.Header.Set("Cache-Control", "no-store")
 	ctx.SetStatusCode(fasthttp.StatusPermanentRedirect)
+}
+
+// refuseRedirect answers a request the plain listener does not redirect with err, carrying the
+// request id headers as every data-plane error does.
+func (g *Gateway) refuseRedirect(ctx *fasthttp.RequestCtx, err error) {
+	var idBuf [requestIDMaxLen]byte
+	g.writeError(ctx, err)
+	g.finish(ctx, requestID(&ctx.Request.Header, idBuf[:0]), nil)
 }
 
 // validRedirectHost allows the characters of a DNS name or an IP address, so that a Host header

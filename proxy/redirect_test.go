@@ -14,8 +14,9 @@ import (
 )
 
 // redirectEnv serves e's gateway as the plain listener of a TLS gateway: ServeRedirect on a
-// second loopback listener, pointing at HTTPS port 8443.
-func redirectEnv(t *testing.T, challenge http.Handler) (*env, string) {
+// second loopback listener, pointing at HTTPS port 8443, redirecting the hosts hosts admits (nil:
+// any).
+func redirectEnv(t *testing.T, challenge http.Handler, hosts func(string) bool) (*env, string) {
 	t.Helper()
 	var opts []proxy.Option
 	if challenge != nil {
@@ -27,7 +28,7 @@ func redirectEnv(t *testing.T, challenge http.Handler) (*env, string) {
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
-	go func() { served <- e.gw.ServeRedirect(ln, "8443") }()
+	go func() { served <- e.gw.ServeRedirect(ln, "8443", hosts) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -66,7 +67,7 @@ func TestRedirectToHTTPS(t *testing.T) {
 		}
 		http.NotFound(w, r)
 	})
-	e, addr := redirectEnv(t, challenge)
+	e, addr := redirectEnv(t, challenge, nil)
 	for _, tc := range []struct {
 		name, raw  string
 		status     int
@@ -107,4 +108,41 @@ func TestNoChallengeHandlerWithoutACME(t *testing.T) {
 		t.Fatalf("%d %s, want the data plane's 404", r.Status, r.Body)
 	}
 	e.up.requireNone(t)
+}
+
+// Finding 12c: with configured names, the plain listener redirects only to them; a Host it does
+// not serve gets 421 Misdirected Request and no Location, so a client's Host is never copied
+// into a redirect to a host the gateway does not serve. ACME challenges are answered whatever
+// the Host.
+func TestFinding12cRedirectOnlyToServedNames(t *testing.T) {
+	challenge := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "tok123.thumbprint") })
+	served := func(host string) bool { return host == "scoring.example.com" }
+	_, addr := redirectEnv(t, challenge, served)
+	for _, tc := range []struct {
+		name, host string
+		status     int
+		location   string
+	}{
+		{"a served name", "scoring.example.com", 308, "https://scoring.example.com:8443/x"},
+		{"a served name in capitals, with a port", "SCORING.example.com:80", 308, "https://scoring.example.com:8443/x"},
+		{"a served name with a final dot", "scoring.example.com.", 308, "https://scoring.example.com:8443/x"},
+		{"another name", "evil.example.net", 421, ""},
+		{"a name under a served one", "a.scoring.example.com", 421, ""},
+		{"an address", "127.0.0.1", 421, ""},
+		{"an IPv6 address", "[::1]:80", 421, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rawTo(t, addr, "GET /x HTTP/1.1\r\nHost: "+tc.host+"\r\n\r\n")
+			if tc.status == 421 {
+				checkError(t, r, 421, "MisdirectedRequest", "")
+			}
+			if r.Status != tc.status || r.get("Location") != tc.location {
+				t.Fatalf("%d Location %q, want %d %q", r.Status, r.get("Location"), tc.status, tc.location)
+			}
+		})
+	}
+	r := rawTo(t, addr, "GET /.well-known/acme-challenge/tok123 HTTP/1.1\r\nHost: new.example.net\r\n\r\n")
+	if r.Status != 200 || string(r.Body) != "tok123.thumbprint" {
+		t.Fatalf("challenge for another host: %d %q", r.Status, r.Body)
+	}
 }

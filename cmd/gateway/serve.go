@@ -203,7 +203,12 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	gwOpts := []proxy.Option{proxy.WithTelemetry(tel)}
 	var certMgr *certs.Manager
 	if cfg.TLS.Enabled() {
-		if certMgr, err = certs.New(cfg, certStorage(cfg, redisStore), log); err != nil {
+		storage, closeStorage, err := certStorage(cfg, redisStore, log)
+		if err != nil {
+			return err
+		}
+		defer closeStorage()
+		if certMgr, err = certs.New(cfg, storage, log); err != nil {
 			return err
 		}
 		if certMgr.ACME() {
@@ -250,7 +255,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		serveData := gw.Serve
 		if lns.tls != nil && cfg.TLS.RedirectHTTP {
 			_, port, _ := net.SplitHostPort(lns.tls.Addr().String())
-			serveData = func(ln net.Listener) error { return gw.ServeRedirect(ln, port) }
+			serveData = func(ln net.Listener) error { return gw.ServeRedirect(ln, port, certMgr.RedirectHosts()) }
 		}
 		if err := serveData(dataLn); err != nil {
 			errc <- fmt.Errorf("data plane: %w", err)
@@ -456,14 +461,69 @@ func rateLimiter(cfg *config.Config, redis *authn.RedisStore, log *slog.Logger) 
 	return ratelimit.NewLocal()
 }
 
-// certStorage is where certificates and ACME state are kept: in Redis beside the shared state
+// certStorage is where certificates and ACME state are kept: in tls.storage_redis_url when set
+// (a Redis and ACL user apart from the credentials' state); else in Redis beside the shared state
 // when there is one (so every instance serves the same certificates and one of them orders
-// them), else in files under store.dir.
-func certStorage(cfg *config.Config, redis *authn.RedisStore) certmagic.Storage {
-	if redis != nil {
-		return certstore.New(redis.Client(), cfg.Store.RedisPrefix)
+// them); else in files under store.dir. With tls.storage_key (or its file) every value is
+// encrypted. The returned func closes what certStorage opened.
+func certStorage(cfg *config.Config, redis *authn.RedisStore, log *slog.Logger) (certmagic.Storage, func(), error) {
+	st, inRedis, closer, err := plainCertStorage(cfg, redis, log)
+	if err != nil {
+		return nil, nil, err
 	}
-	return certs.FileStorage(cfg)
+	key, err := storageKey(cfg.TLS)
+	if err != nil {
+		closer()
+		return nil, nil, err
+	}
+	if key == nil {
+		if inRedis && cfg.ACMEEnabled() {
+			log.Warn("certificate and ACME account private keys are stored in clear in Redis; set tls.storage_key_file or GATEWAY_TLS_STORAGE_KEY to encrypt them")
+		}
+		return st, closer, nil
+	}
+	sealed, err := certstore.Seal(st, key)
+	if err != nil {
+		closer()
+		return nil, nil, err
+	}
+	return sealed, closer, nil
+}
+
+// plainCertStorage is certStorage without the encryption; inRedis tells whether it is in Redis.
+func plainCertStorage(cfg *config.Config, redis *authn.RedisStore, log *slog.Logger) (st certmagic.Storage, inRedis bool, closer func(), err error) {
+	switch {
+	case cfg.TLS.StorageRedisURL != "":
+		client, err := authn.OpenRedisClient("tls.storage_redis_url", cfg.TLS.StorageRedisURL, cfg.Store)
+		if err != nil {
+			return nil, false, nil, err
+		}
+		return certstore.New(client, cfg.TLS.StorageRedisPrefix, certstore.WithLogger(log)), true, func() { client.Close() }, nil
+	case redis != nil:
+		return certstore.New(redis.Client(), cfg.Store.RedisPrefix), true, func() {}, nil
+	}
+	return certs.FileStorage(cfg), false, func() {}, nil
+}
+
+// storageKey reads the key of tls.storage_key or tls.storage_key_file; nil when neither is set.
+// Errors never repeat the key.
+func storageKey(t config.TLS) ([]byte, error) {
+	text, field := t.StorageKey, "tls.storage_key"
+	if t.StorageKeyFile != "" {
+		b, err := os.ReadFile(t.StorageKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tls.storage_key_file: %w", err)
+		}
+		text, field = string(b), "tls.storage_key_file "+t.StorageKeyFile
+	}
+	if text == "" {
+		return nil, nil
+	}
+	key, err := config.ParseStorageKey(text)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", field, err)
+	}
+	return key, nil
 }
 
 // waitForRedis connects to the shared store, trying again every second until it answers or ctx

@@ -2,16 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/certstore"
 )
 
-// cmdStore is "gateway store copy -config FILE": it copies the embedded store in store.dir into
+// cmdStore is "gateway store copy -config FILE" or "gateway store seal-certificates -config
+// FILE". copy copies the embedded store in store.dir into
 // the Redis store the same file names, for a deployment outgrowing one node. The gateway using
 // store.dir must be stopped (the embedded store allows one process).
 func cmdStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -21,12 +25,15 @@ func cmdStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || pos[0] != "copy" || *path == "" {
-		return usagef("usage: gateway store copy -config FILE")
+	if len(pos) != 1 || (pos[0] != "copy" && pos[0] != "seal-certificates") || *path == "" {
+		return usagef("usage: gateway store copy -config FILE, or gateway store seal-certificates -config FILE")
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
 		return fmt.Errorf("configuration %s: %w", *path, err)
+	}
+	if pos[0] == "seal-certificates" {
+		return sealCertificates(ctx, cfg, stdout)
 	}
 	if !cfg.Store.Shared() {
 		return fmt.Errorf("%s names no Redis store (store.redis_url or store.redis_addrs) to copy into", *path)
@@ -50,5 +57,37 @@ func cmdStore(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "copied %d keys, %d principals, %d signing keys, %d revocations and %d activity records from %s into Redis\n",
 		len(snap.Keys), len(snap.Principals), len(snap.SigningKeys), len(snap.Revocations), len(snap.Activity), cfg.Store.Dir)
+	return nil
+}
+
+// sealCertificates encrypts, with tls.storage_key, every value of the certificate storage the
+// configuration names that is still stored in clear: the one step that turns on encryption for a
+// storage in use. Running it again seals nothing more. Instances without the key must be stopped
+// first, or they write values in clear again.
+func sealCertificates(ctx context.Context, cfg *config.Config, stdout io.Writer) error {
+	key, err := storageKey(cfg.TLS)
+	if err != nil {
+		return err
+	}
+	if key == nil {
+		return errors.New("seal-certificates needs tls.storage_key, tls.storage_key_file or GATEWAY_TLS_STORAGE_KEY")
+	}
+	var redis *authn.RedisStore
+	if cfg.Store.Shared() && cfg.TLS.StorageRedisURL == "" {
+		if redis, err = authn.OpenRedis(ctx, cfg.Store); err != nil {
+			return err
+		}
+		defer redis.Close()
+	}
+	st, _, closer, err := plainCertStorage(cfg, redis, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return err
+	}
+	defer closer()
+	n, err := certstore.SealStored(ctx, st, key)
+	if err != nil {
+		return fmt.Errorf("sealing the certificate storage (%d values sealed before the error): %w", n, err)
+	}
+	fmt.Fprintf(stdout, "sealed %d values of the certificate storage (%v)\n", n, st)
 	return nil
 }

@@ -41,6 +41,9 @@ type Manager struct {
 	issuer *certmagic.ACMEIssuer
 	names  []string // managed from the start
 	reload time.Duration
+	// allow and ask are the on-demand guard's allow list and whether it has an ask URL.
+	allow []string
+	ask   bool
 
 	mu      sync.Mutex
 	known   map[string]bool // names with a managed certificate, for Expiries
@@ -146,7 +149,35 @@ func (m *Manager) setupACME(cfg *config.Config, storage certmagic.Storage) error
 	magic.Issuers = []certmagic.Issuer{m.issuer}
 	m.magic = magic
 	m.names = slices.Clone(a.Names)
+	if cfg.OnDemandEnabled() {
+		m.allow, m.ask = a.OnDemand.Allow, a.OnDemand.Ask != ""
+	}
 	return nil
+}
+
+// RedirectHosts returns which hosts the plain listener may redirect to HTTPS (given lowercase,
+// without port or final dot): the names of tls.acme.names, those a certificate file covers (its
+// wildcards too), those tls.acme.on_demand.allow admits, and any name the gateway holds a
+// certificate for (one an ask URL approved, once obtained). It returns nil, every well-formed
+// host, only for on-demand guarded by an ask URL alone: then no list says which names are served,
+// and the gateway does not call the ask URL for a plain-HTTP request.
+func (m *Manager) RedirectHosts() func(string) bool {
+	if m.ask && len(m.names) == 0 && len(m.files.certs) == 0 && len(m.allow) == 0 {
+		return nil
+	}
+	return m.serves
+}
+
+func (m *Manager) serves(host string) bool {
+	if slices.ContainsFunc(m.names, func(n string) bool { return strings.EqualFold(n, host) }) || allowed(m.allow, host) {
+		return true
+	}
+	for _, fc := range m.files.certs {
+		if fc.cert.Load().Leaf.VerifyHostname(host) == nil {
+			return true
+		}
+	}
+	return m.cache != nil && len(m.cache.AllMatchingCertificates(host)) > 0
 }
 
 // TLSConfig is the HTTPS listener's configuration: TLS 1.2 or newer, AEAD suites, HTTP/1.1 (and
