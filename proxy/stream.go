@@ -172,11 +172,10 @@ func readResponseHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 // same buffered bytes afterwards.
 func ambiguousFraming(br *bufio.Reader) bool {
 	for n := 1; n <= br.Size(); n = br.Buffered() + 1 {
-		b, err := br.Peek(n)
-		if err != nil {
+		if _, err := br.Peek(n); err != nil {
 			return false
 		}
-		b, _ = br.Peek(br.Buffered())
+		b, _ := br.Peek(br.Buffered())
 		if block, ok := headerBlock(b); ok {
 			return hasField(block, "content-length") && hasField(block, "transfer-encoding")
 		}
