@@ -346,6 +346,11 @@ type Service struct {
 	Mirror Mirror `yaml:"mirror"`
 	// MaxConnsPerUpstream caps the pooled keep-alive connections to each upstream. Default 512.
 	MaxConnsPerUpstream int `yaml:"max_conns_per_upstream"`
+	// UpstreamIdleTimeout is how long a pooled keep-alive connection to a model may sit idle
+	// before the gateway closes it. Keep it below the model server's own keep-alive timeout
+	// (uvicorn's is 5s), so that the gateway never writes a request to a connection the model is
+	// closing. Default 4s.
+	UpstreamIdleTimeout time.Duration `yaml:"upstream_idle_timeout"`
 	// TokenLifetime is how long tokens minted for this service are valid (token mode only).
 	// Default tokens.lifetime.
 	TokenLifetime time.Duration `yaml:"token_lifetime"`
@@ -382,6 +387,7 @@ const (
 	DefaultMaxConns            = 10000
 	DefaultServiceTimeout      = 60 * time.Second
 	DefaultMaxConnsPerUpstream = 512
+	DefaultUpstreamIdleTimeout = 4 * time.Second
 	DefaultTokenIssuer         = "scoregate"
 	DefaultTokenLifetime       = time.Hour
 	DefaultTokenRefreshAfter   = 30 * time.Minute
@@ -446,6 +452,7 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&svc.MaxResponseBytes, s.MaxResponseBytes)
 		svc.applyTrafficDefaults(c.present, fmt.Sprintf("services[%d]", i))
 		setDefault(&svc.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream)
+		setDefault(&svc.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
 		svc.applyProtocolDefaults()
 		svc.CORS.applyDefaults()
 		if svc.Auth == AuthToken {

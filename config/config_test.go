@@ -65,6 +65,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			MaxBodyBytes:        100 << 20,
 			MaxResponseBytes:    64 << 20,
 			MaxConnsPerUpstream: 512,
+			UpstreamIdleTimeout: 4 * time.Second,
 			Protocol:            ProtocolHTTP,
 			Balance:             "least_outstanding",
 			MaxRequestWait:      500 * time.Millisecond,

@@ -237,6 +237,7 @@ func (c *Config) Validate() error {
 		positive(p+".max_response_bytes", svc.MaxResponseBytes > 0)
 		positive(p+".max_body_bytes", svc.MaxBodyBytes > 0)
 		positive(p+".max_conns_per_upstream", svc.MaxConnsPerUpstream > 0)
+		positive(p+".upstream_idle_timeout", svc.UpstreamIdleTimeout > 0)
 	}
 
 	if len(probs) == 0 {

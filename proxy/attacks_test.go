@@ -577,11 +577,8 @@ func TestSizeLimits(t *testing.T) {
 
 // TestExpectContinueUnauthenticated is HTTP-13: a client without a valid credential that asks
 // for "100 Continue" must get its refusal (401, or 417) instead, and its body must not be read.
-//
-// Known gap, not fixed (see the report): the gateway sets no fasthttp ContinueHandler or
-// ExpectHandler, so fasthttp answers 100 Continue to anyone, reads the body up to the service's
-// max_body_bytes, and only then does the handler refuse the request. The model still sees
-// nothing. Run with SCOREGATE_KNOWN_BUGS=1.
+// The gateway's ExpectHandler (Gateway.expect) decides before the body is read; the model sees
+// nothing.
 func TestExpectContinueUnauthenticated(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	cases := []struct {

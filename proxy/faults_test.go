@@ -321,10 +321,10 @@ func TestModelFaults(t *testing.T) {
 }
 
 // A pooled connection that the model closed while it sat idle (its keep-alive timeout), or reset
-// (as a restarted model's kernel does), is the one failure that is retried: the request never
-// reached the model, and it is sent once more on a fresh connection, without a warning. Before,
-// a reset pooled connection failed the next request with 502 (the write failed, which was not
-// retried).
+// (as a restarted model's kernel does), is never written to: the gateway sees that it is closed
+// before it sends the next request, which goes on a fresh connection, without a warning and
+// without a second delivery. Before, a reset pooled connection failed the next request with 502
+// (the write failed, which was not retried).
 func TestModelClosedIdleConnectionIsRetried(t *testing.T) {
 	noLeaks(t, "idle close", func(t *testing.T) {
 		e := newFaultEnv(t, faultyModel, "")
@@ -332,6 +332,9 @@ func TestModelClosedIdleConnectionIsRetried(t *testing.T) {
 			r := e.do(t, request("POST", "/api/v1/service/model"+path, "Content-Length: 2")+"{}")
 			if r.Status != 200 || string(r.Body) != okBody {
 				t.Fatalf("request %d (%s): %d %s, want 200; log: %q", i, path, r.Status, r.Body, e.log.warnings())
+			}
+			if path != "/ok" {
+				waitModelClosed(t, e.up) // the model's close is on the wire before the next request
 			}
 		}
 		if n := len(e.up.requests()); n != 5 {
@@ -341,6 +344,19 @@ func TestModelClosedIdleConnectionIsRetried(t *testing.T) {
 			t.Errorf("warnings for a retried idle connection:\n%s", strings.Join(w, "\n"))
 		}
 	})
+}
+
+// waitModelClosed waits until the model has closed its connections.
+func waitModelClosed(t *testing.T, r *recorder) {
+	t.Helper()
+	for deadline := time.Now().Add(ioDeadline); ; time.Sleep(time.Millisecond) {
+		r.mu.Lock()
+		open := len(r.conns)
+		r.mu.Unlock()
+		if open == 0 || time.Now().After(deadline) {
+			return
+		}
+	}
 }
 
 // When the model resets the connection while a large request body is still streaming to it,

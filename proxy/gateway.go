@@ -443,6 +443,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	if err != nil && neverSent(err) {
 		// Nothing reached the model: one more try, on another replica, if one is free now.
 		if r2 := dep.tryAcquire(r); r2 != nil {
+			r = r2 // a failure now is this replica's
 			err = g.call(ctx, svc, dep, r2, rec)
 		}
 	}

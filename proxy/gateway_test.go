@@ -3,10 +3,10 @@ package proxy_test
 import (
 	"io"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestForwardTarget checks CONTRACT §3: /api/v1/service/{name}/{rest} reaches the model as /{rest}
@@ -272,33 +272,71 @@ func TestUpstreamFailures(t *testing.T) {
 
 }
 
-// TestUpstreamResponseSmuggling is HTTP-34 for an answer with both Content-Length and
-// Transfer-Encoding, followed on the same connection by bytes that look like a second answer. The
-// gateway must refuse the answer (502) and must not keep the connection, or the next request to
-// that model (possibly another client's) is answered with the leftover bytes.
-//
-// Known bug, not fixed (see the report): fasthttp's HostClient reads such an answer as chunked,
-// drops the Content-Length and puts the connection back in its pool, and the gateway cannot see
-// that the answer carried both headers. Run with SCOREGATE_KNOWN_BUGS=1.
-func TestUpstreamResponseSmuggling(t *testing.T) {
-	if os.Getenv("SCOREGATE_KNOWN_BUGS") == "" {
-		t.Skip("known bug (fasthttp HostClient pools a connection after a CL+TE answer); set SCOREGATE_KNOWN_BUGS=1 to run")
+// TestHTTP34UpstreamResponseSmuggling: a model's answer with both Content-Length and
+// Transfer-Encoding, or with bytes after its end (here, bytes that look like a second answer), is
+// refused with 502 and its connection closed, so the next request to that model (possibly
+// another client's) gets its own answer, not the leftover bytes. fasthttp alone reads a CL+TE
+// answer as chunked and puts the connection back in its pool.
+func TestHTTP34UpstreamResponseSmuggling(t *testing.T) {
+	const smuggled = "HTTP/1.1 200 OK\r\nX-Smuggled: yes\r\nContent-Length: 9\r\n\r\nsmuggled!"
+	answers := map[string]string{
+		"/cl-te":   "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + smuggled,
+		"/te-cl":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" + smuggled,
+		"/cl-te-0": "HTTP/1.1 200 OK\r\ncontent-length : 0\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+		"/after":   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}" + smuggled,
+		"/after-0": "HTTP/1.1 204 No Content\r\n\r\n" + smuggled,
 	}
+	for path := range answers {
+		t.Run(path, func(t *testing.T) {
+			e := newEnv(t, envOptions{respond: func(r *recorder, w io.Writer, req *seenRequest) bool {
+				if a, ok := answers[req.Target]; ok {
+					_, err := io.WriteString(w, a)
+					return err == nil
+				}
+				return respondOK(r, w, req)
+			}})
+			first := e.exchange(t, request("GET", "/api/v1/service/open"+path))
+			if len(first) != 1 || first[0].Status != 502 {
+				t.Errorf("HTTP-34 %s: got %s, want one 502", path, describe(first))
+			}
+			for range 3 {
+				next := e.do(t, request("GET", "/api/v1/service/open/score"))
+				if next.Status != 200 || string(next.Body) != okBody || next.get("X-Smuggled") != "" {
+					t.Errorf("HTTP-34 the next request got %d %s %q, want the model's own answer %s", next.Status, next.Body, next.Header, okBody)
+				}
+			}
+		})
+	}
+}
+
+// HTTP-34 for a streamed (chunked) answer with bytes after its end: the client has its headers
+// already, so its answer is cut (no last chunk), and the next request gets its own answer.
+func TestHTTP34StreamedAnswerWithBytesAfterItsEnd(t *testing.T) {
+	const answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n" +
+		"HTTP/1.1 200 OK\r\nX-Smuggled: yes\r\nContent-Length: 9\r\n\r\nsmuggled!"
 	e := newEnv(t, envOptions{respond: func(r *recorder, w io.Writer, req *seenRequest) bool {
-		if req.Target != "/cl-te" {
-			return respondOK(r, w, req)
+		if req.Target == "/chunked-after" {
+			_, err := io.WriteString(w, answer)
+			return err == nil
 		}
-		_, err := io.WriteString(w, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"+
-			"HTTP/1.1 200 OK\r\nX-Smuggled: yes\r\nContent-Length: 9\r\n\r\nsmuggled!")
-		return err == nil
+		return respondOK(r, w, req)
 	}})
-	first := e.exchange(t, request("GET", "/api/v1/service/open/cl-te"))
-	if len(first) != 1 || first[0].Status != 502 {
-		t.Errorf("HTTP-34 CL+TE answer: got %s, want one 502", describe(first))
+	c, err := net.Dial("tcp", e.addr)
+	if err != nil {
+		t.Fatal(err)
 	}
-	next := e.do(t, request("GET", "/api/v1/service/open/score"))
-	if next.Status != 200 || string(next.Body) != okBody || next.get("X-Smuggled") != "" {
-		t.Errorf("HTTP-34 the next request got %d %s %q, want the model's own answer %s", next.Status, next.Body, next.Header, okBody)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(ioDeadline))
+	io.WriteString(c, request("GET", "/api/v1/service/open/chunked-after"))
+	got, _ := io.ReadAll(c) // the gateway closes the connection after a cut stream
+	if strings.HasSuffix(string(got), "0\r\n\r\n") {
+		t.Errorf("HTTP-34 the answer reached the client whole:\n%s", got)
+	}
+	for range 3 {
+		next := e.do(t, request("GET", "/api/v1/service/open/score"))
+		if next.Status != 200 || string(next.Body) != okBody || next.get("X-Smuggled") != "" {
+			t.Errorf("HTTP-34 the next request got %d %s %q, want the model's own answer %s", next.Status, next.Body, next.Header, okBody)
+		}
 	}
 }
 

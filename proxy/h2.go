@@ -21,9 +21,8 @@ type h2Plane struct {
 	server *http.Server
 	served atomic.Bool // ServeH2 has been called
 
-	mu  sync.Mutex
-	h2c *http.Transport                        // cleartext HTTP/2 with prior knowledge, for http:// models
-	tls map[config.UpstreamTLS]*http.Transport // HTTP/2 over TLS, by the services' TLS settings
+	mu         sync.Mutex
+	transports map[h2TransportKey]*http.Transport
 
 	// maxConns and maxConnsPerIP are server.max_conns and server.max_conns_per_ip.
 	maxConns, maxConnsPerIP int
@@ -42,8 +41,8 @@ const h2DialTimeout = 3 * time.Second
 
 func newH2Plane(g *Gateway, s config.Server) *h2Plane {
 	p := &h2Plane{
-		tls:      map[config.UpstreamTLS]*http.Transport{},
-		maxConns: s.MaxConns, maxConnsPerIP: s.MaxConnsPerIP,
+		transports: map[h2TransportKey]*http.Transport{},
+		maxConns:   s.MaxConns, maxConnsPerIP: s.MaxConnsPerIP,
 	}
 	p.server = &http.Server{
 		Handler:           http.HandlerFunc(g.serveGRPC),
@@ -96,51 +95,57 @@ func (p *h2Plane) shutdown(ctx context.Context) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.h2c != nil {
-		p.h2c.CloseIdleConnections()
-	}
-	for _, t := range p.tls {
+	for _, t := range p.transports {
 		t.CloseIdleConnections()
 	}
 	return err
 }
 
+// h2TransportKey tells apart the HTTP/2 transports to models: cleartext or TLS (with the
+// service's CA, client certificate and server name), and the services' upstream_idle_timeout.
+type h2TransportKey struct {
+	tls  bool
+	conf config.UpstreamTLS
+	idle time.Duration
+}
+
 // transport returns the HTTP/2 transport to a replica of svc: h2c with prior knowledge for an
 // http:// model, TLS with ALPN h2 for an https:// one (with the service's CA, client certificate
-// and server name, read once per distinct tls section).
+// and server name, read once per distinct tls section), idle connections closed after the
+// service's upstream_idle_timeout.
 func (p *h2Plane) transport(svc *service, r *replica) (*http.Transport, error) {
+	key := h2TransportKey{tls: r.scheme == "https", idle: svc.cfg.UpstreamIdleTimeout}
+	if key.tls {
+		key.conf = svc.cfg.TLS
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if r.scheme != "https" {
-		if p.h2c == nil {
-			var protos http.Protocols
-			protos.SetUnencryptedHTTP2(true)
-			p.h2c = newH2Transport(&protos, nil)
-		}
-		return p.h2c, nil
-	}
-	key := svc.cfg.TLS
-	if t := p.tls[key]; t != nil {
+	if t := p.transports[key]; t != nil {
 		return t, nil
 	}
-	conf, err := upstreamTLS("", key) // the server name is each model's host unless set
-	if err != nil {
-		return nil, err
-	}
-	conf.NextProtos = []string{"h2"}
 	var protos http.Protocols
-	protos.SetHTTP2(true)
-	t := newH2Transport(&protos, conf)
-	p.tls[key] = t
+	var conf *tls.Config
+	if key.tls {
+		var err error
+		if conf, err = upstreamTLS("", key.conf); err != nil { // the server name is each model's host unless set
+			return nil, err
+		}
+		conf.NextProtos = []string{"h2"}
+		protos.SetHTTP2(true)
+	} else {
+		protos.SetUnencryptedHTTP2(true)
+	}
+	t := newH2Transport(&protos, conf, key.idle)
+	p.transports[key] = t
 	return t, nil
 }
 
-func newH2Transport(protos *http.Protocols, conf *tls.Config) *http.Transport {
+func newH2Transport(protos *http.Protocols, conf *tls.Config, idle time.Duration) *http.Transport {
 	return &http.Transport{
 		Protocols:          protos,
 		TLSClientConfig:    conf,
 		DialContext:        (&net.Dialer{Timeout: h2DialTimeout, KeepAlive: 30 * time.Second}).DialContext,
-		IdleConnTimeout:    upstreamIdleTimeout,
+		IdleConnTimeout:    idle,
 		DisableCompression: true,
 		HTTP2:              &http.HTTP2Config{SendPingTimeout: 30 * time.Second, PingTimeout: 15 * time.Second},
 	}

@@ -334,14 +334,14 @@ func normalizePath(p []byte) string {
 // discards its answer. Streamed bodies are not mirrored (they are read once), nor are requests
 // while 64 copies are already in flight or no mirror replica is free.
 func (s *service) maybeMirror(req *fasthttp.Request) {
-	if req.IsBodyStream() || rand.Float64() >= s.mirrorPercent || s.mirrors.Load() >= maxMirrorsInFlight {
+	if req.IsBodyStream() || rand.Float64() >= s.mirrorPercent || !s.reserveMirror() {
 		return
 	}
 	r := s.mirror.tryAcquire(nil)
 	if r == nil {
+		s.mirrors.Add(-1)
 		return
 	}
-	s.mirrors.Add(1)
 	copyReq := fasthttp.AcquireRequest()
 	req.CopyTo(copyReq)
 	copyReq.Header.SetHost(r.host)
@@ -359,18 +359,39 @@ func (s *service) maybeMirror(req *fasthttp.Request) {
 
 const maxMirrorsInFlight = 64
 
+// reserveMirror takes one of the maxMirrorsInFlight places for a mirrored copy, or reports false
+// when all are taken. Checking and taking are one step, so requests arriving together never take
+// more places than there are.
+func (s *service) reserveMirror() bool {
+	for {
+		n := s.mirrors.Load()
+		if n >= maxMirrorsInFlight {
+			return false
+		}
+		if s.mirrors.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
 // streamedBody is a request body on its way from the client to the model: it ends the body at
 // the service's limit and remembers why reading the client's side failed, so that a broken or
 // oversized body is the client's error (400, 413), not the model's (502).
 type streamedBody struct {
 	r       io.Reader
 	left    int64
+	exact   bool // left is what the Content-Length still promises, not the service's limit
 	over    bool
 	readErr error
 	head    *[]byte // pooled, for a chunked body's first part
 }
 
 var errBodyLimit = errors.New("request body over the service's max_body_bytes")
+
+// errClientAborted is a streamed request body that ended before its declared length, or in the
+// middle of a chunk: the client went away (or cut its upload short). It is the client's failure,
+// whatever the model then did with the part it got.
+var errClientAborted = withClose(newError(400, "BadRequest", "client_aborted", "the request body ended before it was complete"))
 
 func (b *streamedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
@@ -387,6 +408,9 @@ func (b *streamedBody) Read(p []byte) (int, error) {
 	}
 	n, err := b.r.Read(p)
 	b.left -= int64(n)
+	if err == io.EOF && b.exact && b.left > 0 {
+		err = io.ErrUnexpectedEOF // fasthttp ends a body cut short with a plain EOF
+	}
 	if err != nil && err != io.EOF {
 		b.readErr = err
 	}
@@ -400,6 +424,8 @@ func (b *streamedBody) clientError() error {
 		return nil
 	case b.over:
 		return errBodyTooLarge
+	case errors.Is(b.readErr, io.ErrUnexpectedEOF):
+		return errClientAborted.withCause(b.readErr)
 	case b.readErr != nil:
 		return errBadFraming.withCause(b.readErr)
 	}
@@ -424,7 +450,7 @@ func prepareBody(req *fasthttp.Request, maxBody int64) (*streamedBody, error) {
 	stream := req.BodyStream()
 	cl := req.Header.ContentLength()
 	if cl > bufferedBodyBytes {
-		b := &streamedBody{r: stream, left: int64(cl)}
+		b := &streamedBody{r: stream, left: int64(cl), exact: true}
 		req.SetBodyStream(b, cl)
 		return b, nil
 	}

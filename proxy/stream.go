@@ -25,13 +25,28 @@ import (
 // chunked body is left unfinished, so it sees an error); when the client goes away, the model's
 // connection is closed, which cancels the request on the model's side.
 
-// exchange is fasthttp's transport for a scoring call: it writes the request and reads the
-// response headers within scoring_timeout, then reads a body of known length whole (up to
-// max_response_bytes), or leaves a streamed one on the connection as a modelStream in the
+// exchange is fasthttp's transport for a call to a model: it takes a usable connection, writes
+// the request and reads the response headers within the call's timeout (scoring_timeout for a
+// scoring call), then reads a body of known length whole (up to max_response_bytes), or, for a
+// scoring call (StreamBody set), leaves a streamed one on the connection as a modelStream in the
 // response's body stream, for the gateway to adopt.
+//
+// An answer whose framing is ambiguous (both Content-Length and Transfer-Encoding) or that is
+// followed by bytes past its end fails the call, and its connection is closed: what follows
+// could otherwise be read as the answer to the next request on it, another client's.
 func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	deadline := time.Now().Add(t.headerTimeout)
-	cc, err := hc.AcquireConn(t.headerTimeout, req.ConnectionClose())
+	stream := resp.StreamBody
+	timeout := req.GetTimeOut()
+	if timeout <= 0 {
+		timeout = t.headerTimeout
+	}
+	deadline := time.Now().Add(timeout)
+	connClose := req.ConnectionClose()
+	cc, err := hc.AcquireConn(timeout, connClose)
+	for err == nil && !t.usable(cc.Conn(), cc.LastUseTime()) {
+		hc.CloseConn(cc) // idle too long, or the model closed it or wrote on it: nothing was sent
+		cc, err = hc.AcquireConn(timeout, connClose)
+	}
 	if err != nil {
 		return false, err
 	}
@@ -61,12 +76,12 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	if err := readResponseHeader(&resp.Header, br); err != nil {
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
-		return true, err
+		return !errors.Is(err, errAmbiguousFraming), err
 	}
-	closeConn := req.ConnectionClose() || resp.ConnectionClose()
+	closeConn := connClose || resp.ConnectionClose()
 	switch status := resp.StatusCode(); {
 	case resp.SkipBody, status == fasthttp.StatusNoContent, status == fasthttp.StatusNotModified:
-	case streamed(&resp.Header):
+	case stream && streamed(&resp.Header):
 		s := &modelStream{
 			br:        br,
 			conn:      conn,
@@ -94,12 +109,15 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	default:
 		resp.StreamBody = false // read it whole; a retry of the call still comes back here
 		err = resp.ReadBody(br, hc.MaxResponseBodySize)
-		resp.StreamBody = true
+		resp.StreamBody = stream
+	}
+	if err == nil && !closeConn && overrun(br, conn) {
+		err = errAnswerOverrun
 	}
 	hc.ReleaseReader(br)
 	if err != nil {
 		hc.CloseConn(cc)
-		return !errors.Is(err, fasthttp.ErrBodyTooLarge), err
+		return !errors.Is(err, fasthttp.ErrBodyTooLarge) && !errors.Is(err, errAnswerOverrun), err
 	}
 	if closeConn {
 		hc.CloseConn(cc)
@@ -109,18 +127,93 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	return false, nil
 }
 
+// Answers that must not leave their connection in the pool.
+var (
+	errAmbiguousFraming = errors.New("the model's answer has both Content-Length and Transfer-Encoding")
+	errAnswerOverrun    = errors.New("the model sent bytes past the end of its answer")
+)
+
+// overrun reports whether bytes follow the end of an answer: read already into br, or, on a
+// plain connection, waiting on the socket. (Under TLS only the decrypted bytes in br count: a
+// TLS record after an answer may be a close_notify.)
+func overrun(br *bufio.Reader, conn net.Conn) bool {
+	if br.Buffered() > 0 {
+		return true
+	}
+	if _, ok := conn.(*modelConn); ok {
+		return peekConn(conn) == connPending
+	}
+	return false
+}
+
 // readResponseHeader reads the final response header, past any 1xx interim ones (as fasthttp
-// does, at most 100 of them).
+// does, at most 100 of them). A header block with both Content-Length and Transfer-Encoding is
+// refused with errAmbiguousFraming (fasthttp reads such an answer as chunked and would keep the
+// connection; RFC 9112 section 6.3 says it must be closed).
 func readResponseHeader(h *fasthttp.ResponseHeader, br *bufio.Reader) error {
 	for range 100 {
+		ambiguous := ambiguousFraming(br)
 		if err := h.Read(br); err != nil {
 			return err
+		}
+		if ambiguous {
+			return errAmbiguousFraming
 		}
 		if s := h.StatusCode(); s < 100 || s > 199 || s == fasthttp.StatusSwitchingProtocols {
 			return nil
 		}
 	}
 	return errors.New("too many 1xx informational responses")
+}
+
+// ambiguousFraming waits until br holds a whole header block (or the block cannot be had: an
+// error, or a block larger than br's buffer, which fasthttp then refuses) and reports whether
+// it has both a Content-Length and a Transfer-Encoding field. fasthttp parses the block from the
+// same buffered bytes afterwards.
+func ambiguousFraming(br *bufio.Reader) bool {
+	for n := 1; n <= br.Size(); n = br.Buffered() + 1 {
+		if _, err := br.Peek(n); err != nil {
+			return false
+		}
+		b, _ := br.Peek(br.Buffered())
+		if block, ok := headerBlock(b); ok {
+			return hasField(block, "content-length") && hasField(block, "transfer-encoding")
+		}
+	}
+	return false
+}
+
+// headerBlock returns the header fields of the response head at the start of b (the lines after
+// the status line, up to the empty line), and whether b holds all of it.
+func headerBlock(b []byte) ([]byte, bool) {
+	i := bytes.IndexByte(b, '\n')
+	if i < 0 {
+		return nil, false
+	}
+	start := i + 1
+	for j := start; j < len(b); {
+		k := bytes.IndexByte(b[j:], '\n')
+		if k < 0 {
+			return nil, false
+		}
+		line := b[j : j+k]
+		if len(line) == 0 || len(line) == 1 && line[0] == '\r' {
+			return b[start:j], true
+		}
+		j += k + 1
+	}
+	return nil, false
+}
+
+// hasField reports whether a header block has a field of the given lower-case name.
+func hasField(block []byte, name string) bool {
+	for line := range bytes.SplitSeq(block, []byte("\n")) {
+		key, _, ok := bytes.Cut(line, []byte(":"))
+		if ok && bytes.EqualFold(bytes.TrimRight(key, " \t"), []byte(name)) {
+			return true
+		}
+	}
+	return false
 }
 
 func isTimeout(err error) bool {
@@ -229,6 +322,9 @@ func (s *modelStream) Read(p []byte) (int, error) {
 		}
 	}
 	switch {
+	case err == io.EOF && !s.connClose && overrun(s.br, s.conn):
+		s.err = errAnswerOverrun // what follows must not be read as the next request's answer
+		err = errStreamCut
 	case err == io.EOF:
 		s.eof = true
 	case err != nil:

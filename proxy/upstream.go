@@ -27,10 +27,6 @@ type upstream struct {
 	client  *fasthttp.HostClient
 }
 
-// upstreamIdleTimeout closes pooled model connections idle this long, before most model servers
-// close them on their side.
-const upstreamIdleTimeout = 10 * time.Second
-
 func newUpstream(raw string, svc config.Service) (*upstream, error) {
 	u, err := config.ParseUpstream(raw)
 	if err != nil {
@@ -57,14 +53,15 @@ func newUpstream(raw string, svc config.Service) (*upstream, error) {
 			DisablePathNormalizing:   true, // the target was checked raw; forward it as it came
 			MaxConns:                 svc.MaxConnsPerUpstream,
 			MaxConnWaitTimeout:       time.Second,
-			MaxIdleConnDuration:      upstreamIdleTimeout,
+			MaxIdleConnDuration:      svc.UpstreamIdleTimeout,
 			ReadTimeout:              svc.ScoringTimeout,
 			WriteTimeout:             svc.ScoringTimeout,
 			MaxResponseBodySize:      int(svc.MaxResponseBytes),
 			SecureErrorLogMessage:    true,
 			RetryIfErr:               retryIdleClose,
 			DialTimeout:              dialModel,
-			Transport:                modelTransport{headerTimeout: svc.ScoringTimeout, idleTimeout: svc.StreamIdleTimeout},
+			Transport: modelTransport{headerTimeout: svc.ScoringTimeout, idleTimeout: svc.StreamIdleTimeout,
+				poolIdle: svc.UpstreamIdleTimeout},
 		},
 	}, nil
 }
@@ -101,20 +98,46 @@ func upstreamTLS(addr string, c config.UpstreamTLS) (*tls.Config, error) {
 	return conf, nil
 }
 
-// retryIdleClose sends a request once more, on a fresh connection, when a pooled keep-alive
-// connection turned out to be closed by the model: writing the request failed, or the model
-// closed the connection without answering a single byte. That is almost always a connection the
-// model had closed (or reset, as a restarted model's kernel does) while it sat idle, which the
-// request never reached. modelTransport has already refused the retry unless the connection had
-// carried an earlier exchange and the model sent nothing since this request; fasthttp reports
-// every error on the first byte of an answer, but a timeout, as io.EOF. Other errors (timeouts,
-// partial answers, a fresh connection dropped) are never retried, whatever the method: the model
-// may have acted on the request.
+// A request reaches a model at most once unless it is idempotent. It is sent again (by fasthttp,
+// on another connection, once) only when:
+//   - nothing of it was written: the connection could not be made, or the first write failed
+//     (gateway.forward also tries another replica when the connection could not be made); or
+//   - it is replayable (a GET, HEAD or OPTIONS without a body, or a request with an
+//     Idempotency-Key and a body held in memory) and it failed on a reused connection before
+//     the model sent a byte of its answer: the model closed an idle connection as the request
+//     was written to it.
+//
+// Everything else (a POST the model read and then dropped the connection on, a timeout, a
+// partial answer) fails with the model's error: the model may have acted on the request. What
+// keeps a request from ever meeting a connection the model is closing is upstream_idle_timeout,
+// below the model's own keep-alive timeout, and the check before each reuse that the pooled
+// connection is still open and quiet (modelTransport.usable).
+
+// retryIdleClose lets fasthttp send a request once more, when modelTransport has allowed it
+// (see above) and the error is one a connection closed under the request gives: the write
+// failed, or the model closed the connection without answering a byte (fasthttp reports every
+// error on the first byte of an answer, but a timeout, as io.EOF).
 func retryIdleClose(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
 	var op *net.OpError
 	writeFailed := errors.As(err, &op) && op.Op == "write"
 	return false, attempts < 2 && (errors.Is(err, io.EOF) || writeFailed)
 }
+
+// replayable reports whether req may be sent to a model a second time: a GET, HEAD or OPTIONS
+// without a body, or a request that carries an Idempotency-Key (or X-Idempotency-Key, as Go's
+// net/http reads it) with a body held in memory. A streamed body was read once and cannot be.
+func replayable(req *fasthttp.Request) bool {
+	if req.IsBodyStream() {
+		return false
+	}
+	h := &req.Header
+	if len(h.Peek(headerIdempotencyKey)) > 0 || len(h.Peek("X-Idempotency-Key")) > 0 {
+		return true
+	}
+	return len(req.Body()) == 0 && (h.IsGet() || h.IsHead() || h.IsOptions())
+}
+
+const headerIdempotencyKey = "Idempotency-Key"
 
 // modelConn is a connection to a model that knows whether it is a reused one. Its local address
 // (what fasthttp keeps in the response as LocalAddr) carries that state, so that modelTransport
@@ -131,6 +154,8 @@ type connState struct {
 	served atomic.Bool
 	// answered: the model has sent bytes since the request was last written.
 	answered atomic.Bool
+	// sent: the bytes written since the current request began (TLS records included).
+	sent atomic.Int64
 }
 
 func (c *modelConn) LocalAddr() net.Addr { return &c.state }
@@ -145,9 +170,13 @@ func (c *modelConn) Read(p []byte) (int, error) {
 
 func (c *modelConn) Write(p []byte) (int, error) {
 	if c.state.answered.Load() {
-		c.state.answered.Store(false) // a new request: nothing of its answer has arrived
+		// A new request: nothing of its answer has arrived, nothing of it has been written.
+		c.state.answered.Store(false)
+		c.state.sent.Store(0)
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	c.state.sent.Add(int64(n))
+	return n, err
 }
 
 // dialModel dials a model the way fasthttp does by default, and wraps the connection in a
@@ -168,28 +197,21 @@ func dialModel(addr string, timeout time.Duration) (net.Conn, error) {
 	return mc, nil
 }
 
-// modelTransport is fasthttp's transport, but it allows a failed call to be retried only when
-// it failed on a reused connection before the model sent a byte of its answer. A fresh connection
-// that the model closes or resets after taking the request is the model's answer, not a stale
-// pool entry, and sending the request again would have the model score it twice.
+// modelTransport is the transport of every call to a model (scoring calls, mirror copies,
+// health checks). It writes a request only to a connection that is open and quiet (usable), and
+// allows a failed call to be sent again only under the rule above.
 //
-// A call whose response has StreamBody set (a scoring call) goes through exchange, which reads
-// the answer whole, as fasthttp does, unless the model streams it: then the answer's body is left
-// on the connection as a modelStream (see stream.go). Other calls (health checks, mirror copies)
-// go through fasthttp's own transport.
+// A call whose response has StreamBody set (a scoring call) has its answer read whole, as
+// fasthttp does, unless the model streams it: then the answer's body is left on the connection
+// as a modelStream (see stream.go). Other calls have their answer read whole.
 type modelTransport struct {
 	headerTimeout time.Duration // scoring_timeout: request written and response headers read
 	idleTimeout   time.Duration // stream_idle_timeout: between two reads of a streamed body
+	poolIdle      time.Duration // upstream_idle_timeout: the longest a pooled connection is reused after
 }
 
 func (t modelTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
-	var retry bool
-	var err error
-	if resp.StreamBody {
-		retry, err = t.exchange(hc, req, resp)
-	} else {
-		retry, err = fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
-	}
+	retry, err := t.exchange(hc, req, resp)
 	st, _ := resp.LocalAddr().(*connState)
 	switch {
 	case st == nil: // no connection was made
@@ -198,9 +220,55 @@ func (t modelTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request
 			st.served.Store(true)
 		}
 	case retry:
-		retry = st.served.Load() && !st.answered.Load()
+		retry = st.sent.Load() == 0 || st.served.Load() && !st.answered.Load() && replayable(req)
 	}
 	return retry, err
+}
+
+// usable reports whether a connection taken from the pool may carry a request: a new one, or a
+// pooled one that has been idle for less than upstream_idle_timeout and on which the model has
+// neither closed, reset nor sent anything since its last answer. fasthttp closes idle
+// connections too, but only when its cleaner next runs.
+func (t modelTransport) usable(c net.Conn, lastUse time.Time) bool {
+	if lastUse.IsZero() {
+		return true // just dialled
+	}
+	if t.poolIdle > 0 && time.Since(lastUse) >= t.poolIdle {
+		return false
+	}
+	switch peekConn(c) {
+	case connQuiet, connUnknown:
+		return true
+	}
+	return false
+}
+
+// What a non-blocking look at a connection finds.
+const (
+	connQuiet   = iota // open, nothing to read
+	connClosed         // closed or reset by the model
+	connPending        // bytes are waiting to be read
+	connUnknown        // the platform cannot tell
+)
+
+// peekConn looks at a model connection without reading from it (or blocking): for TLS, at the
+// TCP connection under it, where a pending TLS record counts as bytes.
+func peekConn(c net.Conn) int {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if mc, ok := c.(*modelConn); ok {
+		c = mc.Conn
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return connUnknown
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return connClosed
+	}
+	return peekRaw(raw)
 }
 
 // upstreamError maps a failed call to the model onto the client's status: a timeout (also one in
