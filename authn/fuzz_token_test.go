@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scoregate/scoregate/config"
 )
 
 // FuzzVerifyToken feeds arbitrary strings to (*Tokens).Verify. Invariants: no panic; every
@@ -141,18 +143,25 @@ func tokenMutations(tok string) []string {
 }
 
 // FuzzParseJWKS feeds arbitrary documents to parseJWKS, the parser of an external issuer's key
-// set. Invariants: no panic; every key it keeps has a kid, is of a supported type and strength,
-// and is limited to an algorithm that fits it.
+// set, for an issuer allowed the algorithms of config.ExternalAlgorithms picked by the bits of
+// algs. Invariants: no panic; every key it keeps has a kid, is of a supported type and strength,
+// and is limited to one algorithm that fits it and that the issuer may use.
 func FuzzParseJWKS(f *testing.F) {
 	p256 := newECKey(f, elliptic.P256())
-	f.Add(`{"keys":[` + rsaJWK("rsa", "sig", "RS256", &idpRSA().PublicKey) + `,` + ecJWK("ec", "sig", &p256.PublicKey) + `]}`)
-	f.Add(`{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"` + b64url.EncodeToString(make([]byte, 32)) + `"}]}`)
-	f.Add(`{"keys":[{"kty":"RSA","kid":"k","n":"AQAB","e":"AQAB"},{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}`)
-	f.Add(`{"keys":[{"kty":"EC","kid":"k","crv":"P-256","x":"AA","y":"AA","alg":"ES384","use":"enc"}]}`)
-	f.Add(`{"keys":null}`)
-	f.Add(`[]`)
-	f.Fuzz(func(t *testing.T, doc string) {
-		keys, err := parseJWKS([]byte(doc))
+	f.Add(`{"keys":[`+rsaJWK("rsa", "sig", "RS256", &idpRSA().PublicKey)+`,`+ecJWK("ec", "sig", &p256.PublicKey)+`]}`, uint16(0x3ff))
+	f.Add(`{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"ed","x":"`+b64url.EncodeToString(make([]byte, 32))+`"}]}`, uint16(0x200))
+	f.Add(`{"keys":[{"kty":"RSA","kid":"k","n":"AQAB","e":"AQAB"},{"kty":"oct","kid":"h","k":"c2VjcmV0"}]}`, uint16(0x009))
+	f.Add(`{"keys":[{"kty":"EC","kid":"k","crv":"P-256","x":"AA","y":"AA","alg":"ES384","use":"enc"}]}`, uint16(0x040))
+	f.Add(`{"keys":null}`, uint16(0x3ff))
+	f.Add(`[]`, uint16(0x3ff))
+	f.Fuzz(func(t *testing.T, doc string, algs uint16) {
+		var allowed []string
+		for i, a := range config.ExternalAlgorithms {
+			if algs&(1<<i) != 0 {
+				allowed = append(allowed, a)
+			}
+		}
+		keys, _, err := parseJWKS([]byte(doc), allowed)
 		if err != nil {
 			return
 		}
@@ -163,12 +172,15 @@ func FuzzParseJWKS(f *testing.F) {
 			if kid == "" {
 				t.Fatal("a key without kid")
 			}
+			if !slices.Contains(allowed, k.alg) {
+				t.Fatalf("key limited to %q, not one of the issuer's %v", k.alg, allowed)
+			}
 			switch pub := k.key.(type) {
 			case *rsa.PublicKey:
 				if pub.N.BitLen() < 2048 || pub.E < 3 {
 					t.Fatalf("weak RSA key kept: %d bits, e=%d", pub.N.BitLen(), pub.E)
 				}
-				if k.alg != "" && !slices.Contains([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, k.alg) {
+				if !slices.Contains(rsaAlgorithms, k.alg) {
 					t.Fatalf("RSA key limited to %q", k.alg)
 				}
 			case *ecdsa.PublicKey:

@@ -16,6 +16,7 @@ import (
 	"math/big"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,8 @@ import (
 // already known keep serving.
 type jwksSource struct {
 	issuer, url string
+	algorithms  []string // the issuer's: each key verifies the one of them it fits
+	setting     string   // the configuration path of algorithms, for log lines
 	client      *http.Client
 	log         *slog.Logger
 	refresh     time.Duration
@@ -41,7 +44,7 @@ type jwksSource struct {
 
 type jwk struct {
 	key crypto.PublicKey
-	alg string // "" when the JWK names none: any algorithm of the key's type
+	alg string // the one algorithm it verifies
 }
 
 var _ KeySource = (*jwksSource)(nil)
@@ -56,13 +59,17 @@ const (
 // tests).
 var jwksMinRefetch = 30 * time.Second
 
-func newJWKSSource(issuer, url string, refresh time.Duration, log *slog.Logger) (*jwksSource, error) {
+// newJWKSSource reads the keys of issuer from url. algorithms are the issuer's (setting names them
+// in the configuration, for log lines).
+func newJWKSSource(issuer, url string, algorithms []string, setting string, refresh time.Duration, log *slog.Logger) (*jwksSource, error) {
 	if url == "" {
 		return nil, errors.New("no jwks_url")
 	}
 	s := &jwksSource{
 		issuer:     issuer,
 		url:        url,
+		algorithms: algorithms,
+		setting:    setting,
 		client:     &http.Client{Timeout: jwksFetchTimeout},
 		log:        log,
 		refresh:    refresh,
@@ -143,12 +150,47 @@ func (s *jwksSource) get(ctx context.Context) (map[string]jwk, error) {
 	if len(body) > jwksMaxBytes {
 		return nil, fmt.Errorf("%s: key set over %d bytes", s.url, jwksMaxBytes)
 	}
-	return parseJWKS(body)
+	keys, ambiguous, err := parseJWKS(body, s.algorithms)
+	for _, k := range ambiguous {
+		s.log.Warn(fmt.Sprintf("jwks %s: key kid=%s is not used: it has no alg and the issuer's algorithms %v allow %d for its type (%s); set %s to one of them, or have the issuer publish the key's alg",
+			s.url, k.kid, s.algorithms, len(k.fits), strings.Join(k.fits, " "), s.setting), "issuer", s.issuer)
+	}
+	return keys, err
 }
 
-// parseJWKS reads a JSON Web Key Set (RFC 7517). Keys that are not for signatures, have no kid,
-// or are of an unsupported type are skipped; a set with no usable key is an error.
-func parseJWKS(body []byte) (map[string]jwk, error) {
+// ambiguousKey is a published key without alg that fits several of the issuer's algorithms.
+type ambiguousKey struct {
+	kid  string
+	fits []string
+}
+
+// rsaAlgorithms are the algorithms of an RSA signing key.
+var rsaAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+
+// oneAlgorithm is the one algorithm a key of type kty (whose algorithms are of) may verify: its
+// alg if it names one, else the one of the issuer's algorithms that the type allows. ok is false
+// when there is none; fits lists several when the key names no alg and the type allows more than
+// one of the issuer's (RFC 8725 section 3.1: a key is used with exactly one algorithm).
+func oneAlgorithm(alg string, of, issuer []string) (one string, fits []string, ok bool) {
+	if alg != "" {
+		return alg, nil, slices.Contains(of, alg) && slices.Contains(issuer, alg)
+	}
+	for _, a := range of {
+		if slices.Contains(issuer, a) {
+			fits = append(fits, a)
+		}
+	}
+	if len(fits) != 1 {
+		return "", fits, false
+	}
+	return fits[0], nil, true
+}
+
+// parseJWKS reads a JSON Web Key Set (RFC 7517) of an issuer whose tokens may use algorithms.
+// Keys that are not for signatures, have no kid, are of an unsupported type or fit none of
+// algorithms are skipped, and so are keys without alg that fit several of them (those are also
+// returned, to be logged); a set with no usable key is an error.
+func parseJWKS(body []byte, algorithms []string) (map[string]jwk, []ambiguousKey, error) {
 	var set struct {
 		Keys []struct {
 			Kty string `json:"kty"`
@@ -163,9 +205,23 @@ func parseJWKS(body []byte) (map[string]jwk, error) {
 		} `json:"keys"`
 	}
 	if err := json.Unmarshal(body, &set); err != nil {
-		return nil, fmt.Errorf("not a JWKS: %w", err)
+		return nil, nil, fmt.Errorf("not a JWKS: %w", err)
 	}
 	out := map[string]jwk{}
+	var ambiguous []ambiguousKey
+	unfit := 0 // usable keys that fit none of algorithms
+	// keep adds key to the set, limited to its one algorithm; of are the algorithms of its type.
+	keep := func(kid, alg string, of []string, key crypto.PublicKey) {
+		one, fits, ok := oneAlgorithm(alg, of, algorithms)
+		switch {
+		case ok:
+			out[kid] = jwk{key: key, alg: one}
+		case len(fits) > 1:
+			ambiguous = append(ambiguous, ambiguousKey{kid: kid, fits: fits})
+		default:
+			unfit++
+		}
+	}
 	b64 := base64.RawURLEncoding
 	for _, k := range set.Keys {
 		if k.Kid == "" || (k.Use != "" && k.Use != "sig") {
@@ -182,10 +238,7 @@ func parseJWKS(body []byte) (map[string]jwk, error) {
 			if pub.N.BitLen() < 2048 || pub.E < 3 {
 				continue // too weak to trust
 			}
-			if k.Alg != "" && !slices.Contains([]string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}, k.Alg) {
-				continue // like an EC key's, the alg must fit the key (and be a signature's)
-			}
-			out[k.Kid] = jwk{key: pub, alg: k.Alg}
+			keep(k.Kid, k.Alg, rsaAlgorithms, pub) // like an EC key's, the alg must fit the key (and be a signature's)
 		case "EC":
 			var curve elliptic.Curve
 			alg := ""
@@ -209,20 +262,20 @@ func parseJWKS(body []byte) (map[string]jwk, error) {
 			if err != nil {
 				continue // not on the curve
 			}
-			if k.Alg != "" && k.Alg != alg {
-				continue
-			}
-			out[k.Kid] = jwk{key: pub, alg: alg}
+			keep(k.Kid, k.Alg, []string{alg}, pub)
 		case "OKP":
 			x, err := b64.DecodeString(k.X)
 			if k.Crv != "Ed25519" || err != nil || len(x) != ed25519.PublicKeySize {
 				continue
 			}
-			out[k.Kid] = jwk{key: ed25519.PublicKey(x), alg: "EdDSA"}
+			keep(k.Kid, k.Alg, []string{"EdDSA"}, ed25519.PublicKey(x))
 		}
 	}
 	if len(out) == 0 {
-		return nil, errors.New("the key set has no usable signing key")
+		if unfit > 0 {
+			return nil, ambiguous, fmt.Errorf("none of the key set's signing keys fits the issuer's algorithms %v", algorithms)
+		}
+		return nil, ambiguous, errors.New("the key set has no usable signing key")
 	}
-	return out, nil
+	return out, ambiguous, nil
 }

@@ -1,6 +1,7 @@
 package authn
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -10,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -381,33 +383,42 @@ func TestParseJWKS(t *testing.T) {
 		name string
 		key  string // a JWK of kid "k"
 		keep bool
-		alg  string // the algorithm the kept key is limited to ("" for any of its type)
+		alg  string   // the one algorithm the kept key is limited to
+		algs []string // the issuer's algorithms, if not every one
 	}{
-		{"RSA 2048 RS256", rsaJWK("k", "sig", "RS256", &rsaKey.PublicKey), true, "RS256"},
-		{"RSA 2048 without alg or use", `{"kty":"RSA","kid":"k","n":"` + n + `","e":"AQAB"}`, true, ""},
-		{"EC P-256", ecJWK("k", "sig", &p256.PublicKey), true, "ES256"},
-		{"EC P-384 without use", ecJWK("k", "", &p384.PublicKey), true, "ES384"},
-		{"Ed25519", okp, true, "EdDSA"},
-		{"RSA 2048 PS384", rsaJWK("k", "sig", "PS384", &rsaKey.PublicKey), true, "PS384"},
-		{"RSA claiming HS256", rsaJWK("k", "sig", "HS256", &rsaKey.PublicKey), false, ""},
-		{"RSA claiming RSA-OAEP (an encryption algorithm)", rsaJWK("k", "", "RSA-OAEP", &rsaKey.PublicKey), false, ""},
-		{"RSA claiming ES256", rsaJWK("k", "sig", "ES256", &rsaKey.PublicKey), false, ""},
-		{"RSA 1024", rsaJWK("k", "sig", "RS256", &weak.PublicKey), false, ""},
-		{"RSA e=1", `{"kty":"RSA","kid":"k","n":"` + n + `","e":"AQ"}`, false, ""},
-		{"RSA e of 5 bytes", `{"kty":"RSA","kid":"k","n":"` + n + `","e":"AQAAAAE"}`, false, ""},
-		{"RSA n not base64url", `{"kty":"RSA","kid":"k","n":"+/+/","e":"AQAB"}`, false, ""},
-		{"use enc", ecJWK("k", "enc", &p256.PublicKey), false, ""},
-		{"no kid", ecJWK("", "sig", &p256.PublicKey), false, ""},
-		{"EC P-256 claiming ES384", strings.Replace(ecJWK("k", "sig", &p256.PublicKey), `"kty"`, `"alg":"ES384","kty"`, 1), false, ""},
-		{"EC point off the curve", fmt.Sprintf(`{"kty":"EC","kid":"k","crv":"P-256","x":"%s","y":"%s"}`, b64url.EncodeToString(offCurve[1:33]), b64url.EncodeToString(offCurve[33:])), false, ""},
-		{"EC short coordinate", fmt.Sprintf(`{"kty":"EC","kid":"k","crv":"P-256","x":"%s","y":"%s"}`, b64url.EncodeToString(raw[2:33]), b64url.EncodeToString(raw[33:])), false, ""},
-		{"EC unknown curve", `{"kty":"EC","kid":"k","crv":"secp256k1","x":"AA","y":"AA"}`, false, ""},
-		{"oct (an HMAC secret)", `{"kty":"oct","kid":"k","k":"c2VjcmV0"}`, false, ""},
-		{"OKP X25519", `{"kty":"OKP","crv":"X25519","kid":"k","x":"` + b64url.EncodeToString(make([]byte, 32)) + `"}`, false, ""},
+		{"RSA 2048 RS256", rsaJWK("k", "sig", "RS256", &rsaKey.PublicKey), true, "RS256", nil},
+		{"RSA 2048 without alg or use, the issuer's one RSA algorithm", `{"kty":"RSA","kid":"k","n":"` + n + `","e":"AQAB"}`, true, "PS512", []string{"ES256", "PS512"}},
+		{"RSA 2048 without alg, every RSA algorithm allowed", `{"kty":"RSA","kid":"k","n":"` + n + `","e":"AQAB"}`, false, "", nil},
+		{"RSA 2048 RS256, the issuer's algorithms PS256", rsaJWK("k", "sig", "RS256", &rsaKey.PublicKey), false, "", []string{"PS256"}},
+		{"EC P-256, the issuer's algorithms ES384", ecJWK("k", "sig", &p256.PublicKey), false, "", []string{"ES384"}},
+		{"Ed25519, the issuer's algorithms RS256", okp, false, "", []string{"RS256"}},
+		{"EC P-256", ecJWK("k", "sig", &p256.PublicKey), true, "ES256", nil},
+		{"EC P-384 without use", ecJWK("k", "", &p384.PublicKey), true, "ES384", nil},
+		{"Ed25519", okp, true, "EdDSA", nil},
+		{"RSA 2048 PS384", rsaJWK("k", "sig", "PS384", &rsaKey.PublicKey), true, "PS384", nil},
+		{"RSA claiming HS256", rsaJWK("k", "sig", "HS256", &rsaKey.PublicKey), false, "", nil},
+		{"RSA claiming RSA-OAEP (an encryption algorithm)", rsaJWK("k", "", "RSA-OAEP", &rsaKey.PublicKey), false, "", nil},
+		{"RSA claiming ES256", rsaJWK("k", "sig", "ES256", &rsaKey.PublicKey), false, "", nil},
+		{"RSA 1024", rsaJWK("k", "sig", "RS256", &weak.PublicKey), false, "", nil},
+		{"RSA e=1", `{"kty":"RSA","kid":"k","n":"` + n + `","e":"AQ"}`, false, "", nil},
+		{"RSA e of 5 bytes", `{"kty":"RSA","kid":"k","n":"` + n + `","e":"AQAAAAE"}`, false, "", nil},
+		{"RSA n not base64url", `{"kty":"RSA","kid":"k","n":"+/+/","e":"AQAB"}`, false, "", nil},
+		{"use enc", ecJWK("k", "enc", &p256.PublicKey), false, "", nil},
+		{"no kid", ecJWK("", "sig", &p256.PublicKey), false, "", nil},
+		{"EC P-256 claiming ES384", strings.Replace(ecJWK("k", "sig", &p256.PublicKey), `"kty"`, `"alg":"ES384","kty"`, 1), false, "", nil},
+		{"EC point off the curve", fmt.Sprintf(`{"kty":"EC","kid":"k","crv":"P-256","x":"%s","y":"%s"}`, b64url.EncodeToString(offCurve[1:33]), b64url.EncodeToString(offCurve[33:])), false, "", nil},
+		{"EC short coordinate", fmt.Sprintf(`{"kty":"EC","kid":"k","crv":"P-256","x":"%s","y":"%s"}`, b64url.EncodeToString(raw[2:33]), b64url.EncodeToString(raw[33:])), false, "", nil},
+		{"EC unknown curve", `{"kty":"EC","kid":"k","crv":"secp256k1","x":"AA","y":"AA"}`, false, "", nil},
+		{"oct (an HMAC secret)", `{"kty":"oct","kid":"k","k":"c2VjcmV0"}`, false, "", nil},
+		{"OKP X25519", `{"kty":"OKP","crv":"X25519","kid":"k","x":"` + b64url.EncodeToString(make([]byte, 32)) + `"}`, false, "", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			keys, err := parseJWKS([]byte(`{"keys":[` + tt.key + `]}`))
+			algs := tt.algs
+			if algs == nil {
+				algs = config.ExternalAlgorithms
+			}
+			keys, _, err := parseJWKS([]byte(`{"keys":[`+tt.key+`]}`), algs)
 			if !tt.keep {
 				if err == nil { // the only key skipped: no usable key
 					t.Fatalf("parseJWKS kept %v, want the key skipped", keys)
@@ -423,8 +434,120 @@ func TestParseJWKS(t *testing.T) {
 		})
 	}
 	for _, body := range []string{``, `null`, `[]`, `{"keys":[]}`, `{"keys":{}}`, `not json`} {
-		if _, err := parseJWKS([]byte(body)); err == nil {
+		if _, _, err := parseJWKS([]byte(body), config.ExternalAlgorithms); err == nil {
 			t.Errorf("parseJWKS(%q) succeeded", body)
 		}
+	}
+}
+
+// rsaJWKWithoutAlg is an RSA signing key published without alg, as Microsoft Entra ID publishes
+// its keys.
+func rsaJWKWithoutAlg(kid string, pub *rsa.PublicKey) string {
+	return strings.Replace(rsaJWK(kid, "sig", "", pub), `"alg":"",`, "", 1)
+}
+
+func okpJWK(kid string, pub ed25519.PublicKey) string {
+	return fmt.Sprintf(`{"kty":"OKP","crv":"Ed25519","kid":%s,"x":"%s"}`, jstr(kid), b64url.EncodeToString(pub))
+}
+
+// Issue 17, finding 6: every issuer key verifies exactly one algorithm (RFC 8725 section 3.1). A
+// key without alg gets its one algorithm from its type and the issuer's algorithms; where those
+// leave several (an RSA key, with RS256 and PS256 both allowed) the key is not used, and one log
+// line says which setting fixes it. A key whose alg the issuer does not allow is not used either.
+func TestJWKSKeyVerifiesOneAlgorithm(t *testing.T) {
+	rsaKey, p256, p384 := idpRSA(), newECKey(t, elliptic.P256()), newECKey(t, elliptic.P384())
+	_, ed, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A token signed with m by key, naming kid.
+	type signed struct {
+		m   jwt.SigningMethod
+		key any
+		kid string
+	}
+	rs256 := signed{jwt.SigningMethodRS256, rsaKey, "rsa"}
+	ps256 := signed{jwt.SigningMethodPS256, rsaKey, "rsa"}
+	rs384 := signed{jwt.SigningMethodRS384, rsaKey, "rsa"}
+	es256 := signed{jwt.SigningMethodES256, p256, "ec"}
+	es384 := signed{jwt.SigningMethodES384, p384, "ec"}
+	eddsa := signed{jwt.SigningMethodEdDSA, ed, "ed"}
+	// An ES256 token naming the P-384 key, an ES384 token naming the P-256 key.
+	es256OtherCurve := signed{jwt.SigningMethodES256, p256, "ec"}
+	es384OtherCurve := signed{jwt.SigningMethodES384, p384, "ec"}
+	// Every set also publishes an unrelated Ed25519 key, and every issuer allows EdDSA, so that
+	// the set always has a usable key.
+	other := okpJWK("other", ed.Public().(ed25519.PublicKey))
+	const fix = "services[0].issuers[0].algorithms"
+	tests := []struct {
+		name       string
+		key        string // the JWK under test
+		algorithms []string
+		accepted   []signed
+		refused    []signed
+		logged     bool // one warning naming the key and the setting to change
+	}{
+		{"RSA without alg, issuer allows RS256: RS256 only", rsaJWKWithoutAlg("rsa", &rsaKey.PublicKey),
+			[]string{"RS256"}, []signed{rs256}, []signed{ps256, rs384}, false},
+		{"RSA without alg, issuer allows PS256: PS256 only", rsaJWKWithoutAlg("rsa", &rsaKey.PublicKey),
+			[]string{"PS256"}, []signed{ps256}, []signed{rs256, rs384}, false},
+		{"RSA without alg, issuer allows RS256 and ES256: RS256 only", rsaJWKWithoutAlg("rsa", &rsaKey.PublicKey),
+			[]string{"RS256", "ES256"}, []signed{rs256}, []signed{ps256}, false},
+		{"RSA without alg, issuer allows RS256 and PS256: not used", rsaJWKWithoutAlg("rsa", &rsaKey.PublicKey),
+			[]string{"RS256", "PS256"}, nil, []signed{rs256, ps256}, true},
+		{"RSA without alg, issuer allows RS256 and RS384: not used", rsaJWKWithoutAlg("rsa", &rsaKey.PublicKey),
+			[]string{"RS256", "RS384", "EdDSA"}, nil, []signed{rs256, rs384}, true},
+		{"RSA with alg PS256, issuer allows RS256 and PS256: PS256 only", rsaJWK("rsa", "sig", "PS256", &rsaKey.PublicKey),
+			[]string{"RS256", "PS256"}, []signed{ps256}, []signed{rs256}, false},
+		{"RSA with alg PS256, issuer allows RS256 only: not used", rsaJWK("rsa", "sig", "PS256", &rsaKey.PublicKey),
+			[]string{"RS256"}, nil, []signed{rs256, ps256}, false},
+		{"EC P-256 without alg: ES256 only", ecJWK("ec", "sig", &p256.PublicKey),
+			[]string{"ES256", "ES384"}, []signed{es256}, []signed{es384OtherCurve}, false},
+		{"EC P-384 without alg: ES384 only", ecJWK("ec", "sig", &p384.PublicKey),
+			[]string{"ES256", "ES384"}, []signed{es384}, []signed{es256OtherCurve}, false},
+		{"EC P-384 without alg, issuer allows ES256 only: not used", ecJWK("ec", "sig", &p384.PublicKey),
+			[]string{"ES256"}, nil, []signed{es384}, false},
+		{"Ed25519 without alg: EdDSA", okpJWK("ed", ed.Public().(ed25519.PublicKey)),
+			[]string{"RS256", "PS256", "EdDSA"}, []signed{eddsa}, nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := newJWKSServer(t, tt.key, other)
+			algorithms := tt.algorithms
+			if !slices.Contains(algorithms, "EdDSA") {
+				algorithms = append(slices.Clone(algorithms), "EdDSA") // for the other key
+			}
+			e := newTokenEnv(t, withIdP(srv.url(), algorithms...))
+			var logBuf syncBuffer
+			log := slog.New(slog.NewTextHandler(&logBuf, nil))
+			tokens, err := NewTokens(context.Background(), e.cfg, e.store, e.principals, log, WithClock(e.clock))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := &idp{e: e}
+			for _, s := range tt.accepted {
+				if _, err := tokens.Verify("scoring", []byte(p.token(t, s.m, s.key, s.kid, p.claims()))); err != nil {
+					t.Errorf("%s token naming kid %s: %v, want accepted", s.m.Alg(), s.kid, err)
+				}
+			}
+			for _, s := range tt.refused {
+				if _, err := tokens.Verify("scoring", []byte(p.token(t, s.m, s.key, s.kid, p.claims()))); !errors.Is(err, ErrInvalidCredential) {
+					t.Errorf("%s token naming kid %s: %v, want refused", s.m.Alg(), s.kid, err)
+				}
+			}
+			var lines []string
+			for line := range strings.Lines(logBuf.String()) {
+				if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
+					lines = append(lines, line)
+				}
+			}
+			switch {
+			case !tt.logged && len(lines) != 0:
+				t.Errorf("logged:\n%s", strings.Join(lines, ""))
+			case tt.logged && (len(lines) != 1 || !strings.Contains(lines[0], "kid=rsa") || !strings.Contains(lines[0], fix) ||
+				!strings.Contains(lines[0], srv.url()) || !strings.Contains(lines[0], strings.Join(algorithms, " "))):
+				t.Errorf("want one line naming the JWKS URL, kid=rsa, the issuer's algorithms %v and %s; logged:\n%s", algorithms, fix, logBuf.String())
+			}
+		})
 	}
 }

@@ -152,8 +152,8 @@ func NewTokens(ctx context.Context, cfg *config.Config, store Store, principals 
 	for name, svc := range t.services {
 		for iss, is := range svc.issuers {
 			if is.keys == nil {
-				url, refresh := issuerSource(cfg, name, iss)
-				src, err := newJWKSSource(iss, url, refresh, log)
+				url, setting, refresh := issuerSource(cfg, name, iss)
+				src, err := newJWKSSource(iss, url, is.algorithms, setting, refresh, log)
 				if err != nil {
 					return nil, fmt.Errorf("service %s, issuer %s: %w", name, iss, err)
 				}
@@ -170,13 +170,20 @@ func NewTokens(ctx context.Context, cfg *config.Config, store Store, principals 
 	return t, nil
 }
 
-func issuerSource(cfg *config.Config, service, issuer string) (string, time.Duration) {
-	for _, is := range cfg.Service(service).Issuers {
-		if is.Issuer == issuer {
-			return is.JWKSURL, is.RefreshInterval
+// issuerSource is the JWKS URL and refresh interval of issuer of service, and the configuration
+// path of its algorithms.
+func issuerSource(cfg *config.Config, service, issuer string) (url, algorithms string, refresh time.Duration) {
+	for i, svc := range cfg.Services {
+		if svc.Name != service {
+			continue
+		}
+		for j, is := range svc.Issuers {
+			if is.Issuer == issuer {
+				return is.JWKSURL, fmt.Sprintf("services[%d].issuers[%d].algorithms", i, j), is.RefreshInterval
+			}
 		}
 	}
-	return "", 0
+	return "", "", 0
 }
 
 // Reload reads the signing keys and revocations from the store.
@@ -510,7 +517,7 @@ func (t *Tokens) verify(service string, token []byte, now time.Time) (verified, 
 		if err != nil {
 			return nil, err
 		}
-		if alg != "" && alg != tok.Method.Alg() {
+		if alg != tok.Method.Alg() { // a key verifies one algorithm (RFC 8725 section 3.1)
 			return nil, errors.New("key and token algorithms differ")
 		}
 		return key, nil

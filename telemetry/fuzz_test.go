@@ -54,3 +54,27 @@ func FuzzParseTraceparent(f *testing.F) {
 		}
 	})
 }
+
+// FuzzRedactTarget feeds appendRedactedTarget untrusted request targets: it must never panic,
+// what it records must hold no credential marker (sgk_, sgp_, eyJ), as sent or percent-decoded,
+// and a target that holds none must be recorded as it was sent.
+func FuzzRedactTarget(f *testing.F) {
+	for _, s := range []string{
+		"/api/v1/service/iris/score?x=1",
+		"/api/v1/service/iris/" + canaryServiceKey + "?k=" + canaryJWT,
+		"/api/v1/service/iris/sgk%5F" + canaryPrincipalKey[4:] + "#f",
+		"/a%2F%73gp_b?%65yJ=1&&=&sgk_",
+		"%%7%",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, target []byte) {
+		out := appendRedactedTarget(nil, target)
+		if holdsCredential(out) {
+			t.Fatalf("appendRedactedTarget(%q) = %q, which holds a credential marker", target, out)
+		}
+		if !holdsCredential(target) && string(out) != string(target) {
+			t.Fatalf("appendRedactedTarget(%q) = %q, changed though it holds no credential marker", target, out)
+		}
+	})
+}

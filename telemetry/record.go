@@ -47,7 +47,7 @@ type Record struct {
 	TLS bool
 	// RPCService and RPCMethod name the gRPC service and method of a gRPC call ("" for any other
 	// request); the span then carries rpc.system "grpc", rpc.service, rpc.method and
-	// rpc.grpc.status_code (GRPCStatus).
+	// rpc.grpc.status_code (GRPCStatus). One that holds a key or a JWT is recorded as REDACTED.
 	RPCService, RPCMethod string
 	// GRPCStatus is the gRPC status code of a gRPC call's answer.
 	GRPCStatus int
@@ -71,12 +71,13 @@ type Record struct {
 // caller passes a traceparent only when the request had exactly one, and a tracestate already
 // cut to W3C's limits. Of an absolute-form target only the path
 // and query are kept, and of host nothing up to an "@", so that a userinfo a client put in the
-// URL is never recorded.
+// URL is never recorded. A path segment, query parameter, Host or User-Agent that holds a key or
+// a JWT is recorded as REDACTED (see appendRedactedTarget), wherever the client put it.
 func (r *Record) SetRequest(method, target, userAgent, host, client, traceparent, tracestate []byte) {
 	r.method = append(r.method[:0], method...)
-	r.target = append(r.target[:0], originForm(target)...)
-	r.userAgent = append(r.userAgent[:0], userAgent...)
-	r.host = append(r.host[:0], withoutUserinfo(host)...)
+	r.target = appendRedactedTarget(r.target[:0], originForm(target))
+	r.userAgent = appendRedacted(r.userAgent[:0], userAgent)
+	r.host = appendRedacted(r.host[:0], withoutUserinfo(host))
 	r.client = append(r.client[:0], client...)
 	r.tracestate = r.tracestate[:0]
 	r.hasParent, r.hasLink = false, false
@@ -184,6 +185,9 @@ func (r *Record) End(status int) {
 	r.duration = time.Since(r.start)
 	if r.Reason == "" {
 		r.Reason = "ok"
+	}
+	if r.RPCService != "" || r.RPCMethod != "" { // parts of the path the client chose
+		r.RPCService, r.RPCMethod = redactedString(r.RPCService), redactedString(r.RPCMethod)
 	}
 	t := r.t
 	t.inflight.Add(-1)

@@ -515,7 +515,7 @@ func (t *Telemetry) appendRedactedQuery(dst []byte, q string) ([]byte, bool) {
 				dst = append(dst, q[:start]...) // the parameters before this one, as sent
 				redacted = true
 			}
-			if name, _, hasValue := strings.Cut(p, "="); hasValue {
+			if name, _, hasValue := strings.Cut(p, "="); hasValue && !holdsCredential(name) {
 				dst = append(dst, name...)
 				dst = append(dst, "=REDACTED"...)
 			} else {

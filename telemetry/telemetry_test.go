@@ -1257,6 +1257,7 @@ func TestRedactionDecodesNames(t *testing.T) {
 		"v=sgk%5Fabc":              "v=REDACTED",
 		"v=%65yJhbGciOiJFZERTQSJ9": "v=REDACTED",
 		"x=1&y=2":                  "x=1&y=2",
+		"sgk_abc=1&x=1":            "REDACTED&x=1",
 	} {
 		if got := tel.redactQuery(q); got != want {
 			t.Errorf("redactQuery(%q) = %q, want %q", q, got, want)

@@ -1,0 +1,126 @@
+package telemetry
+
+import "bytes"
+
+// redacted replaces whatever held a credential.
+const redacted = "REDACTED"
+
+// appendRedactedTarget appends a request target to dst with every piece that holds a credential
+// (see holdsCredential) replaced by REDACTED: a path segment, whole; a query parameter's value,
+// or the whole parameter when its name holds one. A fragment belongs to the segment or value it
+// ends. The rest is kept as sent. A target with no credential marker in it, even
+// percent-encoded, is copied after a scan and nothing else; nothing allocates but dst's growth.
+func appendRedactedTarget(dst, target []byte) []byte {
+	if !mayHoldCredential(target) {
+		return append(dst, target...)
+	}
+	path, query, hasQuery := bytes.Cut(target, []byte("?"))
+	for i := 0; ; i++ {
+		seg, rest, more := bytes.Cut(path, []byte("/"))
+		if i > 0 {
+			dst = append(dst, '/')
+		}
+		if holdsCredential(seg) {
+			dst = append(dst, redacted...)
+		} else {
+			dst = append(dst, seg...)
+		}
+		if !more {
+			break
+		}
+		path = rest
+	}
+	if !hasQuery {
+		return dst
+	}
+	dst = append(dst, '?')
+	for i := 0; ; i++ {
+		p, rest, more := bytes.Cut(query, []byte("&"))
+		if i > 0 {
+			dst = append(dst, '&')
+		}
+		name, value, hasValue := bytes.Cut(p, []byte("="))
+		switch {
+		case holdsCredential(name):
+			dst = append(dst, redacted...)
+		case hasValue && holdsCredential(value):
+			dst = append(dst, name...)
+			dst = append(dst, '=')
+			dst = append(dst, redacted...)
+		default:
+			dst = append(dst, p...)
+		}
+		if !more {
+			return dst
+		}
+		query = rest
+	}
+}
+
+// appendRedacted appends v to dst, or REDACTED when v holds a credential.
+func appendRedacted(dst, v []byte) []byte {
+	if mayHoldCredential(v) && holdsCredential(v) {
+		return append(dst, redacted...)
+	}
+	return append(dst, v...)
+}
+
+// redactedString is s, or REDACTED when s holds a credential.
+func redactedString(s string) string {
+	if holdsCredential(s) {
+		return redacted
+	}
+	return s
+}
+
+// mayHoldCredential is the fast test before holdsCredential: false when b cannot hold a
+// credential marker, having neither a marker's last byte ('_' of sgk_ and sgp_, 'J' of eyJ) nor
+// a percent-encoding that could spell one.
+func mayHoldCredential(b []byte) bool {
+	return bytes.IndexByte(b, '_') >= 0 || bytes.IndexByte(b, 'J') >= 0 || bytes.IndexByte(b, '%') >= 0
+}
+
+// The credential markers as holdsCredential's window sees them: the prefixes of service and
+// principal keys (authn.ServiceKeyPrefix, authn.PrincipalKeyPrefix), and the start of a JWT,
+// whose first segment is the base64url of `{"`.
+const (
+	markerServiceKey   = 's'<<24 | 'g'<<16 | 'k'<<8 | '_'
+	markerPrincipalKey = 's'<<24 | 'g'<<16 | 'p'<<8 | '_'
+	markerJWT          = 'e'<<16 | 'y'<<8 | 'J'
+)
+
+// holdsCredential says whether s, as sent or percent-decoded once (as a model's framework reads
+// it), holds a scoregate key's prefix (sgk_, sgp_) or the start of a JWT (eyJ). It looks at each
+// byte once and allocates nothing.
+func holdsCredential[T string | []byte](s T) bool {
+	var w uint32 // the last four bytes, decoded, the latest lowest
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '%' && i+2 < len(s) {
+			if hi, ok := unhex(s[i+1]); ok {
+				if lo, ok := unhex(s[i+2]); ok {
+					c = hi<<4 | lo
+					i += 2
+				}
+			}
+		}
+		w = w<<8 | uint32(c)
+		if w == markerServiceKey || w == markerPrincipalKey || w&0xffffff == markerJWT {
+			return true
+		}
+	}
+	return false
+}
+
+// unhex is the value of a hex digit of either case.
+func unhex(c byte) (byte, bool) {
+	switch {
+	case c >= '0' && c <= '9':
+		return c - '0', true
+	case c >= 'a' && c <= 'f':
+		return c - 'a' + 10, true
+	case c >= 'A' && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
+}
