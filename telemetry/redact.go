@@ -90,11 +90,13 @@ const (
 )
 
 // holdsCredential says whether s, as sent or percent-decoded once (as a model's framework reads
-// it), holds a scoregate key's prefix (sgk_, sgp_) or the start of a JWT (eyJ). It looks at each
-// byte once and allocates nothing.
+// it), holds a scoregate key's prefix (sgk_, sgp_) or the start of a JWT (eyJ where a base64url
+// run begins, so that words such as "surveyJob" or "keyJson" are not taken for one). It looks at
+// each byte once and allocates nothing.
 func holdsCredential[T string | []byte](s T) bool {
 	var w uint32 // the last four bytes, decoded, the latest lowest
-	for i := 0; i < len(s); i++ {
+	n := 0       // bytes decoded so far
+	for i := 0; i < len(s); i, n = i+1, n+1 {
 		c := s[i]
 		if c == '%' && i+2 < len(s) {
 			if hi, ok := unhex(s[i+1]); ok {
@@ -105,7 +107,10 @@ func holdsCredential[T string | []byte](s T) bool {
 			}
 		}
 		w = w<<8 | uint32(c)
-		if w == markerServiceKey || w == markerPrincipalKey || w&0xffffff == markerJWT {
+		if w == markerServiceKey || w == markerPrincipalKey {
+			return true
+		}
+		if w&0xffffff == markerJWT && (n == 2 || !base64URL[byte(w>>24)]) {
 			return true
 		}
 	}
@@ -124,3 +129,11 @@ func unhex(c byte) (byte, bool) {
 	}
 	return 0, false
 }
+
+// base64URL tells the bytes of base64url's alphabet.
+var base64URL = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
+	}
+	return t
+}()
