@@ -222,7 +222,7 @@ func TestSharedStateRedisSentinel(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for !errors.Is(b.checkToken(after.AccessToken), ErrInvalidCredential) {
 		if time.Now().After(deadline) {
-			g, err := b.store.Generation(ctx)
+			g, err := b.store.Generation(ctx, 0)
 			t.Fatalf("the new revocation did not reach b through the new master: b applied %d, reads %d (%v), problem %q, age %s",
 				b.replica.applied.Load(), g, err, b.replica.Problem(), b.replica.Age())
 		}
