@@ -15,6 +15,7 @@ const (
 	OpTokenMint       = "token.mint"
 	OpTokenRevoke     = "token.revoke"
 	OpConfigReload    = "config.reload"
+	OpStoreReinit     = "store.reinit"
 	OpServicesRead    = "services.read"
 	OpPrincipalsRead  = "principals.read"
 	OpActivityRead    = "activity.read"

@@ -11,6 +11,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -44,9 +45,10 @@ type RedisStore struct {
 	sentinel bool
 	resync   time.Duration // store.resync_interval, how often running instances look
 
-	id     string // the store id this instance knows; set by OpenRedis
-	idFile string // where the store id is remembered between runs, or ""
-	lost   atomic.Pointer[string]
+	id        string // the store id this instance knows; set by OpenRedis
+	idFile    string // where the store id is remembered between runs, or ""
+	idFileErr error
+	lost      atomic.Pointer[string]
 }
 
 var _ Store = (*RedisStore)(nil)
@@ -201,28 +203,42 @@ func (s *RedisStore) ownKeys() []string {
 	return keys
 }
 
-// initScript makes the store when Redis holds none of its keys and the caller may (ARGV[5] is
-// "1"), or adopts a store made before markers existed (secret and generation present, no marker).
-// KEYS: ownKeys. ARGV: store id, creation time, maker, secret, may create. Returns the outcome:
-// "found", "created", "adopted", "missing" (no marker, and the caller may not make one) or
-// "partial" (some keys, no marker, no secret or generation).
+// initScript starts making the store when Redis holds none of its keys and the caller may
+// (ARGV[4] is "1"): it writes only the marker, with state "new"; completeScript writes the rest
+// once running instances have had time to object. It also adopts a store made before markers
+// existed (secret and generation present, no marker). KEYS: ownKeys. ARGV: store id, creation
+// time, maker, may create. Returns the outcome: "found", "created", "adopted", "missing" (no
+// marker, and the caller may not make one) or "partial" (some keys, but no marker, secret or
+// generation).
 var initScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'found' end
+if ARGV[4] ~= '1' then return 'missing' end
 local n = 0
 for i = 2, #KEYS do n = n + redis.call('EXISTS', KEYS[i]) end
-if ARGV[5] ~= '1' then return 'missing' end
-local outcome = 'created'
-if n > 0 then
-  if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then return 'partial' end
-  outcome = 'adopted'
-else
-  redis.call('SET', KEYS[2], ARGV[4])
-  redis.call('SET', KEYS[3], 1)
+if n == 0 then
+  redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2], 'by', ARGV[3], 'state', 'new')
+  return 'created'
 end
+if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then return 'partial' end
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2], 'by', ARGV[3])
 for i = 4, #KEYS - 1 do redis.call('HSETNX', KEYS[i], '', '1') end
 redis.call('ZADD', KEYS[#KEYS], 'NX', '+inf', '')
-return outcome`)
+return 'adopted'`)
+
+// completeScript finishes a store that initScript started, unless its marker changed meanwhile
+// (an instance marked it lost, or it is gone). KEYS: ownKeys. ARGV: store id, secret. Returns 1
+// when the store is complete.
+var completeScript = redis.NewScript(`
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'lost') == 1 then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'NX')
+redis.call('SET', KEYS[3], 1, 'NX')
+for i = 4, #KEYS - 1 do redis.call('HSETNX', KEYS[i], '', '1') end
+redis.call('ZADD', KEYS[#KEYS], 'NX', '+inf', '')
+redis.call('HDEL', KEYS[1], 'state')
+return 1`)
+
+// errStoreBeingMade: another instance is making the store; try again in a moment.
+var errStoreBeingMade = errors.New("another instance is making the Redis store; trying again")
 
 // markScript records in the marker that the store lost data, so that instances started later
 // refuse it too, unless an operator re-initialised it meanwhile (a marker made by "gateway store
@@ -246,19 +262,18 @@ func newStoreID() string {
 }
 
 func (s *RedisStore) init(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, max(s.timeout*4, 2*time.Second))
+	ctx, cancel := context.WithTimeout(ctx, max(s.timeout*4, 2*time.Second)+2*s.resync)
 	defer cancel()
 	known, err := s.readIDFile()
 	if err != nil {
 		return err
 	}
-	secret := make([]byte, 32)
-	rand.Read(secret)
 	mayCreate := "0"
 	if known == "" {
 		mayCreate = "1"
 	}
-	outcome, err := initScript.Run(ctx, s.client, s.ownKeys(), newStoreID(), time.Now().UTC().Format(time.RFC3339), madeByFirstStart, secret, mayCreate).Text()
+	id := newStoreID()
+	outcome, err := initScript.Run(ctx, s.client, s.ownKeys(), id, time.Now().UTC().Format(time.RFC3339), madeByFirstStart, mayCreate).Text()
 	if err != nil {
 		return fmt.Errorf("connecting to Redis: %w", err)
 	}
@@ -268,16 +283,25 @@ func (s *RedisStore) init(ctx context.Context) error {
 	case "partial":
 		return s.lostAtOpen(ctx, known, fmt.Sprintf("some of its keys are there but not the marker %s, the secret or the generation", s.key(markerKey)))
 	case "created":
-		// A running instance that knew the store marks it lost within a resync interval: give it two.
+		// A running instance that knew the store marks it lost within a resync interval: give
+		// it two before making a secret.
 		select {
 		case <-time.After(2 * s.resync):
 		case <-ctx.Done():
 			return fmt.Errorf("connecting to Redis: %w", ctx.Err())
 		}
+		secret := make([]byte, 32)
+		rand.Read(secret)
+		if err := completeScript.Run(ctx, s.client, s.ownKeys(), id, secret).Err(); err != nil {
+			return fmt.Errorf("connecting to Redis: %w", err)
+		}
 	}
 	st, err := s.inspect(ctx)
 	if err != nil {
 		return fmt.Errorf("connecting to Redis: %w", err)
+	}
+	if st.marker["state"] == "new" && st.marker["lost"] == "" {
+		return errStoreBeingMade
 	}
 	if known != "" && st.marker["id"] != known && st.marker["by"] == madeByReinit && st.marker["lost"] == "" {
 		known = "" // an operator re-initialised the store: this instance follows the new one
@@ -286,7 +310,59 @@ func (s *RedisStore) init(ctx context.Context) error {
 		return s.lostAtOpen(ctx, known, why)
 	}
 	s.id = st.marker["id"]
-	return s.writeIDFile()
+	s.idFileErr = s.writeIDFile()
+	return nil
+}
+
+// IDFileError says why the store id could not be remembered in the store-id file, or nil.
+func (s *RedisStore) IDFileError() error { return s.idFileErr }
+
+// ErrStoreHealthy is returned by ReinitRedis for a store that has lost nothing.
+var ErrStoreHealthy = errors.New("the Redis store has lost nothing; it is not re-initialised")
+
+// ReinitRedis makes a new store in a Redis whose store lost data, as an operator's deliberate
+// step: it deletes what is left of the gateway's keys, principals, signing keys and revocations
+// (the activity log stays), and writes a new marker, made by "gateway store reinit", and a new
+// hashing secret. Every key must then be regenerated, principals created again and tokens minted
+// again; instances started afterwards use the new store, running ones stay lost until restarted.
+// It returns the new store id; ErrStoreHealthy when the store lost nothing.
+func ReinitRedis(ctx context.Context, cfg config.Store) (string, error) {
+	s, err := dialRedis(cfg)
+	if err != nil {
+		return "", err
+	}
+	defer s.client.Close()
+	ctx, cancel := context.WithTimeout(ctx, max(s.timeout*4, 2*time.Second))
+	defer cancel()
+	st, err := s.inspect(ctx)
+	if err != nil {
+		return "", fmt.Errorf("reading the Redis store: %w", err)
+	}
+	if st.lossReason(s.key(markerKey), "") == "" {
+		return "", fmt.Errorf("%w (store %s)", ErrStoreHealthy, st.marker["id"])
+	}
+	id := newStoreID()
+	secret := make([]byte, 32)
+	rand.Read(secret)
+	now := time.Now().UTC()
+	rec, _ := json.Marshal(Activity{Time: now.Truncate(time.Millisecond), Operation: OpStoreReinit, Initiator: madeByReinit,
+		Target: "store " + id, Result: ResultSuccess})
+	_, err = s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, append(s.ownKeys(), s.key("keys-used"))...)
+		p.HSet(ctx, s.key(markerKey), "id", id, "createdAt", now.Format(time.RFC3339), "by", madeByReinit)
+		p.Set(ctx, s.key(secretKey), secret, 0)
+		p.Set(ctx, s.key(genKey), 1, 0)
+		for _, c := range collections[:len(collections)-1] {
+			p.HSet(ctx, s.key(c), presence, "1")
+		}
+		p.ZAdd(ctx, s.key("revoked"), redis.Z{Score: math.Inf(1), Member: presence})
+		p.LPush(ctx, s.key("activity"), rec)
+		return nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("re-initialising the Redis store: %w", err)
+	}
+	return id, nil
 }
 
 // lostAtOpen marks the store lost (for instances started later) and returns the error.

@@ -3,7 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,4 +86,221 @@ func TestFinding14StoreStallAnswers503AndAnUnknownOutcome(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	a.stop(t, syscall.SIGTERM)
+}
+
+// Issue 17, finding 4: Redis losing the gateway's data (all of it, the revocation set, the hashing
+// secret) while an instance runs, then a new instance starting against it. The running instance
+// answers 503 to a good key, a good token and a revoked token (never 200 for the revoked one,
+// never 401 for the good ones), the new one does not serve (no listener, readyz 503) and makes no
+// new secret; both say why once in their log, on /readyz and in scoregate_shared_state_lost.
+// Then the recovery: gateway store reinit, the new instance starts by itself, the old one after a
+// restart, and only keys regenerated afterwards work.
+func TestFinding4LostRedisData(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		lose []string
+	}{
+		{"everything (FLUSHALL)", []string{"FLUSHALL"}},
+		{"the revocation set", []string{"DEL", "{scoregate}:revoked"}},
+		{"the hashing secret", []string{"DEL", "{scoregate}:secret"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { lostRedisData(t, tc.lose) })
+	}
+}
+
+const lostLogA = "the Redis store lost the gateway's data: answering 503 to every credential until it is restored from a backup or re-initialised with 'gateway store reinit', then this instance restarted"
+const lostLogB = "the Redis store lost the gateway's data: not serving until it is restored from a backup or re-initialised with 'gateway store reinit' (readyz answers 503)"
+
+func lostRedisData(t *testing.T, lose []string) {
+	srv := redistest.Start(t)
+	_, upstream := newRecorder(t)
+	env := []string{"GATEWAY_ADMIN_KEY=" + sharedOwnerKey}
+	cfgA := writeSharedConfig(t, t.TempDir(), srv.URL(), upstream.URL)
+	a := start(t, env, "serve", "-config", cfgA)
+
+	var k struct{ Key string }
+	var good, revoked struct{ AccessToken string }
+	adminCall(t, a, "POST", "/v1/services/iris/keys/primary/regenerate", "", &k)
+	adminCall(t, a, "POST", "/v1/services/scoring/token", "", &good)
+	adminCall(t, a, "POST", "/v1/services/scoring/token", "", &revoked)
+	if code := adminCall(t, a, "POST", "/v1/tokens/revoke", fmt.Sprintf(`{"token": %q}`, revoked.AccessToken), nil); code != 200 {
+		t.Fatalf("revoking: %d", code)
+	}
+	creds := []struct{ name, path, cred string }{
+		{"good key", "/api/v1/service/iris/score", k.Key},
+		{"good token", "/api/v1/service/scoring/score", good.AccessToken},
+		{"revoked token", "/api/v1/service/scoring/score", revoked.AccessToken},
+	}
+	check := func(p *proc, want []int) []int {
+		t.Helper()
+		got := make([]int, len(creds))
+		for i, c := range creds {
+			got[i] = status(t, p.dataURL+c.path, c.cred)
+		}
+		if want != nil && !slices.Equal(got, want) {
+			t.Fatalf("good key, good token, revoked token: %v, want %v", got, want)
+		}
+		return got
+	}
+	check(a, []int{200, 200, 401})
+	secret := srv.Do(t, "GET", "{scoregate}:secret")
+
+	srv.Do(t, lose...)
+
+	// The new instance, on fixed ports: it does not log that it started.
+	dirB := t.TempDir()
+	cfgB := writeSharedConfig(t, dirB, srv.URL(), upstream.URL)
+	adminB, dataB := freeAddr(t), freeAddr(t)
+	cfg := strings.Replace(string(mustRead(t, cfgB)), `admin_listen: "127.0.0.1:0"`, `admin_listen: "`+adminB+`"`, 1)
+	cfg = strings.Replace(cfg, `listen: "127.0.0.1:0"`, `listen: "`+dataB+`"`, 1)
+	os.WriteFile(cfgB, []byte(cfg), 0o600)
+	b := launch(t, env, "serve", "-config", cfgB)
+	b.dataURL, b.adminURL = "http://"+dataB, "http://"+adminB
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := check(a, nil)
+		if got[0] == 401 || got[1] == 401 || got[2] == 200 {
+			t.Fatalf("the running instance after the loss: good key, good token, revoked token: %v (never 401, 401, 200)", got)
+		}
+		if slices.Equal(got, []int{503, 503, 503}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the running instance still answers %v after the loss, want 503 for all", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// The new instance: admin answers readyz 503, the data plane never answers anything but 503.
+	var readyB string
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get("http://" + adminB + "/readyz")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			readyB = fmt.Sprintf("%d %s", resp.StatusCode, body)
+			if strings.Contains(readyB, "lost") || resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the new instance never said the store is lost: readyz %s\nstderr:\n%s", readyB, b.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !strings.HasPrefix(readyB, "503 ") || !strings.Contains(readyB, "lost") {
+		t.Fatalf("the new instance's readyz: %s", readyB)
+	}
+	for range 20 {
+		for _, c := range creds {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+dataB+c.path, strings.NewReader("{}"))
+			req.Header.Set("Authorization", "Bearer "+c.cred)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				continue // not listening: decides nothing
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 503 {
+				t.Fatalf("the new instance answered %s with %d", c.name, resp.StatusCode)
+			}
+		}
+		check(a, []int{503, 503, 503})
+		time.Sleep(50 * time.Millisecond)
+	}
+	if now := srv.Do(t, "GET", "{scoregate}:secret"); now != "" && now != secret {
+		t.Fatal("an instance made a new hashing secret")
+	}
+	resp, err := http.Get(a.adminURL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "lost") {
+		t.Errorf("the running instance's readyz: %d %s", resp.StatusCode, body)
+	}
+	for _, u := range []string{a.adminURL, "http://" + adminB} {
+		if m := metricsText(t, u); !strings.Contains(m, "\nscoregate_shared_state_lost 1\n") && !strings.Contains(m, "\nscoregate_shared_state_lost{") {
+			t.Errorf("%s/metrics has no scoregate_shared_state_lost 1:\n%s", u, grepLines(m, "shared_state"))
+		}
+	}
+	if n := strings.Count(a.stderr.String(), lostLogA); n != 1 {
+		t.Errorf("the running instance logged the loss %d times, want once:\n%s", n, a.stderr)
+	}
+
+	// Recovery: a new store, deliberately; the waiting instance starts, the running one after a restart.
+	out, errOut, code := runCLI(t, nil, "store", "reinit", "-config", cfgA)
+	if code != 0 || !strings.Contains(out, "new store id") {
+		t.Fatalf("store reinit: %d\n%s%s", code, out, errOut)
+	}
+	if _, _, code := runCLI(t, nil, "store", "reinit", "-config", cfgA); code != 1 {
+		t.Errorf("store reinit of a store that lost nothing: exit %d, want 1", code)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for !strings.Contains(b.stderr.String(), `"msg":"gateway started"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiting instance did not start after the recovery:\n%s", b.stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(b.stderr.String(), lostLogB); n != 1 {
+		t.Errorf("the new instance logged the loss %d times, want once:\n%s", n, b.stderr)
+	}
+	check(a, []int{503, 503, 503}) // until restarted
+	a.stop(t, syscall.SIGTERM)
+	a = start(t, env, "serve", "-config", cfgA)
+	for _, p := range []*proc{a, b} {
+		check(p, []int{401, 401, 401})
+	}
+	adminCall(t, a, "POST", "/v1/services/iris/keys/primary/regenerate", "", &k)
+	deadline = time.Now().Add(5 * time.Second)
+	for status(t, b.dataURL+"/api/v1/service/iris/score", k.Key) != 200 || status(t, a.dataURL+"/api/v1/service/iris/score", k.Key) != 200 {
+		if time.Now().After(deadline) {
+			t.Fatal("a key regenerated after the recovery does not work on both instances")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	a.stop(t, syscall.SIGTERM)
+	b.stop(t, syscall.SIGTERM)
+}
+
+// launch runs the gateway with args and env without waiting for it to start.
+func launch(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(gatewayBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, done: make(chan error, 1)}
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.done <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		if p.cmd.ProcessState == nil {
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+	})
+	return p
+}
+
+func metricsText(t *testing.T, adminURL string) string {
+	t.Helper()
+	resp, err := http.Get(adminURL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return "\n" + string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
