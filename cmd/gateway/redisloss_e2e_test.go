@@ -304,3 +304,40 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// Issue 17, finding 4: at start, a Redis that may evict the gateway's keys (a maxmemory-policy
+// other than noeviction) is reported in one warning; where CONFIG GET is denied, as on managed
+// Redis, the gateway starts without a word about it.
+func TestFinding4EvictionPolicyWarning(t *testing.T) {
+	const warning = "Redis may evict the gateway's keys when it runs out of memory; set maxmemory-policy to noeviction (a lost revocation would be refused as lost data, with 503s)"
+	const user = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
+		"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait"
+	for _, tc := range []struct {
+		name  string
+		opts  []redistest.Option
+		user  bool
+		warns bool
+	}{
+		{"noeviction", []redistest.Option{redistest.WithArgs("--maxmemory-policy", "noeviction")}, false, false},
+		{"allkeys-lru", []redistest.Option{redistest.WithArgs("--maxmemory-policy", "allkeys-lru")}, false, true},
+		{"CONFIG denied to the gateway's user", []redistest.Option{redistest.WithArgs("--maxmemory-policy", "allkeys-lru"),
+			redistest.WithACL("user default on nopass ~* &* +@all", user)}, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := redistest.Start(t, tc.opts...)
+			url := srv.URL()
+			if tc.user {
+				url = strings.Replace(url, "redis://", "redis://gateway:gateway-secret-0123456789@", 1)
+			}
+			_, upstream := newRecorder(t)
+			p := start(t, []string{"GATEWAY_ADMIN_KEY=" + sharedOwnerKey}, "serve", "-config", writeSharedConfig(t, t.TempDir(), url, upstream.URL))
+			if n := strings.Count(p.stderr.String(), warning); n != map[bool]int{true: 1}[tc.warns] {
+				t.Errorf("the eviction warning appears %d times:\n%s", n, p.stderr)
+			}
+			if tc.warns && !strings.Contains(p.stderr.String(), `"maxmemory_policy":"allkeys-lru"`) {
+				t.Errorf("the warning does not name the policy:\n%s", p.stderr)
+			}
+			p.stop(t, syscall.SIGTERM)
+		})
+	}
+}
