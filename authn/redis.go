@@ -206,10 +206,9 @@ func (s *RedisStore) ownKeys() []string {
 // initScript starts making the store when Redis holds none of its keys and the caller may
 // (ARGV[4] is "1"): it writes only the marker, with state "new"; completeScript writes the rest
 // once running instances have had time to object. It also adopts a store made before markers
-// existed (secret and generation present, no marker). KEYS: ownKeys. ARGV: store id, creation
+// existed (a secret, no marker). KEYS: ownKeys. ARGV: store id, creation
 // time, maker, may create. Returns the outcome: "found", "created", "adopted", "missing" (no
-// marker, and the caller may not make one) or "partial" (some keys, but no marker, secret or
-// generation).
+// marker, and the caller may not make one) or "partial" (some keys, but no marker or secret).
 var initScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 'found' end
 if ARGV[4] ~= '1' then return 'missing' end
@@ -219,7 +218,8 @@ if n == 0 then
   redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2], 'by', ARGV[3], 'state', 'new')
   return 'created'
 end
-if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[3]) == 0 then return 'partial' end
+if redis.call('EXISTS', KEYS[2]) == 0 then return 'partial' end
+redis.call('SET', KEYS[3], 1, 'NX')
 redis.call('HSET', KEYS[1], 'id', ARGV[1], 'createdAt', ARGV[2], 'by', ARGV[3])
 for i = 4, #KEYS - 1 do redis.call('HSETNX', KEYS[i], '', '1') end
 redis.call('ZADD', KEYS[#KEYS], 'NX', '+inf', '')
@@ -281,7 +281,7 @@ func (s *RedisStore) init(ctx context.Context) error {
 	case "missing":
 		return s.lostAtOpen(ctx, known, fmt.Sprintf("its marker %s is gone, and this instance knew it as store %s (%s)", s.key(markerKey), known, s.idFile))
 	case "partial":
-		return s.lostAtOpen(ctx, known, fmt.Sprintf("some of its keys are there but not the marker %s, the secret or the generation", s.key(markerKey)))
+		return s.lostAtOpen(ctx, known, fmt.Sprintf("some of its keys are there but neither the marker %s nor the secret", s.key(markerKey)))
 	case "created":
 		// A running instance that knew the store marks it lost within a resync interval: give
 		// it two before making a secret.
