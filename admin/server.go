@@ -302,7 +302,7 @@ func (s *Server) regenerateKey(w http.ResponseWriter, r *http.Request, p authn.P
 	defer cancel()
 	key, err := s.keys.Regenerate(ctx, svc.Name, slot)
 	if err != nil {
-		s.activity.Record(ctx, authn.OpKeyRegenerate, p.Name, target(r), authn.ResultFailed)
+		s.activity.Record(ctx, authn.OpKeyRegenerate, p.Name, target(r), failedResult(err))
 		s.log.Error("regenerating key", "service", svc.Name, "slot", slot, "err", err)
 		writeStoreError(w, err, "the key could not be regenerated")
 		return
@@ -367,7 +367,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request, p authn.Pri
 		return
 	}
 	if err != nil {
-		s.activity.Record(ctx, authn.OpTokenRevoke, p.Name, "jti:"+jti, authn.ResultFailed)
+		s.activity.Record(ctx, authn.OpTokenRevoke, p.Name, "jti:"+jti, failedResult(err))
 		s.log.Error("revoking a token", "err", err)
 		writeStoreError(w, err, "the revocation could not be saved")
 		return
@@ -420,7 +420,7 @@ func (s *Server) createPrincipal(w http.ResponseWriter, r *http.Request, p authn
 	case errors.Is(err, authn.ErrPrincipalExists):
 		writeError(w, http.StatusConflict, "Conflict", err.Error())
 	default:
-		s.activity.Record(ctx, authn.OpPrincipalCreate, p.Name, req.Name, authn.ResultFailed)
+		s.activity.Record(ctx, authn.OpPrincipalCreate, p.Name, req.Name, failedResult(err))
 		s.log.Error("creating a principal", "err", err)
 		writeStoreError(w, err, "the principal could not be created")
 	}
@@ -440,7 +440,7 @@ func (s *Server) deletePrincipal(w http.ResponseWriter, r *http.Request, p authn
 	case errors.Is(err, authn.ErrForbidden):
 		writeError(w, http.StatusBadRequest, "BadRequest", "the built-in owner cannot be deleted")
 	default:
-		s.activity.Record(ctx, authn.OpPrincipalDelete, p.Name, name, authn.ResultFailed)
+		s.activity.Record(ctx, authn.OpPrincipalDelete, p.Name, name, failedResult(err))
 		s.log.Error("deleting a principal", "err", err)
 		writeStoreError(w, err, "the principal could not be deleted")
 	}
@@ -539,16 +539,34 @@ type ErrorBody struct {
 }
 
 // writeStoreError answers a request whose store call failed: 503 with Retry-After when the store
-// did not answer in time or could not be reached (a retry is safe: every write either replaces
-// or is idempotent), and 500 otherwise (a full or read-only disk, say). The log has the detail.
+// cannot be used (it lost data, or the shared state is past its staleness bound) or did not answer
+// in time or could not be reached, and 500 otherwise (a full or read-only disk, say). A store that
+// did not answer may still apply the change (Redis runs a command whose answer came too late), so
+// the message says so; a retry is safe: every write either replaces or is idempotent. The log has
+// the detail.
 func writeStoreError(w http.ResponseWriter, err error, message string) {
-	var opErr *net.OpError // a network call: Redis, not the embedded store's disk
-	if errors.As(err, &opErr) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, authn.ErrUnavailable) {
+	switch {
+	case errors.Is(err, authn.ErrStoreLost):
+		w.Header().Set("Retry-After", "60")
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", message+": the shared store lost data and is refused until an operator recovers it (see /readyz)")
+	case authn.StoreUnreachable(err):
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", message+": the store did not answer in time; retry")
-		return
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", message+": the store did not answer in time, and the change may still take effect; retry (repeating it is safe)")
+	case errors.Is(err, authn.ErrUnavailable):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, "ServiceUnavailable", message+": the shared state is not current; retry")
+	default:
+		writeError(w, http.StatusInternalServerError, "InternalError", message)
 	}
-	writeError(w, http.StatusInternalServerError, "InternalError", message)
+}
+
+// failedResult is the activity log's result for a change whose store call failed with err:
+// "unknown" when the store did not answer (the change may still take effect), else "failed".
+func failedResult(err error) string {
+	if authn.StoreUnreachable(err) {
+		return authn.ResultUnknown
+	}
+	return authn.ResultFailed
 }
 
 func writeError(w http.ResponseWriter, status int, code, message string) {

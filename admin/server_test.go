@@ -229,6 +229,10 @@ func TestWriteStoreError(t *testing.T) {
 		{fmt.Errorf("saving: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
 		{&net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}, http.StatusServiceUnavailable},
 		{fmt.Errorf("saving key: write store.db: %w", syscall.ENOSPC), http.StatusInternalServerError},
+		// Issue 17, finding 14b: go-redis reports a stalled read as the bare deadline error.
+		{fmt.Errorf("saving key iris/primary: %w", os.ErrDeadlineExceeded), http.StatusServiceUnavailable},
+		{fmt.Errorf("saving principal: %w", authn.ErrNotReplicated), http.StatusServiceUnavailable},
+		{fmt.Errorf("saving key: %w", authn.ErrStoreLost), http.StatusServiceUnavailable},
 	} {
 		rec := httptest.NewRecorder()
 		writeStoreError(rec, tc.err, "the revocation could not be saved")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -222,7 +223,7 @@ func TestSharedStateRedisSentinel(t *testing.T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for !errors.Is(b.checkToken(after.AccessToken), ErrInvalidCredential) {
 		if time.Now().After(deadline) {
-			g, err := b.store.Generation(ctx)
+			g, err := b.store.Generation(ctx, 0)
 			t.Fatalf("the new revocation did not reach b through the new master: b applied %d, reads %d (%v), problem %q, age %s",
 				b.replica.applied.Load(), g, err, b.replica.Problem(), b.replica.Age())
 		}
@@ -523,5 +524,45 @@ func TestRedisLeastPrivilegeUser(t *testing.T) {
 	}
 	if out := srv.Do(t, "ACL", "DRYRUN", "gateway", "GET", "{scoregate}:gen"); out != "OK" { // the check has teeth
 		t.Errorf("the gateway user may not read its own keys: %s", out)
+	}
+}
+
+// Issue 17, finding 4: an instance restarted against a Redis that lost everything while no other
+// instance ran knows, from the store id it remembers in store.dir, that the store existed: it
+// makes no new store or secret, and marks the store lost for instances started later, which
+// remember nothing. Only a deliberate re-initialisation makes a store they all accept again.
+func TestRedisWipedWhileNoInstanceRan(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
+	ctx := context.Background()
+	idFile := filepath.Join(t.TempDir(), StoreIDFile)
+	s, err := OpenRedis(ctx, cfg.Store, WithStoreIDFile(idFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	srv.Do(t, "FLUSHALL")
+
+	if _, err := OpenRedis(ctx, cfg.Store, WithStoreIDFile(idFile)); !errors.Is(err, ErrStoreLost) {
+		t.Fatalf("reopened by the instance that knew the store: %v, want ErrStoreLost", err)
+	}
+	if _, err := OpenRedis(ctx, cfg.Store); !errors.Is(err, ErrStoreLost) {
+		t.Fatalf("opened by an instance that knows nothing, after the loss was found: %v, want ErrStoreLost", err)
+	}
+	if out := srv.Do(t, "EXISTS", "{scoregate}:secret"); out != "0" {
+		t.Fatalf("a secret was made: EXISTS %s", out)
+	}
+	if _, err := ReinitRedis(ctx, cfg.Store); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReinitRedis(ctx, cfg.Store); !errors.Is(err, ErrStoreHealthy) {
+		t.Fatalf("re-initialising a store that lost nothing: %v", err)
+	}
+	for _, opts := range [][]RedisOption{{WithStoreIDFile(idFile)}, nil} {
+		s, err := OpenRedis(ctx, cfg.Store, opts...)
+		if err != nil {
+			t.Fatalf("after the re-initialisation: %v", err)
+		}
+		s.Close()
 	}
 }

@@ -19,6 +19,7 @@ import (
 // (a notice lost while disconnected, or a reconnect) triggers a full reload. The copy counts as
 // current from the last successful check; once that is older than the staleness bound, Fresh is
 // false and the gateway stops deciding (503) until Redis answers again and the copy is reloaded.
+// When the store lost data (see RedisStore), Fresh stays false for the life of the process.
 type Replica struct {
 	store      *RedisStore
 	keys       *Keyring
@@ -36,6 +37,7 @@ type Replica struct {
 	loggedAt atomic.Int64 // unix nanoseconds of the last "not current" log line
 	// loggedStale is whether the log has said that the copy is past the staleness bound.
 	loggedStale atomic.Bool
+	loggedLost  atomic.Bool // whether the log has said that the store lost data
 }
 
 // NewReplica returns a Replica over the given parts, which must already be loaded from store; the
@@ -52,8 +54,11 @@ func NewReplica(store *RedisStore, keys *Keyring, principals *Principals, tokens
 // Fresh reports whether the copy is within the staleness bound. It is cheap enough for every
 // request.
 func (r *Replica) Fresh() bool {
-	return time.Now().UnixNano()-r.syncedAt.Load() <= int64(r.bound)
+	return time.Now().UnixNano()-r.syncedAt.Load() <= int64(r.bound) && r.store.lost.Load() == nil
 }
+
+// Lost says why the store lost data, or "" while it has not.
+func (r *Replica) Lost() string { return r.store.Lost() }
 
 // Age is how long ago the copy was last known current.
 func (r *Replica) Age() time.Duration {
@@ -62,6 +67,9 @@ func (r *Replica) Age() time.Duration {
 
 // Problem says why the copy is not current, or "".
 func (r *Replica) Problem() string {
+	if why := r.store.Lost(); why != "" {
+		return "the Redis store lost data: " + why
+	}
 	if p := r.problem.Load(); p != nil {
 		return *p
 	}
@@ -74,6 +82,10 @@ func (r *Replica) Resyncs() int64 { return r.resyncs.Load() }
 // setProblem records why the copy is not current ("" once it is again). It logs when the trouble
 // starts, every 30 seconds while it lasts, and when it ends.
 func (r *Replica) setProblem(msg string) {
+	if r.store.Lost() != "" {
+		r.reportLost()
+		return
+	}
 	if msg == "" {
 		if r.problem.Swap(nil) != nil {
 			r.loggedStale.Store(false)
@@ -97,6 +109,15 @@ func (r *Replica) setProblem(msg string) {
 	}
 }
 
+// reportLost says, once, that the store lost data and what that means.
+func (r *Replica) reportLost() {
+	if r.loggedLost.Swap(true) {
+		return
+	}
+	r.log.Error("the Redis store lost the gateway's data: answering 503 to every credential until it is restored from a backup or re-initialised with 'gateway store reinit', then this instance restarted",
+		"reason", r.store.Lost(), "store_id", r.store.ID())
+}
+
 // Resync reloads everything from the store.
 func (r *Replica) Resync(ctx context.Context) error {
 	r.mu.Lock()
@@ -105,13 +126,9 @@ func (r *Replica) Resync(ctx context.Context) error {
 }
 
 func (r *Replica) resyncLocked(ctx context.Context) error {
-	gen, err := r.store.Generation(ctx)
+	gen, err := r.store.Generation(ctx, r.applied.Load()) // ErrStoreLost when the counter went back
 	if err != nil {
 		return err
-	}
-	if gen < r.applied.Load() {
-		// The counter went back: Redis lost data. Keep the copy and refuse to decide.
-		return ErrStoreLost
 	}
 	if err := r.keys.Reload(ctx); err != nil {
 		return err
@@ -134,7 +151,7 @@ func (r *Replica) resyncLocked(ctx context.Context) error {
 func (r *Replica) check(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	gen, err := r.store.Generation(ctx)
+	gen, err := r.store.Generation(ctx, r.applied.Load())
 	if err != nil {
 		return err
 	}
@@ -157,6 +174,9 @@ func (r *Replica) apply(ctx context.Context, payload string) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.store.Lost() != "" {
+		return // the copy stays as it was; nothing is decided on it
+	}
 	applied := r.applied.Load()
 	if gen <= applied {
 		return // already reflected by a reload
@@ -209,6 +229,10 @@ func (r *Replica) Run(ctx context.Context) {
 			wg.Wait()
 			return
 		case <-t.C:
+		}
+		if r.store.Lost() != "" {
+			r.reportLost()
+			continue // for good: only a restart after the recovery makes the copy trustworthy again
 		}
 		cctx, cancel := context.WithTimeout(ctx, max(r.interval, 5*time.Second))
 		err := r.check(cctx)

@@ -55,7 +55,7 @@ func (s *RedisStore) Import(ctx context.Context, snap *Snapshot) error {
 	if err := errors.Join(err1, err2); err != nil {
 		return fmt.Errorf("checking the Redis store: %w", err)
 	}
-	if n1+n2 > 0 {
+	if n1+n2 > 2 { // each holds its presence entry
 		return ErrNotEmpty
 	}
 	for _, r := range snap.Keys {
@@ -91,7 +91,7 @@ func (s *RedisStore) Import(ctx context.Context, snap *Snapshot) error {
 	}
 	// Last, the secret: until it is replaced, the copied hashes match nothing (fail closed).
 	return s.write(ctx, "keys", "", func(p redis.Pipeliner) {
-		p.Set(ctx, s.key("secret"), snap.Secret, 0)
+		p.Set(ctx, s.key(secretKey), snap.Secret, 0)
 		for id, n := range used {
 			p.HSet(ctx, s.key("keys-used"), id, n)
 		}

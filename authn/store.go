@@ -97,4 +97,7 @@ const (
 	ResultSuccess = "success"
 	ResultDenied  = "denied"
 	ResultFailed  = "failed"
+	// ResultUnknown: the store did not answer in time, so the change may or may not have been
+	// saved; it may still take effect.
+	ResultUnknown = "unknown"
 )

@@ -42,6 +42,8 @@ Usage:
   gateway serve -config FILE           (or GATEWAY_CONFIG=FILE)
   gateway check-config -config FILE
   gateway store copy -config FILE      (copy the embedded store into the Redis store)
+  gateway store reinit -config FILE    (make a new Redis store after Redis lost the gateway's data)
+  gateway store seal-certificates -config FILE (encrypt the certificate storage with tls.storage_key)
   gateway keys list SERVICE            (admin API client; -admin URL, GATEWAY_ADMIN_KEY)
   gateway keys regenerate SERVICE primary|secondary
   gateway principals list | create NAME ROLE | delete NAME

@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -137,6 +139,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		if redisStore, err = waitForRedis(ctx, cfg, log); err != nil {
 			return err
 		}
+		checkRedisStore(ctx, redisStore, log)
 		store = redisStore
 	} else {
 		bolt, err := authn.OpenBolt(cfg.Store.Dir)
@@ -185,6 +188,9 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		replica = authn.NewReplica(redisStore, keys, principals, tokens, cfg.Store.ResyncInterval, cfg.Store.StalenessBound, log)
 		authOpts = append(authOpts, authn.WithFreshness(replica.Fresh))
 		deps.Ready = func() (bool, string) {
+			if why := replica.Lost(); why != "" {
+				return false, lostReason(why)
+			}
 			if replica.Fresh() {
 				return true, ""
 			}
@@ -221,7 +227,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	if err != nil {
 		return err
 	}
-	if err := registerMetrics(tel.Meter(), gw, limiter, certMgr); err != nil {
+	if err := registerMetrics(tel.Meter(), gw, limiter, certMgr, replica); err != nil {
 		return err
 	}
 	deps.Upstreams = func(service string) []admin.UpstreamInfo {
@@ -398,9 +404,20 @@ func listen(cfg *config.Config) (*listeners, error) {
 
 // registerMetrics adds the replicas', the shared rate limiter's and the certificates' gauges to
 // /metrics.
-func registerMetrics(m metric.Meter, gw *proxy.Gateway, limiter ratelimit.Limiter, certMgr *certs.Manager) error {
+func registerMetrics(m metric.Meter, gw *proxy.Gateway, limiter ratelimit.Limiter, certMgr *certs.Manager, replica *authn.Replica) error {
 	if err := gw.RegisterMetrics(m); err != nil {
 		return err
+	}
+	if replica != nil {
+		_, err := m.Int64ObservableGauge("scoregate.shared_state.lost",
+			metric.WithDescription("1 once the Redis store lost the gateway's data: every credential gets 503 until an operator recovers the store and restarts the instance."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				o.Observe(boolGauge(replica.Lost() != ""))
+				return nil
+			}))
+		if err != nil {
+			return err
+		}
 	}
 	if shared, ok := limiter.(*ratelimit.Shared); ok {
 		_, err := m.Int64ObservableGauge("scoregate.ratelimit.degraded",
@@ -526,18 +543,63 @@ func storageKey(t config.TLS) ([]byte, error) {
 	return key, nil
 }
 
-// waitForRedis connects to the shared store, trying again every second until it answers or ctx
-// ends. Meanwhile the admin listener answers /livez 200 and /readyz 503, and the data plane does
-// not listen: nothing is decided on state the gateway has not read.
+func boolGauge(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// lostReason is what /readyz says once the Redis store lost data.
+func lostReason(why string) string {
+	return "the Redis store lost the gateway's data (" + why + "): answering 503 until it is restored from a backup or re-initialised with 'gateway store reinit', and this instance restarted"
+}
+
+// checkRedisStore logs, once, what could make the store lose data later: a maxmemory-policy
+// that lets Redis evict the gateway's keys, and a store id that could not be remembered.
+// Where CONFIG GET is denied (managed Redis), it says nothing.
+func checkRedisStore(ctx context.Context, s *authn.RedisStore, log *slog.Logger) {
+	if err := s.IDFileError(); err != nil {
+		log.Warn("the Redis store's id is not remembered in store.dir: restarted against a Redis that lost everything, this instance cannot tell it from a new one", "err", err)
+	}
+	policy, err := s.EvictionPolicy(ctx)
+	if err != nil {
+		log.Debug("cannot read Redis's maxmemory-policy", "err", err)
+		return
+	}
+	if policy != "noeviction" {
+		log.Warn("Redis may evict the gateway's keys when it runs out of memory; set maxmemory-policy to noeviction (a lost revocation would be refused as lost data, with 503s)",
+			"maxmemory_policy", policy)
+	}
+}
+
+// waitForRedis connects to the shared store, trying again every second until it answers with a
+// store that lost nothing, or ctx ends. Meanwhile the admin listener answers /livez 200, /readyz
+// 503 and /metrics (scoregate_shared_state_lost), and the data plane does not listen: nothing is
+// decided on state the gateway has not read.
 func waitForRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*authn.RedisStore, error) {
-	s, err := authn.OpenRedis(ctx, cfg.Store)
+	opts := []authn.RedisOption{authn.WithStoreIDFile(filepath.Join(cfg.Store.Dir, authn.StoreIDFile))}
+	s, err := authn.OpenRedis(ctx, cfg.Store, opts...)
 	if err == nil {
 		return s, nil
 	}
-	log.Error("the Redis store is unreachable; waiting for it (readyz answers 503)", "err", err)
 	var lastErr atomic.Pointer[string]
-	msg := err.Error()
-	lastErr.Store(&msg)
+	var lost atomic.Bool
+	report := func(err error) {
+		msg := "waiting for the Redis store: " + err.Error()
+		if errors.Is(err, authn.ErrStoreLost) {
+			msg = lostReason(strings.TrimPrefix(err.Error(), authn.ErrStoreLost.Error()+": "))
+			if !lost.Swap(true) {
+				log.Error("the Redis store lost the gateway's data: not serving until it is restored from a backup or re-initialised with 'gateway store reinit' (readyz answers 503)",
+					"reason", strings.TrimPrefix(err.Error(), authn.ErrStoreLost.Error()+": "))
+			}
+		}
+		lastErr.Store(&msg)
+	}
+	if !errors.Is(err, authn.ErrStoreLost) {
+		log.Error("the Redis store is unreachable; waiting for it (readyz answers 503)", "err", err)
+	}
+	report(err)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /livez", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -546,8 +608,13 @@ func waitForRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*a
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
-		b, _ := json.Marshal(map[string]string{"status": "not ready", "reason": "waiting for the Redis store: " + *lastErr.Load()})
+		b, _ := json.Marshal(map[string]string{"status": "not ready", "reason": *lastErr.Load()})
 		w.Write(append(b, '\n'))
+	})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		fmt.Fprintf(w, "# HELP scoregate_shared_state_lost 1 once the Redis store lost the gateway's data.\n# TYPE scoregate_shared_state_lost gauge\nscoregate_shared_state_lost %d\n",
+			boolGauge(lost.Load()))
 	})
 	waitSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	ln, lerr := net.Listen("tcp", cfg.AdminListen)
@@ -564,11 +631,10 @@ func waitForRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*a
 			return nil, fmt.Errorf("stopped while waiting for the Redis store: %w", err)
 		case <-t.C:
 		}
-		if s, err = authn.OpenRedis(ctx, cfg.Store); err == nil {
+		if s, err = authn.OpenRedis(ctx, cfg.Store, opts...); err == nil {
 			log.Info("the Redis store answers")
 			return s, nil
 		}
-		msg := err.Error()
-		lastErr.Store(&msg)
+		report(err)
 	}
 }
