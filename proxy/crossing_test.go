@@ -446,7 +446,20 @@ func (m *h2Recorder) one(t *testing.T) h2Seen {
 func newH2RecordingEnv(t *testing.T, telemetry, public bool, keep []string) (*grpcEnv, *h2Recorder) {
 	t.Helper()
 	model := &h2Recorder{}
-	srv := &http.Server{Handler: model, Protocols: new(http.Protocols)}
+	modelURL := serveH2C(t, model)
+	e := newGRPCEnv(t, grpcEnvOptions{telemetry: telemetry, config: func(c *config.Config) {
+		c.Services[0].Upstreams = []string{modelURL}
+		c.Services[0].ForwardCredentials = keep
+		c.Telemetry.PublicEndpoint = public
+	}})
+	return e, model
+}
+
+// serveH2C serves a model h on a loopback port over cleartext HTTP/2 until the test ends, and
+// returns its URL.
+func serveH2C(t testing.TB, h http.Handler) string {
+	t.Helper()
+	srv := &http.Server{Handler: h, Protocols: new(http.Protocols)}
 	srv.Protocols.SetUnencryptedHTTP2(true)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -454,21 +467,23 @@ func newH2RecordingEnv(t *testing.T, telemetry, public bool, keep []string) (*gr
 	}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	e := newGRPCEnv(t, grpcEnvOptions{telemetry: telemetry, config: func(c *config.Config) {
-		c.Services[0].Upstreams = []string{"http://" + ln.Addr().String()}
-		c.Services[0].ForwardCredentials = keep
-		c.Telemetry.PublicEndpoint = public
-	}})
-	return e, model
+	return "http://" + ln.Addr().String()
 }
 
 // h2Call makes one unary call to the gateway with header (added to the gRPC ones) and trailer,
 // and returns the HTTP status and grpc-status.
 func h2Call(t *testing.T, e *grpcEnv, header http.Header, trailer http.Header) (int, string, http.Header) {
 	t.Helper()
+	return h2Do(t, e, http.MethodPost, header, trailer)
+}
+
+// h2Do is h2Call with any method, for requests to the HTTP/2 listener that are not gRPC calls. An
+// Authorization in header (even one without a value) replaces the key.
+func h2Do(t *testing.T, e *grpcEnv, method string, header http.Header, trailer http.Header) (int, string, http.Header) {
+	t.Helper()
 	var msg [5]byte
 	binary.BigEndian.PutUint32(msg[1:], 0)
-	req, err := http.NewRequest(http.MethodPost, "http://"+e.addr+methodModelInfer, io.NopCloser(bytes.NewReader(msg[:])))
+	req, err := http.NewRequest(method, "http://"+e.addr+methodModelInfer, io.NopCloser(bytes.NewReader(msg[:])))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +495,9 @@ func h2Call(t *testing.T, e *grpcEnv, header http.Header, trailer http.Header) (
 	req.Header.Set("Content-Type", "application/grpc")
 	req.Header.Set("Te", "trailers")
 	req.Header.Set(config.GRPCServiceHeader, "kserve")
-	req.Header.Set("Authorization", "Bearer "+e.key)
+	if _, ok := header["Authorization"]; !ok {
+		req.Header.Set("Authorization", "Bearer "+e.key)
+	}
 	req.Trailer = trailer
 	req.ContentLength = -1
 	tr := &http.Transport{Protocols: new(http.Protocols)}

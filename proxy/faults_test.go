@@ -196,6 +196,12 @@ func faultyModel(r *recorder, w io.Writer, req *seenRequest) bool {
 		untilClosed(c)
 	case "/bare-status": // a status line and no end of the header block
 		io.WriteString(w, "HTTP/1.1 200 OK\r\n")
+	case "/hold": // the request taken, then the answer once the test sends on r.release
+		select {
+		case <-r.release:
+		case <-r.done:
+		}
+		return respondOK(r, w, req)
 	case "/ok-close":
 		respondOK(r, w, req)
 	case "/ok-reset":

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -52,7 +53,8 @@ const (
 )
 
 type kserveModel struct {
-	calls   atomic.Int32
+	calls   atomic.Int32  // calls the model's handlers took
+	streams atomic.Int32  // streams opened, of any method, handled or not
 	release chan struct{} // "hold" waits on it
 
 	mu   sync.Mutex
@@ -154,7 +156,10 @@ var kserveDesc = grpc.ServiceDesc{
 func startModel(t testing.TB, tlsConf *tls.Config) (*kserveModel, string) {
 	t.Helper()
 	m := &kserveModel{release: make(chan struct{})}
-	var opts []grpc.ServerOption
+	opts := []grpc.ServerOption{grpc.InTapHandle(func(ctx context.Context, _ *tap.Info) (context.Context, error) {
+		m.streams.Add(1)
+		return ctx, nil
+	})}
 	scheme := "http://"
 	if tlsConf != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tlsConf)))
@@ -184,6 +189,9 @@ type grpcEnv struct {
 	spans     *tracetest.InMemoryExporter
 	tel       *telemetry.Telemetry
 	clientTLS *tls.Config // the client's side of the gateway's TLS, nil for h2c
+	// http is the same gateway's HTTP/1.1 listener with the "iris" service, its recording model
+	// and key, when asked for with grpcEnvOptions.http1.
+	http *env
 }
 
 type grpcEnvOptions struct {
@@ -194,6 +202,10 @@ type grpcEnvOptions struct {
 	// limits.
 	auth    func(proxy.Authenticator) proxy.Authenticator
 	limiter bool
+	// http1 also serves the gateway's HTTP/1.1 listener (e.http): the "iris" service then calls
+	// a recording model that answers with respond (nil: respondByPath) instead of the gRPC model.
+	http1   bool
+	respond responder
 }
 
 func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
@@ -223,6 +235,18 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 	if e.key, err = keys.Regenerate(ctx, "kserve", authn.SlotPrimary); err != nil {
 		t.Fatal(err)
 	}
+	irisURL := e.modelURL
+	if o.http1 {
+		respond := o.respond
+		if respond == nil {
+			respond = respondByPath
+		}
+		e.http = &env{keys: keys, up: newRecorder(t, respond)}
+		irisURL = e.http.up.url
+		if e.http.primary, err = keys.Regenerate(ctx, "iris", authn.SlotPrimary); err != nil {
+			t.Fatal(err)
+		}
+	}
 	svc := config.Service{Name: "kserve", Auth: config.AuthKey, Protocol: config.ProtocolGRPC, Upstreams: []string{e.modelURL}}
 	if o.tls {
 		caFile := filepath.Join(dir, "ca.pem")
@@ -235,7 +259,7 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 		ComputeType: "sidecar",
 		H2:          config.H2{Listen: "127.0.0.1:0"},
 		Services: []config.Service{svc,
-			{Name: "iris", Auth: config.AuthKey, Upstreams: []string{e.modelURL}},
+			{Name: "iris", Auth: config.AuthKey, Upstreams: []string{irisURL}},
 		},
 	}
 	if o.config != nil {
@@ -251,6 +275,11 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 		if e.tel, err = telemetry.New(ctx, cfg, telemetry.Options{Exporters: []sdktrace.SpanExporter{e.spans}}); err != nil {
 			t.Fatal(err)
 		}
+		t.Cleanup(func() { // after the gateway's shutdown
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			e.tel.Shutdown(ctx)
+		})
 		opts = append(opts, proxy.WithTelemetry(e.tel))
 	}
 	if o.limiter {
@@ -268,21 +297,16 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 		t.Fatal(err)
 	}
 	e.addr = ln.Addr().String()
-	served := make(chan error, 1)
-	go func() { served <- e.gw.ServeH2(ln, gwTLS) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := e.gw.Shutdown(ctx); err != nil {
-			t.Errorf("Shutdown: %v", err)
+	serves := []func() error{func() error { return e.gw.ServeH2(ln, gwTLS) }}
+	if o.http1 {
+		ln1, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
 		}
-		if err := <-served; err != nil {
-			t.Errorf("ServeH2: %v", err)
-		}
-		if e.tel != nil {
-			e.tel.Shutdown(ctx)
-		}
-	})
+		e.http.cfg, e.http.gw, e.http.addr = cfg, e.gw, ln1.Addr().String()
+		serves = append(serves, func() error { return e.gw.Serve(ln1) })
+	}
+	serveUntilCleanup(t, e.gw, serves...)
 	return e
 }
 
@@ -563,7 +587,7 @@ func TestGRPCLimits(t *testing.T) {
 			held <- invoke(ctx, gw, methodModelInfer, wrapperspb.String("hold"), new(wrapperspb.StringValue))
 		}()
 		deadline := time.Now().Add(5 * time.Second)
-		for e.model.calls.Load() == base || !holding(e.gw) {
+		for e.model.calls.Load() == base || !holding(e.gw, "kserve") {
 			if time.Now().After(deadline) {
 				t.Fatal("the first call never reached the model")
 			}
@@ -580,10 +604,10 @@ func TestGRPCLimits(t *testing.T) {
 	})
 }
 
-// holding reports whether a replica has a call in flight.
-func holding(gw *proxy.Gateway) bool {
+// holding reports whether a replica of service has a call in flight.
+func holding(gw *proxy.Gateway, service string) bool {
 	for _, r := range gw.Replicas() {
-		if r.Service == "kserve" && r.Inflight > 0 {
+		if r.Service == service && r.Inflight > 0 {
 			return true
 		}
 	}

@@ -95,6 +95,7 @@ type recorder struct {
 	addr    string
 	respond responder
 	done    chan struct{}
+	release chan struct{} // a responder holding an answer sends it when the test sends here
 	wg      sync.WaitGroup
 
 	mu       sync.Mutex
@@ -120,6 +121,7 @@ func newRecorder(tb testing.TB, respond responder) *recorder {
 		url:     "http://" + ln.Addr().String(),
 		respond: respond,
 		done:    make(chan struct{}),
+		release: make(chan struct{}),
 		conns:   map[net.Conn]struct{}{},
 	}
 	r.wg.Add(1)
@@ -537,19 +539,29 @@ func serveGateway(tb testing.TB, gw *proxy.Gateway, ln net.Listener) string {
 			tb.Fatal(err)
 		}
 	}
-	served := make(chan error, 1)
-	go func() { served <- gw.Serve(ln) }()
+	serveUntilCleanup(tb, gw, func() error { return gw.Serve(ln) })
+	return ln.Addr().String()
+}
+
+// serveUntilCleanup runs each of gw's serve loops (Serve, ServeH2) until the test ends, then
+// shuts gw down once and checks that each loop returned cleanly.
+func serveUntilCleanup(tb testing.TB, gw *proxy.Gateway, serves ...func() error) {
+	served := make(chan error, len(serves))
+	for _, serve := range serves {
+		go func() { served <- serve() }()
+	}
 	tb.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		if err := gw.Shutdown(ctx); err != nil {
 			tb.Errorf("Shutdown: %v", err)
 		}
-		if err := <-served; err != nil {
-			tb.Errorf("Serve: %v", err)
+		for range serves {
+			if err := <-served; err != nil {
+				tb.Errorf("serving: %v", err)
+			}
 		}
 	})
-	return ln.Addr().String()
 }
 
 // ---------------------------------------------------------------------------------------------
