@@ -194,6 +194,8 @@ type grpcEnvOptions struct {
 	// limits.
 	auth    func(proxy.Authenticator) proxy.Authenticator
 	limiter bool
+	// authFailures brakes the guessing of credentials, counted in memory.
+	authFailures bool
 }
 
 func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
@@ -255,6 +257,9 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 	}
 	if o.limiter {
 		opts = append(opts, proxy.WithRateLimiter(ratelimit.NewLocal()))
+	}
+	if o.authFailures {
+		opts = append(opts, proxy.WithAuthFailures(ratelimit.NewLocalFailures(), cfg.AdminAuthFailureLimit, nil))
 	}
 	var auth proxy.Authenticator = authn.NewAuthenticator(keys)
 	if o.auth != nil {

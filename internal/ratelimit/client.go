@@ -64,3 +64,13 @@ func AddrKey(a netip.Addr) string {
 	}
 	return a.String()
 }
+
+// PrincipalKeys is the AuthFailureKey scope of principal keys, which the admin API and the token
+// endpoints check alike and so count together.
+const PrincipalKeys = "principal"
+
+// AuthFailureKey is the Failures key of failed authentications from client in scope
+// (PrincipalKeys, or "service:<name>" for a service's credentials): "auth:<scope>:<AddrKey>".
+func AuthFailureKey(scope string, client netip.Addr) string {
+	return "auth:" + scope + ":" + AddrKey(client)
+}
