@@ -23,11 +23,11 @@ const (
 	// the Owner key may be chosen by a person, and nobody legitimately mistypes it 20 times a
 	// minute.
 	DefaultAdminAuthFailures = 20
-	// DefaultAuthFailures is for service keys and tokens on the data plane: they are random (a
-	// guess cannot succeed), so the brake is against hammering, and it leaves room for many
-	// clients behind one address, so that one of them with a stale key does not lock the others
-	// out within seconds.
-	DefaultAuthFailures      = 100
+	// DefaultAuthFailures is for service keys and tokens on the data plane: off. They are
+	// random or signed, so a guess cannot succeed and the brake buys no safety there, while it
+	// would turn one client still sending a replaced key, behind an address it shares with
+	// others (an ingress, a NAT, a sidecar's one peer), into an outage for all of them.
+	DefaultAuthFailures      = 0
 	DefaultAuthFailureWindow = time.Minute
 	maxAuthFailureWindow     = 24 * time.Hour
 )

@@ -13,8 +13,11 @@ func TestAuthFailureLimitDefaults(t *testing.T) {
 		env                  map[string]string
 		admin, server, inSvc AuthFailureLimit
 	}{
-		{name: "defaults: on everywhere",
-			admin: AuthFailureLimit{20, time.Minute}, server: AuthFailureLimit{100, time.Minute}, inSvc: AuthFailureLimit{100, time.Minute}},
+		{name: "defaults: on for principal keys, off on the data plane",
+			admin: AuthFailureLimit{20, time.Minute}, server: AuthFailureLimit{0, time.Minute}, inSvc: AuthFailureLimit{0, time.Minute}},
+		{name: "on for the data plane",
+			top:   "server: {auth_failure_limit: {failures: 50}}\n",
+			admin: AuthFailureLimit{20, time.Minute}, server: AuthFailureLimit{50, time.Minute}, inSvc: AuthFailureLimit{50, time.Minute}},
 		{name: "a service inherits server's",
 			top:   "server: {auth_failure_limit: {failures: 7, window: 10s}}\n",
 			admin: AuthFailureLimit{20, time.Minute}, server: AuthFailureLimit{7, 10 * time.Second}, inSvc: AuthFailureLimit{7, 10 * time.Second}},
@@ -22,11 +25,11 @@ func TestAuthFailureLimitDefaults(t *testing.T) {
 			top: "server: {auth_failure_limit: {failures: 7, window: 10s}}\n", svc: ", auth_failure_limit: {failures: 3}",
 			admin: AuthFailureLimit{20, time.Minute}, server: AuthFailureLimit{7, 10 * time.Second}, inSvc: AuthFailureLimit{3, 10 * time.Second}},
 		{name: "0 turns a service's off",
-			svc:   ", auth_failure_limit: {failures: 0}",
-			admin: AuthFailureLimit{20, time.Minute}, server: AuthFailureLimit{100, time.Minute}, inSvc: AuthFailureLimit{0, time.Minute}},
+			top: "server: {auth_failure_limit: {failures: 50}}\n", svc: ", auth_failure_limit: {failures: 0}",
+			admin: AuthFailureLimit{20, time.Minute}, server: AuthFailureLimit{50, time.Minute}, inSvc: AuthFailureLimit{0, time.Minute}},
 		{name: "0 turns the admin API's off, from the environment too",
 			env:   map[string]string{"GATEWAY_ADMIN_AUTH_FAILURE_LIMIT_FAILURES": "0"},
-			admin: AuthFailureLimit{0, time.Minute}, server: AuthFailureLimit{100, time.Minute}, inSvc: AuthFailureLimit{100, time.Minute}},
+			admin: AuthFailureLimit{0, time.Minute}, server: AuthFailureLimit{0, time.Minute}, inSvc: AuthFailureLimit{0, time.Minute}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.top+strings.Replace(base, "%s", tc.svc, 1)), envOf(tc.env))

@@ -233,7 +233,7 @@ type Server struct {
 	// appended). From any other peer those headers are replaced. Default: none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// AuthFailureLimit brakes the guessing of credentials on the data plane, per service and
-	// client address, for services that set none. Default 100 failures per 1m.
+	// client address, for services that set none. Default off (failures 0; window 1m).
 	AuthFailureLimit AuthFailureLimit `yaml:"auth_failure_limit"`
 }
 

@@ -43,7 +43,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			MaxResponseBytes: 64 << 20,
 			ShutdownTimeout:  15 * time.Second,
 			MaxConns:         10000,
-			AuthFailureLimit: AuthFailureLimit{Failures: 100, Window: time.Minute},
+			AuthFailureLimit: AuthFailureLimit{Window: time.Minute},
 		},
 		TLS:       TLS{RedirectHTTP: true, MinVersion: "1.2", ReloadInterval: 10 * time.Second, ACME: ACME{Directory: DefaultACMEDirectory}},
 		Log:       Log{Level: "info", Format: "json"},
@@ -74,7 +74,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			PassiveFailures:     3,
 			EjectionTime:        10 * time.Second,
 			HealthCheck:         HealthCheck{Interval: 10 * time.Second, Timeout: 2 * time.Second, UnhealthyThreshold: 3, HealthyThreshold: 1},
-			AuthFailureLimit:    AuthFailureLimit{Failures: 100, Window: time.Minute},
+			AuthFailureLimit:    AuthFailureLimit{Window: time.Minute},
 		}},
 	}
 	if diff := cmp.Diff(want, c, cmpopts.IgnoreUnexported(Config{})); diff != "" {
