@@ -17,6 +17,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
+	"github.com/scoregate/scoregate/internal/ratelimit"
 )
 
 // Server is the admin API.
@@ -33,6 +34,7 @@ type Server struct {
 	log        *slog.Logger
 	draining   atomic.Bool
 	srv        *http.Server
+	guessing   guessing
 }
 
 // Deps are what the admin API acts on.
@@ -51,7 +53,10 @@ type Deps struct {
 	// it, for the principal named initiator. A rejected configuration comes back as
 	// config.Problems (400, every problem listed); any other error is a 500.
 	Reload func(ctx context.Context, initiator string) (ReloadResult, error)
-	Log    *slog.Logger
+	// AuthFailures, if set, counts failed keys per client address, against
+	// admin_auth_failure_limit: past it, every call from the address gets 429.
+	AuthFailures *ratelimit.Failures
+	Log          *slog.Logger
 }
 
 // New returns the admin API for cfg. Every /v1 call needs a principal's key, and the permission
@@ -62,7 +67,7 @@ func New(cfg *config.Config, d Deps) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, metrics: d.Metrics,
-		upstreams: d.Upstreams, reload: d.Reload, log: log}
+		upstreams: d.Upstreams, reload: d.Reload, log: log, guessing: newGuessing(cfg, d.AuthFailures)}
 	s.cfg.Store(cfg)
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
@@ -160,9 +165,16 @@ func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 type handler func(w http.ResponseWriter, r *http.Request, p authn.Principal)
 
 // authed lets a call through with a principal's key whose role grants perm (0: any principal).
-// A refusal for want of the permission is 403, and is recorded in the activity log as op.
+// A refusal for want of the permission is 403, and is recorded in the activity log as op. A
+// client address that has failed too many keys gets 429 whatever it sends, until its window
+// ends.
 func (s *Server) authed(perm authn.Permission, op string, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client := s.guessing.client(r)
+		if wait := s.guessBlocked(r.Context(), client); wait > 0 {
+			writeBlocked(w, wait)
+			return
+		}
 		values := r.Header.Values("Authorization")
 		authz := make([][]byte, len(values))
 		for i, v := range values {
@@ -175,6 +187,12 @@ func (s *Server) authed(perm authn.Permission, op string, h handler) http.Handle
 			writeError(w, http.StatusBadRequest, "BadRequest", "send exactly one credential, in one Authorization header")
 			return
 		default:
+			if errors.Is(err, authn.ErrInvalidCredential) {
+				if wait := s.guessFailed(r.Context(), client); wait > 0 {
+					writeBlocked(w, wait)
+					return
+				}
+			}
 			challenge := `Bearer realm="scoregate-admin"`
 			if !errors.Is(err, authn.ErrNoCredential) {
 				challenge += `, error="invalid_token"`

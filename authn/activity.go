@@ -19,6 +19,9 @@ const (
 	OpServicesRead    = "services.read"
 	OpPrincipalsRead  = "principals.read"
 	OpActivityRead    = "activity.read"
+	// OpAuthBlocked: a client address (the initiator) failed too many principal keys and is
+	// refused every one until its window ends.
+	OpAuthBlocked = "auth.blocked"
 )
 
 // ActivityLog records administrative operations in the store: who (a principal's name, never its

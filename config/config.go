@@ -15,6 +15,11 @@ type Config struct {
 	// AdminListen is the address of the admin API, /livez and /readyz (host:port). It must differ
 	// from Listen. Default "127.0.0.1:9901".
 	AdminListen string `yaml:"admin_listen"`
+	// AdminAuthFailureLimit brakes the guessing of principal keys, on the admin API and on both
+	// token endpoints (admin POST /v1/services/{name}/token, data plane POST
+	// /api/v1/service/{name}/token), counted together per client address. Default 20 failures
+	// per 1m.
+	AdminAuthFailureLimit AuthFailureLimit `yaml:"admin_auth_failure_limit"`
 	// ComputeType names where the gateway runs (for example "sidecar" or "edge"); it is recorded
 	// on every request span as ComputeType. Default "sidecar".
 	ComputeType string `yaml:"compute_type"`
@@ -252,6 +257,9 @@ type Server struct {
 	// X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host are kept (the client address is
 	// appended). From any other peer those headers are replaced. Default: none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
+	// AuthFailureLimit brakes the guessing of credentials on the data plane, per service and
+	// client address, for services that set none. Default off (failures 0; window 1m).
+	AuthFailureLimit AuthFailureLimit `yaml:"auth_failure_limit"`
 }
 
 // Log configures the gateway's own log, written to stderr.
@@ -342,6 +350,9 @@ type Service struct {
 	BlockedPaths []string `yaml:"blocked_paths"`
 	// RateLimit limits requests per key and per principal.
 	RateLimit RateLimit `yaml:"rate_limit"`
+	// AuthFailureLimit brakes the guessing of this service's credentials per client address
+	// (failures: 0 turns it off). Default: server.auth_failure_limit.
+	AuthFailureLimit AuthFailureLimit `yaml:"auth_failure_limit"`
 	// Mirror copies a share of requests to a deployment and discards its answers.
 	Mirror Mirror `yaml:"mirror"`
 	// MaxConnsPerUpstream caps the pooled keep-alive connections to each upstream. Default 512.
@@ -467,6 +478,7 @@ func (c *Config) ApplyDefaults() {
 			setDefault(&is.RefreshInterval, DefaultIssuerRefresh)
 		}
 	}
+	c.applyAuthFailureDefaults()
 }
 
 func setDefault[T comparable](field *T, def T) {

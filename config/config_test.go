@@ -29,10 +29,11 @@ func TestContractMinimalConfig(t *testing.T) {
 		t.Fatalf("Validate: %v", err)
 	}
 	want := &Config{
-		Listen:      "127.0.0.1:8080",
-		AdminListen: "127.0.0.1:9901",
-		ComputeType: "sidecar",
-		Store:       Store{Dir: "./data", RedisPrefix: "{scoregate}:", RedisTimeout: 250 * time.Millisecond, StalenessBound: 5 * time.Second, ResyncInterval: time.Second},
+		Listen:                "127.0.0.1:8080",
+		AdminListen:           "127.0.0.1:9901",
+		ComputeType:           "sidecar",
+		AdminAuthFailureLimit: AuthFailureLimit{Failures: 20, Window: time.Minute},
+		Store:                 Store{Dir: "./data", RedisPrefix: "{scoregate}:", RedisTimeout: 250 * time.Millisecond, StalenessBound: 5 * time.Second, ResyncInterval: time.Second},
 		Server: Server{
 			ReadTimeout:      10 * time.Second,
 			WriteTimeout:     30 * time.Second,
@@ -42,6 +43,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			MaxResponseBytes: 64 << 20,
 			ShutdownTimeout:  15 * time.Second,
 			MaxConns:         10000,
+			AuthFailureLimit: AuthFailureLimit{Window: time.Minute},
 		},
 		TLS:       TLS{RedirectHTTP: true, MinVersion: "1.2", ReloadInterval: 10 * time.Second, ACME: ACME{Directory: DefaultACMEDirectory}, StorageRedisPrefix: DefaultStorageRedisPrefix},
 		Log:       Log{Level: "info", Format: "json"},
@@ -73,6 +75,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			PassiveFailures:     3,
 			EjectionTime:        10 * time.Second,
 			HealthCheck:         HealthCheck{Interval: 10 * time.Second, Timeout: 2 * time.Second, UnhealthyThreshold: 3, HealthyThreshold: 1},
+			AuthFailureLimit:    AuthFailureLimit{Window: time.Minute},
 		}},
 	}
 	if diff := cmp.Diff(want, c, cmpopts.IgnoreUnexported(Config{})); diff != "" {

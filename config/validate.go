@@ -75,6 +75,8 @@ func (c *Config) Validate() error {
 
 	c.validateTLS(add)
 	c.validateH2(add)
+	validateAuthFailureLimit("admin_auth_failure_limit", c.AdminAuthFailureLimit, add)
+	validateAuthFailureLimit("server.auth_failure_limit", c.Server.AuthFailureLimit, add)
 
 	s := c.Server
 	positive("server.read_timeout", s.ReadTimeout > 0)
@@ -188,6 +190,7 @@ func (c *Config) Validate() error {
 			add(p+".auth", "%q is not one of key, token, none", svc.Auth)
 		}
 		validateTraffic(p, svc, add)
+		validateAuthFailureLimit(p+".auth_failure_limit", svc.AuthFailureLimit, add)
 		if svc.Auth == AuthToken {
 			switch {
 			case svc.TokenLifetime <= 0:

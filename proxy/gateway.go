@@ -48,6 +48,7 @@ type Gateway struct {
 	tel            *telemetry.Telemetry
 	challenge      fasthttp.RequestHandler // ACME HTTP-01 answers, or nil
 	limiter        ratelimit.Limiter       // per-key and per-principal rates, or nil
+	authFail       *authFailures           // the brake on guessing credentials, or nil
 	panics         atomic.Int64            // requests answered 500 after a panic
 	failures       failureLog              // the budget of "request failed" lines
 	h2             *h2Plane                // the HTTP/2 listener for gRPC services
@@ -336,10 +337,19 @@ func (g *Gateway) route(ctx *fasthttp.RequestCtx, rt *routes) (*service, []byte,
 }
 
 // authenticate asks authn about the request's credential. Only the Authorization header is read:
-// a credential anywhere else (query string, body, cookie) counts for nothing.
+// a credential anywhere else (query string, body, cookie) counts for nothing. A client address
+// that has failed too often is refused before its credential is looked at, and a wrong
+// credential counts against its address.
 func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, svc *service) (authn.Caller, error) {
+	client := func() netip.Addr { return fasthttpClient(g, ctx) }
+	if err := g.authFail.scoringBlocked(svc, client); err != nil {
+		return authn.Caller{}, err
+	}
 	c, err := g.auth.Authenticate(svc.name, svc.auth, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
-	return c, authError(err)
+	if err != nil {
+		return c, g.authFail.scoringFailed(g, svc, client, err)
+	}
+	return c, nil
 }
 
 // authError maps authn's answer onto the client's error: 401 without or with a bad credential,
@@ -372,9 +382,13 @@ func isTokenPath(target []byte) bool {
 // principal key buys a token for this service (Azure ML's token endpoint). It never reaches the
 // model.
 func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
+	client := fasthttpClient(g, ctx)
+	if err := g.authFail.blockedForPrincipals(client); err != nil {
+		return err
+	}
 	resp, err := g.auth.MintToken(context.Background(), svc.name, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
 	if err != nil {
-		return authError(err)
+		return g.authFail.principalFailed(g, client, err)
 	}
 	body, err := json.Marshal(resp)
 	if err != nil {

@@ -212,15 +212,24 @@ func (g *Gateway) handleGRPC(c *grpcCall) error {
 }
 
 // authenticateGRPC asks authn about the call's credential: the authorization metadata, read
-// exactly as the Authorization header of the HTTP/1.1 path.
+// exactly as the Authorization header of the HTTP/1.1 path, with the same brake on guessing.
 func (g *Gateway) authenticateGRPC(r *http.Request, svc *service) (authn.Caller, error) {
 	vals := r.Header.Values("Authorization")
 	auth := make([][]byte, len(vals))
 	for i, v := range vals {
 		auth[i] = []byte(v)
 	}
+	client := func() netip.Addr {
+		return g.clientAddr(remoteAddr(r), func() []string { return r.Header.Values("X-Forwarded-For") })
+	}
+	if err := g.authFail.scoringBlocked(svc, client); err != nil {
+		return authn.Caller{}, err
+	}
 	c, err := g.auth.Authenticate(svc.name, svc.auth, auth)
-	return c, authError(err)
+	if err != nil {
+		return c, g.authFail.scoringFailed(g, svc, client, err)
+	}
+	return c, nil
 }
 
 // isGRPCContentType accepts application/grpc and application/grpc+<codec> (and ;params).

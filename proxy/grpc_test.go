@@ -206,6 +206,8 @@ type grpcEnvOptions struct {
 	// a recording model that answers with respond (nil: respondByPath) instead of the gRPC model.
 	http1   bool
 	respond responder
+	// authFailures brakes the guessing of credentials, counted in memory.
+	authFailures bool
 }
 
 func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
@@ -284,6 +286,9 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 	}
 	if o.limiter {
 		opts = append(opts, proxy.WithRateLimiter(ratelimit.NewLocal()))
+	}
+	if o.authFailures {
+		opts = append(opts, proxy.WithAuthFailures(ratelimit.NewLocalFailures(), cfg.AdminAuthFailureLimit, nil))
 	}
 	var auth proxy.Authenticator = authn.NewAuthenticator(keys)
 	if o.auth != nil {

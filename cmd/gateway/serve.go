@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -222,7 +223,11 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		}
 	}
 	limiter := rateLimiter(cfg, redisStore, log)
-	gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter))
+	failures := authFailures(limiter)
+	deps.AuthFailures = failures
+	var adm *admin.Server
+	gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter), proxy.WithAuthFailures(failures, cfg.AdminAuthFailureLimit,
+		func(client netip.Addr) { adm.RecordBlocked(context.Background(), client, "token endpoint") }))
 	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log, gwOpts...)
 	if err != nil {
 		return err
@@ -244,7 +249,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		rl = &reloader{src: src, started: cfg, gw: gw, keys: keys, activity: activity, log: log}
 		deps.Reload = rl.reload
 	}
-	adm := admin.New(cfg, deps)
+	adm = admin.New(cfg, deps)
 	if rl != nil {
 		rl.adm = adm
 	}
@@ -476,6 +481,16 @@ func rateLimiter(cfg *config.Config, redis *authn.RedisStore, log *slog.Logger) 
 			ratelimit.WithLogger(log), ratelimit.WithTimeout(cfg.Store.RedisTimeout))
 	}
 	return ratelimit.NewLocal()
+}
+
+// authFailures counts failed authentications per client address, with the rate limits: in
+// Redis when they are (every instance counts together; each counts alone while Redis is away),
+// in memory otherwise.
+func authFailures(limiter ratelimit.Limiter) *ratelimit.Failures {
+	if shared, ok := limiter.(*ratelimit.Shared); ok {
+		return ratelimit.NewSharedFailures(shared)
+	}
+	return ratelimit.NewLocalFailures()
 }
 
 // certStorage is where certificates and ACME state are kept: in tls.storage_redis_url when set

@@ -9,8 +9,12 @@
 // the steady rate. A request is allowed when it does not push the TAT further than one burst
 // window ahead of now.
 //
-// It does not know about HTTP: callers pass plain strings and turn a refused Decision into a 429
-// and a Retry-After header themselves. It does not choose which limit applies to a request, and it
+// Failures counts failed attempts (of authentication) per key in fixed windows, with the same
+// split between Redis and memory, to brake the guessing of credentials; ClientAddr and AddrKey
+// name the client address such counts are kept for.
+//
+// It serves no HTTP: callers pass plain strings and turn a refused Decision into a 429 and a
+// Retry-After header themselves. It does not choose which limit applies to a request, and it
 // does not read configuration.
 //
 // Keys are identifiers, never secrets: "key:<key id>" or "principal:<name>", not the service key
