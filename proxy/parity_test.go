@@ -71,6 +71,7 @@ type first int
 const (
 	nothingFirst  first = iota
 	answeredFirst       // one call answered: the row's call is the second
+	failedFirst         // one call with a key never issued: the row's call is the second
 	heldFirst           // one call held at the model until the row's call is answered
 )
 
@@ -172,10 +173,11 @@ func TestRefusalParity(t *testing.T) {
 		// INTERNAL, whatever grpc-status the gateway's trailers then say (UNAVAILABLE).
 		{"the model's answer cut half way", grpcModel(cut), nil, nothingFirst, ask{input: "half-cl"}, 502, codes.Internal, involved},
 		{"method TRACE", nil, nil, nothingFirst, ask{method: "TRACE"}, 405, httpOnH2, untouched},
+		{"the right key from an address past its failed-authentication limit", both(func(s *config.Service) { s.AuthFailureLimit = config.AuthFailureLimit{Failures: 1, Window: time.Minute} }), nil, failedFirst, ask{}, 429, codes.ResourceExhausted, untouched},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			o := grpcEnvOptions{http1: true, respond: inputModel, limiter: true, config: tc.config}
+			o := grpcEnvOptions{http1: true, respond: inputModel, limiter: true, authFailures: true, config: tc.config}
 			if tc.auth != nil {
 				o.auth = func(a proxy.Authenticator) proxy.Authenticator { return refusingAuth{a, tc.auth} }
 			}
@@ -191,6 +193,8 @@ func (tc refusal) http1(t *testing.T, e *grpcEnv) {
 	switch tc.first {
 	case answeredFirst:
 		checkEqual(t, "the first call's status", 200, h.do(t, httpRequest(h, ask{})).Status)
+	case failedFirst:
+		checkEqual(t, "the first call's status", 401, h.do(t, httpRequest(h, ask{cred: unknownKey})).Status)
 	case heldFirst:
 		defer holdHTTP(t, e)()
 	}
@@ -209,6 +213,8 @@ func (tc refusal) grpc(t *testing.T, e *grpcEnv) {
 	switch tc.first {
 	case answeredFirst:
 		checkEqual(t, "the first call's code", codes.OK, status.Code(grpcCall(ctx, conn, e, ask{})))
+	case failedFirst:
+		checkEqual(t, "the first call's code", codes.Unauthenticated, status.Code(grpcCall(ctx, conn, e, ask{cred: unknownKey})))
 	case heldFirst:
 		defer holdGRPC(t, conn, e)()
 	}
