@@ -173,7 +173,9 @@ func TestRefusalParity(t *testing.T) {
 		// INTERNAL, whatever grpc-status the gateway's trailers then say (UNAVAILABLE).
 		{"the model's answer cut half way", grpcModel(cut), nil, nothingFirst, ask{input: "half-cl"}, 502, codes.Internal, involved},
 		{"method TRACE", nil, nil, nothingFirst, ask{method: "TRACE"}, 405, httpOnH2, untouched},
-		{"the right key from an address past its failed-authentication limit", both(func(s *config.Service) { s.AuthFailureLimit = config.AuthFailureLimit{Failures: 1, Window: time.Minute} }), nil, failedFirst, ask{}, 429, codes.ResourceExhausted, untouched},
+		{"the right key from an address past its failed-authentication limit", both(func(s *config.Service) {
+			s.AuthFailureLimit = config.AuthFailureLimit{Failures: 1, Window: time.Minute}
+		}), nil, failedFirst, ask{}, 429, codes.ResourceExhausted, untouched},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
