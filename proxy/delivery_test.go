@@ -30,43 +30,6 @@ import (
 // before the model answered a byte, a GET, HEAD or OPTIONS without a body or a request that
 // carries an Idempotency-Key.
 
-// newFaultEnvWith is newFaultEnv with the "model" service changed by edit.
-func newFaultEnvWith(t *testing.T, respond responder, modelURL string, edit func(*config.Service)) *faultEnv {
-	t.Helper()
-	store, err := authn.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	keys, err := authn.NewKeyring(context.Background(), store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &faultEnv{env: &env{}, log: newLogRecorder()}
-	e.up = newRecorder(t, respond)
-	if modelURL == "" {
-		modelURL = e.up.url
-	}
-	e.modelAddr = strings.TrimPrefix(modelURL, "http://")
-	e.healthy = newRecorder(t, respondOK)
-	svc := config.Service{Name: "model", Auth: config.AuthNone, Upstreams: []string{modelURL}, ScoringTimeout: faultTimeout}
-	if edit != nil {
-		edit(&svc)
-	}
-	e.cfg = &config.Config{Services: []config.Service{svc,
-		{Name: "healthy", Auth: config.AuthNone, Upstreams: []string{e.healthy.url}}}}
-	e.cfg.ApplyDefaults()
-	if err := e.cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	e.gw, err = proxy.New(e.cfg, authn.NewAuthenticator(keys), slog.New(e.log))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.addr = serveGateway(t, e.gw, nil)
-	return e
-}
-
 // A model that reads the whole request on a reused pooled connection and then resets or closes
 // it without answering: the client gets 502, and the model has received a request that is not
 // idempotent once. Before, the gateway took the failure for a stale pooled connection and sent

@@ -117,7 +117,8 @@ type faultEnv struct {
 
 const faultTimeout = time.Second
 
-func newFaultEnv(t *testing.T, respond responder, modelURL string) *faultEnv {
+// newFaultEnvWith is newFaultEnv with the "model" service changed by edit.
+func newFaultEnvWith(t *testing.T, respond responder, modelURL string, edit func(*config.Service)) *faultEnv {
 	t.Helper()
 	store, err := authn.OpenBolt(t.TempDir())
 	if err != nil {
@@ -135,12 +136,12 @@ func newFaultEnv(t *testing.T, respond responder, modelURL string) *faultEnv {
 	}
 	e.modelAddr = strings.TrimPrefix(modelURL, "http://")
 	e.healthy = newRecorder(t, respondOK)
-	e.cfg = &config.Config{
-		Services: []config.Service{
-			{Name: "model", Auth: config.AuthNone, Upstreams: []string{modelURL}, ScoringTimeout: faultTimeout},
-			{Name: "healthy", Auth: config.AuthNone, Upstreams: []string{e.healthy.url}},
-		},
+	svc := config.Service{Name: "model", Auth: config.AuthNone, Upstreams: []string{modelURL}, ScoringTimeout: faultTimeout}
+	if edit != nil {
+		edit(&svc)
 	}
+	e.cfg = &config.Config{Services: []config.Service{svc,
+		{Name: "healthy", Auth: config.AuthNone, Upstreams: []string{e.healthy.url}}}}
 	e.cfg.ApplyDefaults()
 	if err := e.cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -151,6 +152,11 @@ func newFaultEnv(t *testing.T, respond responder, modelURL string) *faultEnv {
 	}
 	e.addr = serveGateway(t, e.gw, nil)
 	return e
+}
+
+func newFaultEnv(t *testing.T, respond responder, modelURL string) *faultEnv {
+	t.Helper()
+	return newFaultEnvWith(t, respond, modelURL, nil)
 }
 
 // untilClosed blocks until the gateway closes its end of c (or the model is shut down).
