@@ -409,6 +409,12 @@ func (r *relay) serve(ln net.Listener) {
 				continue
 			}
 			r.mu.Lock()
+			if r.ln != ln { // cut while this connection was being made: it must not outlive the cut
+				r.mu.Unlock()
+				c.Close()
+				u.Close()
+				continue
+			}
 			r.conns = append(r.conns, c, u)
 			r.mu.Unlock()
 			go func() { io.Copy(u, c); u.Close() }()
