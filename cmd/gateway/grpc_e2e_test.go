@@ -26,28 +26,7 @@ import (
 // one without a key is UNAUTHENTICATED and never reaches it, and the listener's address is in
 // the "gateway started" line.
 func TestGRPCServeH2(t *testing.T) {
-	var calls atomic.Int32
-	desc := grpc.ServiceDesc{
-		ServiceName: "inference.GRPCInferenceService",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{MethodName: "ModelInfer", Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			in := new(wrapperspb.StringValue)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
-			calls.Add(1)
-			return wrapperspb.String("infer:" + in.GetValue()), nil
-		}}},
-	}
-	model := grpc.NewServer()
-	model.RegisterService(&desc, nil)
-	mln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go model.Serve(mln)
-	t.Cleanup(model.Stop)
-
+	modelAddr, calls := startGRPCModel(t)
 	for _, tc := range []struct {
 		name string
 		tls  bool
@@ -75,7 +54,7 @@ services:
     auth: key
     protocol: grpc
     upstreams: ["http://%s"]
-`, filepath.Join(dir, "data"), top, mln.Addr())
+`, filepath.Join(dir, "data"), top, modelAddr)
 			if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 				t.Fatal(err)
 			}
@@ -119,4 +98,32 @@ services:
 			}
 		})
 	}
+}
+
+// startGRPCModel runs a gRPC model with one method, inference.GRPCInferenceService/ModelInfer,
+// that answers "infer:" and its input; calls counts the calls it answered.
+func startGRPCModel(t *testing.T) (addr string, calls *atomic.Int32) {
+	t.Helper()
+	calls = new(atomic.Int32)
+	desc := grpc.ServiceDesc{
+		ServiceName: "inference.GRPCInferenceService",
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{MethodName: "ModelInfer", Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			in := new(wrapperspb.StringValue)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			calls.Add(1)
+			return wrapperspb.String("infer:" + in.GetValue()), nil
+		}}},
+	}
+	model := grpc.NewServer()
+	model.RegisterService(&desc, nil)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go model.Serve(ln)
+	t.Cleanup(model.Stop)
+	return ln.Addr().String(), calls
 }

@@ -387,7 +387,7 @@ func TestServeNotifiesTheServiceManager(t *testing.T) {
 
 // A gateway whose Redis store is unreachable at start waits for it without telling systemd it
 // is ready: "systemctl start" keeps waiting (and TimeoutStartSec= can give up) while /livez
-// answers and the data plane does not listen. READY=1 comes once Redis answers and the gateway
+// answers and the data plane answers 503. READY=1 comes once Redis answers and the gateway
 // serves.
 func TestServeWithholdsReadyWhileWaitingForRedis(t *testing.T) {
 	srv := redistest.Start(t)
@@ -417,8 +417,8 @@ func TestServeWithholdsReadyWhileWaitingForRedis(t *testing.T) {
 	if s := httpStatus("http://" + admin + "/readyz"); s != http.StatusServiceUnavailable {
 		t.Errorf("/readyz while waiting for Redis: %d, want 503", s)
 	}
-	if accepts(data) {
-		t.Error("the data plane listens before the gateway has read the shared state")
+	if s := httpStatus("http://" + data + "/"); s != http.StatusServiceUnavailable {
+		t.Errorf("the data plane before the gateway has read the shared state: %d, want 503", s)
 	}
 
 	srv.Restart(t)

@@ -590,8 +590,12 @@ func checkRedisStore(ctx context.Context, s *authn.RedisStore, log *slog.Logger)
 
 // waitForRedis connects to the shared store, trying again every second until it answers with a
 // store that lost nothing, or ctx ends. Meanwhile the admin listener answers /livez 200, /readyz
-// 503 and /metrics (scoregate_shared_state_lost), and the data plane does not listen: nothing is
-// decided on state the gateway has not read.
+// 503 and /metrics (scoregate_shared_state_lost), and the data-plane listeners that need no
+// certificate (listen, and h2.listen in cleartext) answer every request as the gateway does when
+// it cannot decide: 503 with Retry-After (gRPC: UNAVAILABLE), never 401, and nothing reaches a
+// model. tls.listen, and h2.listen with h2.tls, stay closed: the certificates are not loaded yet.
+// These listeners are closed before waitForRedis returns, so that serve can bind the same
+// addresses.
 func waitForRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*authn.RedisStore, error) {
 	opts := []authn.RedisOption{authn.WithStoreIDFile(filepath.Join(cfg.Store.Dir, authn.StoreIDFile))}
 	s, err := authn.OpenRedis(ctx, cfg.Store, opts...)
@@ -605,14 +609,14 @@ func waitForRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*a
 		if errors.Is(err, authn.ErrStoreLost) {
 			msg = lostReason(strings.TrimPrefix(err.Error(), authn.ErrStoreLost.Error()+": "))
 			if !lost.Swap(true) {
-				log.Error("the Redis store lost the gateway's data: not serving until it is restored from a backup or re-initialised with 'gateway store reinit' (readyz answers 503)",
+				log.Error("the Redis store lost the gateway's data: answering 503 until it is restored from a backup or re-initialised with 'gateway store reinit' (readyz answers 503)",
 					"reason", strings.TrimPrefix(err.Error(), authn.ErrStoreLost.Error()+": "))
 			}
 		}
 		lastErr.Store(&msg)
 	}
 	if !errors.Is(err, authn.ErrStoreLost) {
-		log.Error("the Redis store is unreachable; waiting for it (readyz answers 503)", "err", err)
+		log.Error("the Redis store is unreachable; waiting for it (the data plane and readyz answer 503)", "err", err)
 	}
 	report(err)
 	mux := http.NewServeMux()
@@ -637,7 +641,13 @@ func waitForRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*a
 		return nil, fmt.Errorf("admin_listen %s: %w", cfg.AdminListen, lerr)
 	}
 	go waitSrv.Serve(ln)
+	defer ln.Close() // also when Serve has not taken it yet
 	defer waitSrv.Close()
+	stopRefusing, lerr := refuseWhileWaiting(cfg, log)
+	if lerr != nil {
+		return nil, lerr
+	}
+	defer stopRefusing()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -652,4 +662,44 @@ func waitForRedis(ctx context.Context, cfg *config.Config, log *slog.Logger) (*a
 		}
 		report(err)
 	}
+}
+
+// refuseWhileWaiting listens on the data-plane addresses that need no certificate (listen, and
+// h2.listen without h2.tls) and answers every request there with proxy.UndecidableServer. The
+// returned func closes the listeners at once (the addresses are free when it returns), lets
+// answers under way finish for a moment, then closes the connections.
+func refuseWhileWaiting(cfg *config.Config, log *slog.Logger) (stop func(), err error) {
+	type plane struct {
+		field, addr string
+		h2c         bool
+	}
+	planes := []plane{{"listen", cfg.Listen, false}}
+	if cfg.H2.Enabled() && !cfg.H2.TLS {
+		planes = append(planes, plane{"h2.listen", cfg.H2.Listen, true})
+	}
+	var servers []*http.Server
+	var lns []net.Listener
+	stop = func() {
+		for _, ln := range lns {
+			ln.Close() // also when Serve has not taken it yet
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			if srv.Shutdown(ctx) != nil {
+				srv.Close()
+			}
+		}
+	}
+	for _, p := range planes {
+		ln, err := net.Listen("tcp", p.addr)
+		if err != nil {
+			stop()
+			return nil, fmt.Errorf("data plane (%s): %w", p.field, err)
+		}
+		srv := proxy.UndecidableServer(cfg.Server, p.h2c, log)
+		servers, lns = append(servers, srv), append(lns, ln)
+		go srv.Serve(ln)
+	}
+	return stop, nil
 }

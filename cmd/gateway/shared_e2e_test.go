@@ -219,8 +219,8 @@ func TestThreeInstancesOnOneRedis(t *testing.T) {
 	}
 }
 
-// REV-06: a gateway started while Redis is down serves nothing and says why on /readyz; once
-// Redis answers, it starts.
+// REV-06: a gateway started while Redis is down decides nothing (its data plane answers 503) and
+// says why on /readyz; once Redis answers, it starts.
 func TestStartWhileRedisIsDown(t *testing.T) {
 	srv := redistest.Start(t)
 	srv.Stop(t)
@@ -256,8 +256,8 @@ func TestStartWhileRedisIsDown(t *testing.T) {
 	if !strings.Contains(string(body), "waiting for the Redis store") {
 		t.Errorf("readyz reason: %s", body)
 	}
-	if _, err := http.Get("http://" + dataAddr + "/api/v1/service/iris/score"); err == nil {
-		t.Error("the data plane answered before the store was read")
+	if s := httpStatus("http://" + dataAddr + "/api/v1/service/iris/score"); s != http.StatusServiceUnavailable {
+		t.Errorf("the data plane before the store was read: %d, want 503", s)
 	}
 	srv.Restart(t)
 	wg.Wait()
