@@ -29,6 +29,7 @@ type Server struct {
 	tokens     *authn.Tokens
 	activity   *authn.ActivityLog
 	ready      func() (bool, string)
+	fresh      func() bool
 	metrics    http.Handler
 	upstreams  func(string) []UpstreamInfo
 	log        *slog.Logger
@@ -56,7 +57,11 @@ type Deps struct {
 	// AuthFailures, if set, counts failed keys per client address, against
 	// admin_auth_failure_limit: past it, every call from the address gets 429.
 	AuthFailures *ratelimit.Failures
-	Log          *slog.Logger
+	// Fresh, if set, reports whether the copy of the shared state is current (within the
+	// staleness bound, and the store not lost). While it is not, no token is minted: the
+	// principal's key is checked against that copy, as the data plane's token endpoint does.
+	Fresh func() bool
+	Log   *slog.Logger
 }
 
 // New returns the admin API for cfg. Every /v1 call needs a principal's key, and the permission
@@ -66,7 +71,7 @@ func New(cfg *config.Config, d Deps) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, metrics: d.Metrics,
+	s := &Server{keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, fresh: d.Fresh, metrics: d.Metrics,
 		upstreams: d.Upstreams, reload: d.Reload, log: log, guessing: newGuessing(cfg, d.AuthFailures)}
 	s.cfg.Store(cfg)
 	s.srv = &http.Server{
@@ -334,6 +339,10 @@ func (s *Server) mintToken(w http.ResponseWriter, r *http.Request, p authn.Princ
 	name := r.PathValue("name")
 	if s.cfg.Load().Service(name) == nil {
 		writeError(w, http.StatusNotFound, "NotFound", "no such service")
+		return
+	}
+	if s.fresh != nil && !s.fresh() {
+		writeStoreError(w, authn.ErrUnavailable, "the token could not be made")
 		return
 	}
 	resp, err := s.tokens.Mint(r.Context(), p, name)

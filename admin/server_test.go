@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -29,6 +30,8 @@ type testEnv struct {
 	tokens     *authn.Tokens
 	// reload answers POST /v1/reload; by default it succeeds and changes nothing.
 	reload func(ctx context.Context, initiator string) (ReloadResult, error)
+	// stale makes the shared state's copy not current (Deps.Fresh reports false).
+	stale atomic.Bool
 }
 
 func newTestServer(t *testing.T) (*Server, *httptest.Server, *authn.Keyring) {
@@ -69,7 +72,8 @@ func newTestEnv(t *testing.T) (*Server, *httptest.Server, *testEnv) {
 	env := &testEnv{keys: keys, principals: principals, tokens: tokens}
 	env.reload = func(context.Context, string) (ReloadResult, error) { return ReloadResult{}, nil }
 	reload := func(ctx context.Context, initiator string) (ReloadResult, error) { return env.reload(ctx, initiator) }
-	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Reload: reload})
+	fresh := func() bool { return !env.stale.Load() }
+	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Reload: reload, Fresh: fresh})
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
 	return s, hs, env
@@ -154,6 +158,22 @@ func TestAdminKeys(t *testing.T) {
 				t.Errorf("Content-Type %q", h.Get("Content-Type"))
 			}
 		})
+	}
+}
+
+// A token is minted only on a current copy of the shared state: while the copy is past its
+// staleness bound (or the store lost data), the principal's key may be one deleted meanwhile, so
+// the admin token endpoint answers 503 as the data plane's does, and mints nothing.
+func TestAdminMintsNoTokenOnAStaleCopy(t *testing.T) {
+	_, hs, env := newTestEnv(t)
+	env.stale.Store(true)
+	status, h, body := call(t, hs, "POST", "/v1/services/scoring/token", ownerKey)
+	if status != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || strings.Contains(body, "accessToken") {
+		t.Fatalf("stale copy: %d, Retry-After %q, %s; want 503 with Retry-After and no token", status, h.Get("Retry-After"), body)
+	}
+	env.stale.Store(false)
+	if status, _, body := call(t, hs, "POST", "/v1/services/scoring/token", ownerKey); status != http.StatusOK || !strings.Contains(body, "accessToken") {
+		t.Fatalf("current copy: %d %s; want 200 with a token", status, body)
 	}
 }
 

@@ -188,6 +188,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	if redisStore != nil {
 		replica = authn.NewReplica(redisStore, keys, principals, tokens, cfg.Store.ResyncInterval, cfg.Store.StalenessBound, log)
 		authOpts = append(authOpts, authn.WithFreshness(replica.Fresh))
+		deps.Fresh = replica.Fresh
 		deps.Ready = func() (bool, string) {
 			if why := replica.Lost(); why != "" {
 				return false, lostReason(why)
