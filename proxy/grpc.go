@@ -56,7 +56,9 @@ var (
 		"this listener serves gRPC only (POST with Content-Type application/grpc)")
 	errNotPOST = withAllow(newError(http.StatusMethodNotAllowed, "MethodNotAllowed", "method_not_allowed",
 		"this listener serves gRPC only (POST with Content-Type application/grpc)"), http.MethodPost)
-	errClientGone = newError(499, "ClientClosedRequest", "client_closed", "the call was cancelled")
+	errClientGone   = newError(499, "ClientClosedRequest", "client_closed", "the call was cancelled")
+	errShuttingDown = withRetry(newError(http.StatusServiceUnavailable, "ServiceUnavailable", "shutting_down",
+		"the gateway is shutting down; retry the call"), 1)
 )
 
 // grpcCode maps a gateway error onto the gRPC status the caller gets, by the HTTP status the
@@ -306,6 +308,8 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 	switch {
 	case err == nil:
 		return nil
+	case g.h2.stopping.Err() != nil:
+		return errShuttingDown.withCause(err)
 	case body.over.Load():
 		return errGRPCMessageTooLarge
 	case errors.Is(err, errAnswerTooLarge):
@@ -395,6 +399,7 @@ func (g *Gateway) callGRPC(c *grpcCall, svc *service, dep *deployment, r *replic
 	}
 	ctx, cancel := context.WithTimeout(c.r.Context(), timeout)
 	defer cancel()
+	defer context.AfterFunc(g.h2.stopping, cancel)() // Shutdown's time is up
 	out := (&http.Request{
 		Method:        http.MethodPost,
 		URL:           &url.URL{Scheme: r.scheme, Host: r.host, Path: c.r.RequestURI},
