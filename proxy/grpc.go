@@ -56,7 +56,9 @@ var (
 		"this listener serves gRPC only (POST with Content-Type application/grpc)")
 	errNotPOST = withAllow(newError(http.StatusMethodNotAllowed, "MethodNotAllowed", "method_not_allowed",
 		"this listener serves gRPC only (POST with Content-Type application/grpc)"), http.MethodPost)
-	errClientGone = newError(499, "ClientClosedRequest", "client_closed", "the call was cancelled")
+	errClientGone   = newError(499, "ClientClosedRequest", "client_closed", "the call was cancelled")
+	errShuttingDown = withRetry(newError(http.StatusServiceUnavailable, "ServiceUnavailable", "shutting_down",
+		"the gateway is shutting down; retry the call"), 1)
 )
 
 // grpcCode maps a gateway error onto the gRPC status the caller gets, by the HTTP status the
@@ -306,6 +308,8 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 	switch {
 	case err == nil:
 		return nil
+	case g.h2.stopping.Err() != nil:
+		return errShuttingDown.withCause(err)
 	case body.over.Load():
 		return errGRPCMessageTooLarge
 	case errors.Is(err, errAnswerTooLarge):
@@ -395,13 +399,18 @@ func (g *Gateway) callGRPC(c *grpcCall, svc *service, dep *deployment, r *replic
 	}
 	ctx, cancel := context.WithTimeout(c.r.Context(), timeout)
 	defer cancel()
+	defer context.AfterFunc(g.h2.stopping, cancel)() // Shutdown's time is up
+	// The transport notices the end of ctx only between reads of the request body: a call that
+	// ends (its timeout, Shutdown) while the client sends nothing would wait for the client.
+	attempt := &grpcAttempt{grpcBody: body}
+	defer context.AfterFunc(ctx, func() { attempt.Close() })()
 	out := (&http.Request{
 		Method:        http.MethodPost,
 		URL:           &url.URL{Scheme: r.scheme, Host: r.host, Path: c.r.RequestURI},
 		Proto:         "HTTP/2.0",
 		ProtoMajor:    2,
 		Header:        header,
-		Body:          body,
+		Body:          attempt,
 		ContentLength: -1,
 		Host:          r.host,
 	}).WithContext(ctx)
@@ -621,14 +630,14 @@ var errAnswerTooLarge = errors.New("a message of the model's answer is over the 
 
 // grpcBody is one direction of a call's stream of length-prefixed gRPC messages, passed through
 // as it is: it counts the bytes read, refuses a message declared larger than max, and remembers
-// why reading failed. Close does nothing, so that a call that never reached a model can be sent
-// again with the same body.
+// why reading failed.
 type grpcBody struct {
-	r        io.Reader
-	max      int64
-	tooLarge error // what Read returns past max
-	read     atomic.Int64
-	over     atomic.Bool
+	r         io.Reader
+	max       int64
+	tooLarge  error // what Read returns past max
+	read      atomic.Int64
+	over      atomic.Bool
+	closeOnce sync.Once
 
 	hdr  [5]byte
 	hdrN int
@@ -671,7 +680,41 @@ func (b *grpcBody) scan(p []byte) bool {
 	return true
 }
 
-func (b *grpcBody) Close() error { return nil }
+// grpcAttempt is the request body of one attempt at a call, as the transport to the model reads
+// it. Close does nothing until the transport has begun to read, so that a call whose connection
+// to a model was never made can be sent again with the same body. From then on Close closes the
+// client's request body, ending a Read that waits on the client: the transport closes the body
+// when the model's side of the call ends (its status while the client still sends, a reset, its
+// connection gone), and the call cannot end before that Read does.
+type grpcAttempt struct {
+	*grpcBody
+	began, closed atomic.Bool
+}
+
+func (a *grpcAttempt) Read(p []byte) (int, error) {
+	a.began.Store(true)
+	if a.closed.Load() {
+		a.closeClient()
+	}
+	return a.grpcBody.Read(p)
+}
+
+func (a *grpcAttempt) Close() error {
+	a.closed.Store(true)
+	if a.began.Load() {
+		a.closeClient()
+	}
+	return nil
+}
+
+// closeClient closes the reader of b, once, if it is a closer.
+func (b *grpcBody) closeClient() {
+	b.closeOnce.Do(func() {
+		if c, ok := b.r.(io.Closer); ok {
+			c.Close()
+		}
+	})
+}
 
 // headerValues is h's values of the canonical name key as byte slices (nil without any).
 func headerValues(h http.Header, key string) [][]byte {

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,8 @@ const (
 	methodServerLive  = "/inference.GRPCInferenceService/ServerLive"
 	methodModelInfer  = "/inference.GRPCInferenceService/ModelInfer"
 	methodStreamInfer = "/inference.GRPCInferenceService/ModelStreamInfer"
+	methodBidiInfer   = "/inference.GRPCInferenceService/ModelBidiInfer"
+	methodCollect     = "/inference.GRPCInferenceService/ModelCollectInfer"
 	streamParts       = 5
 	// A "paced" stream: headers at once, then pacedParts messages, one every streamPace.
 	pacedParts = 3
@@ -56,9 +59,13 @@ type kserveModel struct {
 	calls   atomic.Int32  // calls the model's handlers took
 	streams atomic.Int32  // streams opened, of any method, handled or not
 	release chan struct{} // "hold" waits on it
+	// cancelled counts the bidi calls whose context ended while the model held them.
+	cancelled atomic.Int32
+	sent      atomic.Int32 // messages of bidi "big" streams the model has sent
 
-	mu   sync.Mutex
-	seen []metadata.MD
+	mu    sync.Mutex
+	seen  []metadata.MD
+	conns []net.Conn // every connection the model accepted, for "die"
 }
 
 func (m *kserveModel) note(ctx context.Context) {
@@ -95,6 +102,12 @@ func (m *kserveModel) infer(ctx context.Context, in *wrapperspb.StringValue) (*w
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
+	case "deadline": // the time left to the call's deadline, as the model sees it
+		d, ok := ctx.Deadline()
+		if !ok {
+			return wrapperspb.String("none"), nil
+		}
+		return wrapperspb.String(time.Until(d).String()), nil
 	}
 	grpc.SetTrailer(ctx, metadata.Pairs("x-model-version", "7"))
 	return wrapperspb.String("infer:" + in.GetValue()), nil
@@ -149,7 +162,121 @@ var kserveDesc = grpc.ServiceDesc{
 			stream.SetTrailer(metadata.Pairs("x-model-parts", "5"))
 			return nil
 		},
+	}, {
+		StreamName:    "ModelBidiInfer",
+		ServerStreams: true,
+		ClientStreams: true,
+		Handler:       func(srv any, stream grpc.ServerStream) error { return srv.(*kserveModel).bidi(stream) },
+	}, {
+		StreamName:    "ModelCollectInfer",
+		ClientStreams: true,
+		Handler:       func(srv any, stream grpc.ServerStream) error { return srv.(*kserveModel).collect(stream) },
 	}},
+}
+
+// bigMessage is the size of each message of a bidi "big" stream.
+const bigMessage = 1 << 20
+
+// bidi answers each message of the stream as it comes, by its input: "hold" sends "holding" and
+// waits for the call to end or 30 seconds; "abort" ends the call ABORTED
+// with details and a custom trailer; "die" closes every connection of the model, as a model
+// process that dies; "big:<n>" sends n messages of bigMessage bytes (counted in sent); "md" sends
+// the response headers (an ASCII and a binary value) and then the client's x-client and
+// x-client-bin metadata as the model got them (quoted); anything else is echoed as "echo:<input>". When
+// the client has sent everything, the call ends OK with the number of echoes in a trailer. A
+// call whose context ends while the model waits (to send or for a message) counts in cancelled.
+func (m *kserveModel) bidi(stream grpc.ServerStream) error {
+	ctx := stream.Context()
+	m.note(ctx)
+	echoes := 0
+	for {
+		in := new(wrapperspb.StringValue)
+		err := stream.RecvMsg(in)
+		if errors.Is(err, io.EOF) {
+			stream.SetTrailer(metadata.Pairs("x-model-echoes", strconv.Itoa(echoes)))
+			return nil
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				m.cancelled.Add(1)
+			}
+			return err
+		}
+		v := in.GetValue()
+		switch {
+		case v == "hold":
+			if err := stream.SendMsg(wrapperspb.String("holding")); err != nil {
+				return err
+			}
+			select {
+			case <-ctx.Done():
+				m.cancelled.Add(1)
+				return ctx.Err()
+			case <-time.After(30 * time.Second):
+				return stream.SendMsg(wrapperspb.String("held 30s"))
+			}
+		case v == "abort":
+			stream.SetTrailer(metadata.Pairs("x-model-why", "input rejected", "x-model-why-bin", "\x00\x01\xfe"))
+			st, _ := status.New(codes.Aborted, "the model gave up on this stream").
+				WithDetails(wrapperspb.String("retry with a smaller batch"))
+			return st.Err()
+		case v == "die":
+			m.mu.Lock()
+			for _, c := range m.conns {
+				c.Close()
+			}
+			m.mu.Unlock()
+			return status.Error(codes.Internal, "the model is dead; nothing of this reaches anyone")
+		case strings.HasPrefix(v, "big:"):
+			n, _ := strconv.Atoi(strings.TrimPrefix(v, "big:"))
+			msg := wrapperspb.Bytes(make([]byte, bigMessage))
+			for range n {
+				if err := stream.SendMsg(msg); err != nil {
+					return err
+				}
+				m.sent.Add(1)
+			}
+		case v == "md":
+			md, _ := metadata.FromIncomingContext(ctx)
+			if err := stream.SendHeader(metadata.Pairs("x-model-header", "h1", "x-model-header-bin", "\x00\xff")); err != nil {
+				return err
+			}
+			for _, k := range []string{"x-client", "x-client-bin"} {
+				if err := stream.SendMsg(wrapperspb.String(k + "=" + strconv.Quote(strings.Join(md.Get(k), ",")))); err != nil {
+					return err
+				}
+			}
+		default:
+			echoes++
+			if err := stream.SendMsg(wrapperspb.String("echo:" + v)); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// collect reads every message of a client stream and answers once, "collect:" and the inputs
+// joined by commas, with their number in a trailer; an input "early" is answered at once, the
+// rest of the stream unread.
+func (m *kserveModel) collect(stream grpc.ServerStream) error {
+	m.note(stream.Context())
+	var got []string
+	for {
+		in := new(wrapperspb.StringValue)
+		err := stream.RecvMsg(in)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		got = append(got, in.GetValue())
+		if in.GetValue() == "early" {
+			break
+		}
+	}
+	stream.SetTrailer(metadata.Pairs("x-model-messages", strconv.Itoa(len(got))))
+	return stream.SendMsg(wrapperspb.String("collect:" + strings.Join(got, ",")))
 }
 
 // startModel serves the KServe model on a loopback port: h2c, or TLS with tlsConf.
@@ -172,9 +299,25 @@ func startModel(t testing.TB, tlsConf *tls.Config) (*kserveModel, string) {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); srv.Serve(ln) }()
+	go func() { defer close(done); srv.Serve(&trackingListener{ln, m}) }()
 	t.Cleanup(func() { srv.Stop(); <-done })
 	return m, scheme + ln.Addr().String()
+}
+
+// trackingListener notes the model's connections, so that "die" can close them.
+type trackingListener struct {
+	net.Listener
+	m *kserveModel
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.m.mu.Lock()
+		l.m.conns = append(l.m.conns, c)
+		l.m.mu.Unlock()
+	}
+	return c, err
 }
 
 // ---------------------------------------------------------------------------------------------

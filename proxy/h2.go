@@ -29,6 +29,12 @@ type h2Plane struct {
 
 	// only caches the one grpc service of a routing table, for calls that name none.
 	only atomic.Pointer[onlyGRPC]
+
+	// stopping ends when Shutdown's time is up: the calls still open then end UNAVAILABLE
+	// (errShuttingDown). calls counts the calls being handled.
+	stopping context.Context
+	stop     context.CancelFunc
+	calls    atomic.Int64
 }
 
 type onlyGRPC struct {
@@ -39,13 +45,22 @@ type onlyGRPC struct {
 // h2DialTimeout bounds connecting to a gRPC model.
 const h2DialTimeout = 3 * time.Second
 
+// h2EndGrace bounds how long Shutdown, once its time is up, waits for the calls it ends to send
+// their status before it closes the connections.
+const h2EndGrace = time.Second
+
 func newH2Plane(g *Gateway, s config.Server) *h2Plane {
 	p := &h2Plane{
 		transports: map[h2TransportKey]*http.Transport{},
 		maxConns:   s.MaxConns, maxConnsPerIP: s.MaxConnsPerIP,
 	}
+	p.stopping, p.stop = context.WithCancel(context.Background())
 	p.server = &http.Server{
-		Handler:           http.HandlerFunc(g.serveGRPC),
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			p.calls.Add(1)
+			defer p.calls.Add(-1)
+			g.serveGRPC(w, r)
+		}),
 		ReadHeaderTimeout: s.ReadTimeout,
 		IdleTimeout:       s.IdleTimeout,
 		MaxHeaderBytes:    s.MaxHeaderBytes,
@@ -83,14 +98,17 @@ func (g *Gateway) ServeH2(ln net.Listener, tlsConf *tls.Config) error {
 }
 
 // shutdown stops the HTTP/2 server: no new calls, calls in flight finish until ctx ends, then
-// the rest are cut; idle model connections are closed.
+// the rest are ended (their model calls cancelled, the clients told UNAVAILABLE, for at most
+// h2EndGrace) and the connections closed; idle model connections are closed.
 func (p *h2Plane) shutdown(ctx context.Context) error {
 	var err error
 	if p.served.Load() {
 		if err = p.server.Shutdown(ctx); err != nil {
+			p.endCalls()
 			p.server.Close()
 		}
 	} else {
+		p.stop()
 		p.server.Close()
 	}
 	p.mu.Lock()
@@ -99,6 +117,21 @@ func (p *h2Plane) shutdown(ctx context.Context) error {
 		t.CloseIdleConnections()
 	}
 	return err
+}
+
+// endCalls ends the calls still open: each one's call to its model is cancelled and the client
+// gets UNAVAILABLE, in the trailers or as a trailers-only answer. It returns once they have
+// answered and their connections are closed, or after h2EndGrace.
+func (p *h2Plane) endCalls() {
+	p.stop()
+	ctx, cancel := context.WithTimeout(context.Background(), h2EndGrace)
+	defer cancel()
+	for p.calls.Load() > 0 && ctx.Err() == nil {
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The last frames of the ended calls are written once their handlers return: Shutdown
+	// waits for the connections to end cleanly (GOAWAY was sent, no call is left on them).
+	p.server.Shutdown(ctx)
 }
 
 // h2TransportKey tells apart the HTTP/2 transports to models: cleartext or TLS (with the
