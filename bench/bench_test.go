@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestMain lets the test binary play the helper roles: the harness starts its own executable as
@@ -92,8 +95,8 @@ func TestQuickRun(t *testing.T) {
 	checkExtraReport(t, dir)
 }
 
-// checkGRPCRows checks the gRPC rows: the check passed, both targets measured every round
-// without errors, the gateway's CPU read.
+// checkGRPCRows checks the gRPC rows: the check passed; the grpc-go client's, ghz's and the stream
+// delay rows measured every round without errors, the gateway's CPU read; the gRPC targets judged.
 func checkGRPCRows(t *testing.T, res *results, opts options) {
 	t.Helper()
 	g := res.GRPC
@@ -103,21 +106,51 @@ func checkGRPCRows(t *testing.T, res *results, opts options) {
 	if g.Status != statusOK {
 		t.Fatalf("gRPC: %s: %s", g.Status, g.Check)
 	}
-	if len(g.Rows) != 2 {
-		t.Errorf("%d gRPC rows, want 2", len(g.Rows))
+	for _, c := range []struct {
+		what  string
+		rows  []*row
+		peers []string
+		proxy []string // the rows through the gateway
+	}{
+		{"grpc-go", g.Rows, []string{targetDirect, targetGateway}, []string{targetGateway}},
+		{"ghz", g.Ghz, []string{ghzUnaryDirect, ghzUnaryGateway, ghzStreamDirect, ghzStreamGateway}, []string{ghzUnaryGateway, ghzStreamGateway}},
+		{"stream delay", g.StreamDelay, []string{streamDelayDirect, streamDelayGateway}, []string{streamDelayGateway}},
+	} {
+		var peers []string
+		for _, rw := range c.rows {
+			peers = append(peers, rw.Peer)
+		}
+		if diff := cmp.Diff(c.peers, peers); diff != "" {
+			t.Errorf("%s rows (-want +got):\n%s", c.what, diff)
+		}
+		for _, rw := range c.rows {
+			if len(rw.Samples) != opts.rounds || len(rw.Failures) > 0 {
+				t.Errorf("gRPC %s: %d samples, want %d; failures %q", rw.Peer, len(rw.Samples), opts.rounds, rw.Failures)
+			}
+			for _, s := range rw.Samples {
+				if s.Requests == 0 || s.Errors > 0 {
+					t.Errorf("gRPC %s: %d calls, %d errors, the first: %s", rw.Peer, s.Requests, s.Errors, s.FirstError)
+				}
+				if slices.Contains(c.proxy, rw.Peer) && s.ProxyCPUus <= 0 {
+					t.Errorf("gRPC %s: no gateway CPU time measured", rw.Peer)
+				}
+				if s.GeneratorCPUus <= 0 {
+					t.Errorf("gRPC %s: no client CPU time measured", rw.Peer)
+				}
+			}
+		}
 	}
-	for _, rw := range g.Rows {
-		if len(rw.Samples) != opts.rounds || len(rw.Failures) > 0 {
-			t.Errorf("gRPC %s: %d samples, want %d; failures %q", rw.Peer, len(rw.Samples), opts.rounds, rw.Failures)
-		}
-		for _, s := range rw.Samples {
-			if s.Requests == 0 || s.Errors > 0 {
-				t.Errorf("gRPC %s: %d calls, %d errors, the first: %s", rw.Peer, s.Requests, s.Errors, s.FirstError)
-			}
-			if rw.Peer == targetGateway && s.ProxyCPUus <= 0 {
-				t.Errorf("gRPC %s: no gateway CPU time measured", rw.Peer)
+	judged := 0
+	for _, tc := range res.Targets {
+		if strings.Contains(tc.Target, "gRPC") || strings.Contains(tc.Target, "server-streaming") {
+			judged++
+			if tc.Verdict != verdictMet && tc.Verdict != verdictMissed {
+				t.Errorf("target %q: %s", tc.Target, tc.Verdict)
 			}
 		}
+	}
+	if judged != 3 {
+		t.Errorf("%d gRPC targets, want 3", judged)
 	}
 }
 
@@ -157,7 +190,9 @@ func checkExtraReport(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"## gRPC: the gateway against a direct call", "## Server-sent events: time to first event",
-		"| " + targetDirect + " |", "| " + targetGateway + " |"} {
+		"| " + targetDirect + " |", "| " + targetGateway + " |", "### ghz: unary and server-streaming calls",
+		"| " + ghzUnaryDirect + " |", "| " + ghzUnaryGateway + " |", "| " + ghzStreamDirect + " |", "| " + ghzStreamGateway + " |",
+		"### Server-streaming: message delay", "| " + streamDelayDirect + " |", "| " + streamDelayGateway + " |"} {
 		if !strings.Contains(string(report), want) {
 			t.Errorf("report.md lacks %q", want)
 		}

@@ -33,9 +33,7 @@ func (h *harness) plan(peers []*peer) {
 	n := float64(len(livePeers(peers)) * len(h.opts.profiles) * h.opts.rounds)
 	h.progress.plan(n * (h.closedSeconds() + 0.1))
 	h.progress.plan(n * float64(len(h.opts.shares)) * (h.opts.openFor + openWarmup).Seconds())
-	if h.opts.selected(grpcSelect) {
-		h.progress.plan(float64(2*h.opts.rounds) * (h.opts.duration.Seconds() + 0.1))
-	}
+	h.progress.plan(float64(h.opts.rounds) * h.opts.grpcSeconds())
 	if h.opts.selected(sseSelect) {
 		h.progress.plan(float64(2*h.opts.rounds) * h.sseSeconds())
 	}

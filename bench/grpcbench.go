@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,8 +33,10 @@ const (
 	targetGateway = "scoregate key"
 )
 
-// grpcBench is the gRPC comparison: how it ran and its rows (profile "grpc", peers "direct" and
-// "scoregate key", mode closed).
+// grpcBench is the gRPC comparison: how it ran and its rows, all of profile "grpc" and mode
+// closed. Rows are the grpc-go client's (peers "direct" and "scoregate key"), Ghz ghz's (peers
+// named after the rows), StreamDelay the paced streams' (requests are messages there, latencies
+// the messages' delays).
 type grpcBench struct {
 	Method      string   `json:"method"`
 	Connections int      `json:"connections"`
@@ -43,6 +46,47 @@ type grpcBench struct {
 	Check       string   `json:"check"`  // what the check saw, or why it failed
 	Rows        []*row   `json:"rows"`
 	Notes       []string `json:"notes,omitempty"`
+
+	ExtraSeconds      float64 `json:"extraSeconds,omitempty"` // one measurement of the ghz and stream delay rows
+	GhzVersion        string  `json:"ghzVersion,omitempty"`
+	GhzStreamMessages int     `json:"ghzStreamMessages,omitempty"` // messages per ModelInferStream call of the ghz rows
+	Ghz               []*row  `json:"ghz,omitempty"`
+
+	DelayStreams  int     `json:"streamDelayStreams,omitempty"` // streams open at once
+	DelayMessages int     `json:"streamDelayMessages,omitempty"`
+	DelayEveryMs  float64 `json:"streamDelayEveryMs,omitempty"`
+	StreamDelay   []*row  `json:"streamDelay,omitempty"`
+}
+
+// allRows are the section's rows: the grpc-go client's, ghz's and the paced streams'.
+func (g *grpcBench) allRows() []*row {
+	return slices.Concat(g.Rows, g.Ghz, g.StreamDelay)
+}
+
+// grpcSelected reports whether -only lets any of the gRPC section's rows run.
+func (o options) grpcSelected() bool {
+	return o.selected(grpcSelect) || o.selected(streamDelaySelect) || o.ghzSelected()
+}
+
+// grpcExtraDuration is one measurement of the ghz and stream delay rows: -duration, but at most
+// 300 ms in a quick run, so that the smoke test stays quick with six more rows.
+func (o options) grpcExtraDuration() time.Duration {
+	if o.quick {
+		return min(o.duration, 300*time.Millisecond)
+	}
+	return o.duration
+}
+
+// grpcMeasurement is one row of the gRPC section and how to measure it for a while.
+type grpcMeasurement struct {
+	row       *row
+	gateway   *process // nil when the model is called directly
+	generator string
+	duration  time.Duration
+	overhead  float64 // seconds a measurement takes beyond its duration, for the progress line
+	load      func(d time.Duration) (loadResult, error)
+	// warmFailed is set when the warm-up failed: the row is reported with why, and not measured.
+	warmFailed bool
 }
 
 // grpcTarget is one side of the gRPC comparison.
@@ -152,32 +196,33 @@ func (h *harness) grpcRows(ctx context.Context) {
 		return
 	}
 	gb.Status = statusOK
-	for _, t := range targets {
-		if _, err := grpcClosedLoop(ctx, t, grpcConcurrency, h.opts.warmup); err != nil {
-			fail(fmt.Errorf("warm-up of %s: %w", t.name, err))
-			return
+	gb.ExtraSeconds = h.opts.grpcExtraDuration().Seconds()
+	measurements, err := h.grpcMeasurements(ctx, gb, targets[0], targets[1])
+	if err != nil {
+		fail(err)
+		return
+	}
+	for _, m := range measurements { // the connections, the gateway's pool to the model, its heap
+		if _, err := m.load(h.opts.warmup); err != nil {
+			m.row.Failures = append(m.row.Failures, fmt.Sprintf("warm-up: %v", err))
+			m.warmFailed = true
 		}
 	}
-	rows := map[string]*row{}
-	for _, t := range targets {
-		rows[t.name] = &row{Profile: "grpc", Peer: t.name, Mode: modeClosed}
-		gb.Rows = append(gb.Rows, rows[t.name])
-	}
 	for r := range h.opts.rounds {
-		for i := range targets {
-			t := targets[(i+r)%len(targets)]
+		for i := range measurements {
+			m := measurements[(i+r)%len(measurements)]
 			if ctx.Err() != nil {
 				return
 			}
-			h.progress.step(fmt.Sprintf("round %d/%d, gRPC closed loop: %s", r+1, h.opts.rounds, t.name), h.opts.duration.Seconds()+0.1)
-			s, err := h.measureWith(t.proc, model, "grpc-go", func() (loadResult, error) {
-				return grpcClosedLoop(ctx, t, grpcConcurrency, h.opts.duration)
-			})
-			rw := rows[t.name]
+			if m.warmFailed {
+				continue
+			}
+			h.progress.step(fmt.Sprintf("round %d/%d, gRPC: %s (%s)", r+1, h.opts.rounds, m.row.Peer, m.generator), m.duration.Seconds()+m.overhead)
+			s, err := h.measureWith(m.gateway, model, m.generator, func() (loadResult, error) { return m.load(m.duration) })
 			if err != nil {
-				rw.Failures = append(rw.Failures, err.Error())
+				m.row.Failures = append(m.row.Failures, err.Error())
 			} else {
-				rw.Samples = append(rw.Samples, s)
+				m.row.Samples = append(m.row.Samples, s)
 			}
 		}
 	}
@@ -186,31 +231,115 @@ func (h *harness) grpcRows(ctx context.Context) {
 	}
 }
 
-// checkGRPC makes sure the model answers a call directly, and the gateway refuses a call without
-// a key and with a wrong one (UNAUTHENTICATED) and passes one with its key (OK, the model's answer).
+// grpcMeasurements lists the selected rows of the gRPC section, in the order the rounds visit them:
+// the grpc-go client's, ghz's and the paced streams'.
+func (h *harness) grpcMeasurements(ctx context.Context, gb *grpcBench, direct, gateway *grpcTarget) ([]*grpcMeasurement, error) {
+	var out []*grpcMeasurement
+	add := func(rows *[]*row, peer string, t *grpcTarget, generator string, d time.Duration, overhead float64, load func(time.Duration) (loadResult, error)) {
+		rw := &row{Profile: "grpc", Peer: peer, Mode: modeClosed}
+		*rows = append(*rows, rw)
+		out = append(out, &grpcMeasurement{row: rw, gateway: t.proc, generator: generator, duration: d, overhead: overhead, load: load})
+	}
+	if h.opts.selected(grpcSelect) {
+		for _, t := range []*grpcTarget{direct, gateway} {
+			add(&gb.Rows, t.name, t, "grpc-go", h.opts.duration, 0.1, func(d time.Duration) (loadResult, error) {
+				return grpcClosedLoop(ctx, t, grpcConcurrency, d)
+			})
+		}
+	}
+	if h.opts.ghzSelected() {
+		protoPath := filepath.Join(h.tmp, "inference.proto")
+		if err := os.WriteFile(protoPath, inferenceProto, 0o600); err != nil {
+			return nil, err
+		}
+		rows, err := ghzRows(protoPath, direct, gateway)
+		if err != nil {
+			return nil, err
+		}
+		gb.GhzVersion, gb.GhzStreamMessages = ghzVersion(), ghzStreamMessages
+		for _, g := range rows {
+			if h.opts.selected(g.name) {
+				add(&gb.Ghz, g.name, g.target, "ghz", h.opts.grpcExtraDuration(), ghzOverhead, func(d time.Duration) (loadResult, error) {
+					return h.runGhz(ctx, g.name, g.job, d)
+				})
+			}
+		}
+	}
+	if h.opts.selected(streamDelaySelect) {
+		gb.DelayStreams, gb.DelayMessages, gb.DelayEveryMs = streamDelayStreams, streamDelayMessages, ms(streamDelayEvery)
+		for _, c := range []struct {
+			name string
+			t    *grpcTarget
+		}{{streamDelayDirect, direct}, {streamDelayGateway, gateway}} {
+			add(&gb.StreamDelay, c.name, c.t, "grpc-go", h.opts.grpcExtraDuration(), 0.1, func(d time.Duration) (loadResult, error) {
+				return grpcStreamDelays(ctx, c.t, d)
+			})
+		}
+	}
+	return out, nil
+}
+
+// grpcSeconds is about how long a round of the gRPC section takes, for the progress line.
+func (o options) grpcSeconds() float64 {
+	var secs float64
+	if o.selected(grpcSelect) {
+		secs += 2 * (o.duration.Seconds() + 0.1)
+	}
+	for _, name := range []string{ghzUnaryDirect, ghzUnaryGateway, ghzStreamDirect, ghzStreamGateway} {
+		if o.selected(name) {
+			secs += o.grpcExtraDuration().Seconds() + ghzOverhead
+		}
+	}
+	if o.selected(streamDelaySelect) {
+		secs += 2 * (o.grpcExtraDuration().Seconds() + 0.1)
+	}
+	return secs
+}
+
+// checkGRPC makes sure the model answers a unary call and a stream directly, and the gateway
+// refuses both without a key and with a wrong one (UNAUTHENTICATED) and passes both with its key
+// (OK, the model's answer, every message of the stream).
 func checkGRPC(ctx context.Context, direct, gateway *grpcTarget) (string, error) {
-	call := func(t *grpcTarget, auth string) (*wrapperspb.BytesValue, error) {
+	withAuth := func(auth string) (context.Context, context.CancelFunc) {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
 		if auth != "" {
 			cctx = metadata.AppendToOutgoingContext(cctx, "authorization", auth)
 		}
+		return cctx, cancel
+	}
+	call := func(t *grpcTarget, auth string) (*wrapperspb.BytesValue, error) {
+		cctx, cancel := withAuth(auth)
+		defer cancel()
 		out := new(wrapperspb.BytesValue)
 		return out, t.conns[0].Invoke(cctx, grpcMethodInfer, wrapperspb.Bytes(fastBody), out)
+	}
+	stream := func(t *grpcTarget, auth string) error {
+		cctx, cancel := withAuth(auth)
+		defer cancel()
+		return readStamped(cctx, t.conns[0], 3, 0, func(time.Duration) {})
 	}
 	want := []byte(`"probabilities"`)
 	if out, err := call(direct, ""); err != nil || !bytes.Contains(out.GetValue(), want) {
 		return "", fmt.Errorf("direct call: %v (answer %s)", err, clip(out.GetValue()))
 	}
+	if err := stream(direct, ""); err != nil {
+		return "", fmt.Errorf("direct stream: %w", err)
+	}
 	for _, c := range []struct{ what, auth string }{{"without a key", ""}, {"with a wrong key", wrongKey()}} {
 		if _, err := call(gateway, c.auth); status.Code(err) != codes.Unauthenticated {
 			return "", fmt.Errorf("through the gateway %s: %v, want UNAUTHENTICATED", c.what, err)
+		}
+		if err := stream(gateway, c.auth); status.Code(err) != codes.Unauthenticated {
+			return "", fmt.Errorf("a stream through the gateway %s: %v, want UNAUTHENTICATED", c.what, err)
 		}
 	}
 	if out, err := call(gateway, "Bearer "+gateway.key); err != nil || !bytes.Contains(out.GetValue(), want) {
 		return "", fmt.Errorf("through the gateway with its key: %v (answer %s)", err, clip(out.GetValue()))
 	}
-	return "direct: OK; gateway: UNAUTHENTICATED without a key and with a wrong one, OK with the model's answer with its key", nil
+	if err := stream(gateway, "Bearer "+gateway.key); err != nil {
+		return "", fmt.Errorf("a stream through the gateway with its key: %w", err)
+	}
+	return "direct: OK, a stream with every message; gateway: UNAUTHENTICATED without a key and with a wrong one, OK with the model's answer and a stream with every message with its key", nil
 }
 
 // grpcClosedLoop keeps concurrency calls in flight on t's connections for d, each goroutine

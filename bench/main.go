@@ -37,7 +37,7 @@ type options struct {
 	openFor     time.Duration  // one open-loop measurement
 	rounds      int            // repetitions of every measurement
 	conns       int            // closed-loop connections
-	only        *regexp.Regexp // peers, sweeps and extra rows (grpc, sse) to run, by name; nil runs all
+	only        *regexp.Regexp // peers, sweeps and extra rows (grpc, the ghz rows, grpc stream delay, sse) to run, by name; nil runs all
 	loadgen     string         // auto, wrk or builtin
 	gateway     string         // a prebuilt gateway binary; "" builds ./cmd/gateway
 	keep        bool           // keep the scratch folder (configs, logs)
@@ -98,7 +98,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.openFor, "open-duration", 2*time.Second, "one open-loop measurement")
 	fs.IntVar(&o.rounds, "rounds", 3, "repetitions of every measurement (at least 3 for a real run)")
 	fs.IntVar(&o.conns, "conns", 64, "closed-loop connections")
-	fs.StringVar(&only, "only", "", "`regexp`: run only the peers, sweeps (sweep-keys, sweep-revocations, sweep-services, sweep-connections, sweep-body) and extra rows (grpc, sse) whose name matches")
+	fs.StringVar(&only, "only", "", "`regexp`: run only the peers, sweeps (sweep-keys, sweep-revocations, sweep-services, sweep-connections, sweep-body) and extra rows (grpc, ghz unary direct, ghz unary scoregate, ghz stream direct, ghz stream scoregate, grpc stream delay, sse) whose name matches")
 	fs.StringVar(&o.loadgen, "loadgen", "auto", "closed-loop load generator: auto (wrk when installed), wrk or builtin")
 	fs.StringVar(&o.gateway, "gateway", "", "a prebuilt gateway `binary` (default: go build ./cmd/gateway)")
 	fs.BoolVar(&o.keep, "keep", false, "keep the scratch folder with configs and logs")

@@ -5,7 +5,8 @@ import (
 	"strings"
 )
 
-// writeGRPC writes the gRPC table: the model called directly and through the gateway.
+// writeGRPC writes the gRPC tables: the model called directly and through the gateway by the
+// grpc-go client and by ghz, and the delay of streamed messages.
 func (r *results) writeGRPC(b *strings.Builder) {
 	g := r.GRPC
 	if g == nil {
@@ -19,15 +20,21 @@ func (r *results) writeGRPC(b *strings.Builder) {
 		return
 	}
 	fmt.Fprintf(b, "Check: %s.\n\n", g.Check)
-	b.WriteString("| target | calls/s | gateway CPU µs/call | model CPU µs/call | client CPU µs/call | p50 ms | p90 ms | p99 ms | errors |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
-	for _, rw := range g.Rows {
-		s := rw.Summary
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", rw.Peer, cellStat(s.RPS, 0), cpuCell(s.ProxyCPUus),
-			cellStat(s.UpstreamCPUus, 1), cellStat(s.GeneratorCPUus, 1), cellStat(s.P50ms, 2), cellStat(s.P90ms, 2), cellStat(s.P99ms, 2), errCell(s))
-	}
-	writeExtraFailures(b, g.Notes, func(add func(string)) {
+	if len(g.Rows) > 0 {
+		b.WriteString("| target | calls/s | gateway CPU µs/call | model CPU µs/call | client CPU µs/call | p50 ms | p90 ms | p99 ms | errors |\n")
+		b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 		for _, rw := range g.Rows {
+			s := rw.Summary
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", rw.Peer, cellStat(s.RPS, 0), cpuCell(s.ProxyCPUus),
+				cellStat(s.UpstreamCPUus, 1), cellStat(s.GeneratorCPUus, 1), cellStat(s.P50ms, 2), cellStat(s.P90ms, 2), cellStat(s.P99ms, 2), errCell(s))
+		}
+	} else {
+		b.WriteString("The grpc-go client's rows were not selected (`-only`).\n")
+	}
+	g.writeGhz(b, r.Settings.Rounds)
+	g.writeStreamDelay(b)
+	writeExtraFailures(b, g.Notes, func(add func(string)) {
+		for _, rw := range g.allRows() {
 			for _, f := range rw.Failures {
 				add(rw.Peer + ": " + f)
 			}
@@ -39,6 +46,69 @@ func (r *results) writeGRPC(b *strings.Builder) {
 		}
 	})
 	b.WriteString("\n")
+}
+
+// writeGhz writes the ghz table: unary and server-streaming calls, each against its direct row.
+func (g *grpcBench) writeGhz(b *strings.Builder, rounds int) {
+	if len(g.Ghz) == 0 {
+		return
+	}
+	b.WriteString("\n### ghz: unary and server-streaming calls\n\n")
+	fmt.Fprintf(b, "[ghz](https://github.com/bojand/ghz) %s, an outside gRPC load tester, built into the harness from its Go module (`github.com/bojand/ghz/runner`) and run as a child process of it, as wrk is, calls the same model and gateway with the methods `bench/inference.proto` describes: `ModelInfer` (unary, the fast profile's JSON) and `ModelInferStream` (server-streaming: %d short messages a call, sent back to back). %d concurrent calls over %d connections, closed loop, %gs per measurement after a warm-up, interleaved with the other gRPC rows in each of the %d rounds; calls still in flight when the time is up are left out. Gateway and model CPU from `/proc/<pid>/stat` as for the other rows; ghz's CPU is its process's user+system time over its run. A stream's latency is the whole call's, to its last message.\n\n",
+		g.GhzVersion, g.GhzStreamMessages, g.Concurrency, g.Connections, g.ExtraSeconds, rounds)
+	b.WriteString("| row | calls/s | × direct | messages/s | gateway CPU µs/call | gateway CPU µs/message | model CPU µs/call | ghz CPU µs/call | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	direct := map[string]*row{}
+	for _, rw := range g.Ghz {
+		switch rw.Peer {
+		case ghzUnaryDirect, ghzStreamDirect:
+			direct[rw.Peer] = rw
+		}
+	}
+	for _, rw := range g.Ghz {
+		s := rw.Summary
+		per := 1
+		if rw.Peer == ghzStreamDirect || rw.Peer == ghzStreamGateway {
+			per = g.GhzStreamMessages
+		}
+		ratio, msgs, cpuMsg := "–", "–", "–"
+		base := direct[ghzUnaryDirect]
+		if per > 1 {
+			base = direct[ghzStreamDirect]
+			msgs = num(s.RPS.Median * float64(per))
+			if s.ProxyCPUus.N > 0 && s.ProxyCPUus.Median > 0 {
+				cpuMsg = fmt.Sprintf("%.1f", s.ProxyCPUus.Median/float64(per))
+			}
+		}
+		if base != nil && base != rw && base.Summary.RPS.Median > 0 && s.RPS.N > 0 {
+			ratio = fmt.Sprintf("%.2f", s.RPS.Median/base.Summary.RPS.Median)
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", rw.Peer, cellStat(s.RPS, 0), ratio, msgs,
+			cpuCell(s.ProxyCPUus), cpuMsg, cellStat(s.UpstreamCPUus, 1), cellStat(s.GeneratorCPUus, 1),
+			cellStat(s.P50ms, 2), cellStat(s.P90ms, 2), cellStat(s.P99ms, 2), cellStat(s.P999ms, 2), errCell(s))
+	}
+}
+
+// writeStreamDelay writes the delay of streamed messages, directly and through the gateway.
+func (g *grpcBench) writeStreamDelay(b *strings.Builder) {
+	if len(g.StreamDelay) == 0 {
+		return
+	}
+	b.WriteString("\n### Server-streaming: message delay\n\n")
+	fmt.Fprintf(b, "ghz times whole calls, not the messages of a stream, so a grpc-go client of the harness's own measures this: %d streams open at once over the same %d connections, each asking `ModelInferStream` for %d messages %g ms apart (the first at once) and opening the next when one ends, %gs per measurement, interleaved with the rows above. The model stamps each message with the machine's wall-clock time just before handing it to grpc-go; the delay is the time the client read it less that stamp (two processes, one clock). CPU is per message; failed streams are streams that did not end OK with every message.\n\n",
+		g.DelayStreams, g.Connections, g.DelayMessages, g.DelayEveryMs, g.ExtraSeconds)
+	b.WriteString("| target | messages/s | delay p50 ms | delay p90 ms | delay p99 ms | delay p99.9 ms | gateway CPU µs/message | model CPU µs/message | client CPU µs/message | failed streams |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, rw := range g.StreamDelay {
+		s := rw.Summary
+		errs := "0"
+		if s.Errors > 0 {
+			errs = "**" + num(float64(s.Errors)) + "**"
+		}
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", rw.Peer, cellStat(s.RPS, 0),
+			cellStat(s.P50ms, 3), cellStat(s.P90ms, 3), cellStat(s.P99ms, 3), cellStat(s.P999ms, 3),
+			cpuCell(s.ProxyCPUus), cellStat(s.UpstreamCPUus, 1), cellStat(s.GeneratorCPUus, 1), errs)
+	}
 }
 
 // writeSSE writes the SSE table: time to the first event and to the end of a stream, and the

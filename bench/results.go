@@ -129,7 +129,7 @@ func (r *results) finish() {
 		}
 	}
 	if r.GRPC != nil {
-		for _, rw := range r.GRPC.Rows {
+		for _, rw := range r.GRPC.allRows() {
 			rw.Summary = summarize(rw.Samples)
 		}
 	}

@@ -38,6 +38,8 @@ func runRoleFromEnv() (handled bool, err error) {
 		return true, runSink(addr)
 	case roleGRPCModel:
 		return true, runGRPCModel(addr)
+	case roleGhz:
+		return true, runGhzRole(os.Getenv(ghzEnv))
 	}
 	return true, fmt.Errorf("unknown %s %q", roleEnv, role)
 }

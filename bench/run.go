@@ -49,7 +49,7 @@ func run(ctx context.Context, opts options) (string, error) {
 	for _, p := range peers {
 		p.stop()
 	}
-	if ctx.Err() == nil && h.opts.selected(grpcSelect) {
+	if ctx.Err() == nil && h.opts.grpcSelected() {
 		h.grpcRows(ctx)
 	}
 	if ctx.Err() == nil && h.opts.selected(sseSelect) {

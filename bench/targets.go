@@ -30,7 +30,9 @@ func (r *results) checkTargets() []targetCheck {
 	for _, axis := range []string{"sweep-keys", "sweep-revocations", "sweep-services"} {
 		out = append(out, r.flatCostTarget(axis))
 	}
-	out = append(out, r.idleConnTarget(), r.bodyTarget(), targetCheck{
+	out = append(out, r.idleConnTarget(), r.bodyTarget())
+	out = append(out, r.grpcThroughputTarget(), r.grpcCPUTarget(), r.streamDelayTarget())
+	out = append(out, targetCheck{
 		Target:  "zero allocations in the key and revocation checks; allocs/op of the whole handler",
 		Verdict: "not measured: a benchmark matter (go test -bench . -benchmem ./authn ./proxy), not a load-test one",
 	})
@@ -201,3 +203,86 @@ func (r *results) bodyTarget() targetCheck {
 }
 
 func mb(b float64) string { return fmt.Sprintf("%.1f", b/(1<<20)) }
+
+// grpcHTTPPeer is the HTTP/1.1 row the gRPC gateway's CPU is held against: set up as the gRPC
+// gateway is (key auth, the embedded store, tracing off, GOMAXPROCS=1).
+const grpcHTTPPeer = "scoregate key"
+
+// measuredRow finds a measured row by peer, or nil.
+func measuredRow(rows []*row, peer string) *row {
+	for _, rw := range rows {
+		if rw.Peer == peer && len(rw.Samples) > 0 {
+			return rw
+		}
+	}
+	return nil
+}
+
+// grpcUnaryRows are the unary gRPC rows the targets are judged on, direct and through the gateway:
+// ghz's, or the grpc-go client's when the ghz rows did not run; client names which.
+func (r *results) grpcUnaryRows() (direct, gateway *row, client string) {
+	g := r.GRPC
+	if g == nil || g.Status != statusOK {
+		return nil, nil, ""
+	}
+	if d, gw := measuredRow(g.Ghz, ghzUnaryDirect), measuredRow(g.Ghz, ghzUnaryGateway); d != nil && gw != nil {
+		return d, gw, "ghz"
+	}
+	if d, gw := measuredRow(g.Rows, targetDirect), measuredRow(g.Rows, targetGateway); d != nil && gw != nil {
+		return d, gw, "the grpc-go client; the ghz rows did not run"
+	}
+	return nil, nil, ""
+}
+
+// grpcThroughputTarget compares unary calls through the gateway with direct ones.
+func (r *results) grpcThroughputTarget() targetCheck {
+	t := "gRPC unary (ModelInfer) throughput through the gateway at least 0.5 of direct (closed loop)"
+	d, gw, client := r.grpcUnaryRows()
+	if d == nil {
+		return notMeasured(t, "the unary gRPC rows were not measured")
+	}
+	ratio := gw.Summary.RPS.Median / d.Summary.RPS.Median
+	m := fmt.Sprintf("%.2f (%s calls/s against %s calls/s, %s)", ratio, num(gw.Summary.RPS.Median), num(d.Summary.RPS.Median), client)
+	if g := r.GRPC; client == "ghz" {
+		if d2, gw2 := measuredRow(g.Rows, targetDirect), measuredRow(g.Rows, targetGateway); d2 != nil && gw2 != nil {
+			m += fmt.Sprintf("; the grpc-go client saw %.2f", gw2.Summary.RPS.Median/d2.Summary.RPS.Median)
+		}
+	}
+	return targetCheck{Target: t, Measured: m, Verdict: judge(ratio >= 0.5)}
+}
+
+// grpcCPUTarget compares the gateway's CPU per unary gRPC call with its CPU per HTTP/1.1 request,
+// both from this run.
+func (r *results) grpcCPUTarget() targetCheck {
+	t := "gateway CPU per gRPC unary call at most 2 times the HTTP/1.1 path's per request (" + grpcHTTPPeer + ", " + targetProfile + " profile, closed loop)"
+	_, gw, client := r.grpcUnaryRows()
+	if gw == nil {
+		return notMeasured(t, "the unary gRPC rows were not measured")
+	}
+	h1, ok := r.closedSummary(grpcHTTPPeer)
+	if !ok || h1.ProxyCPUus.Median <= 0 {
+		return notMeasured(t, "the HTTP/1.1 "+grpcHTTPPeer+" row was not measured in this run")
+	}
+	ratio := gw.Summary.ProxyCPUus.Median / h1.ProxyCPUus.Median
+	return targetCheck{Target: t, Verdict: judge(ratio <= 2),
+		Measured: fmt.Sprintf("%.2f (%.1f µs per call, %s, against %.1f µs per request)", ratio, gw.Summary.ProxyCPUus.Median, client, h1.ProxyCPUus.Median)}
+}
+
+// streamDelayTarget reads the p99 delay of streamed messages through the gateway.
+func (r *results) streamDelayTarget() targetCheck {
+	t := "server-streaming: each message reaches the client within 1 ms of the model sending it (p99, through the gateway, paced streams)"
+	g := r.GRPC
+	if g == nil || g.Status != statusOK {
+		return notMeasured(t, "the gRPC rows were not measured")
+	}
+	gw := measuredRow(g.StreamDelay, streamDelayGateway)
+	if gw == nil {
+		return notMeasured(t, "the stream delay rows were not measured")
+	}
+	s := gw.Summary
+	m := fmt.Sprintf("p99 %.3f ms, p50 %.3f ms", s.P99ms.Median, s.P50ms.Median)
+	if d := measuredRow(g.StreamDelay, streamDelayDirect); d != nil {
+		m += fmt.Sprintf(" (direct: p99 %.3f ms, p50 %.3f ms)", d.Summary.P99ms.Median, d.Summary.P50ms.Median)
+	}
+	return targetCheck{Target: t, Measured: m, Verdict: judge(s.P99ms.Median <= 1)}
+}
