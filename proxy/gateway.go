@@ -185,7 +185,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		g.challenge(ctx)
 		return
 	}
-	id = requestID(&ctx.Request.Header, idBuf[:0])
+	id = requestID(ctx.Request.Header.Peek(HeaderRequestID), idBuf[:0])
 	rec = g.begin(ctx, id)
 	err := misdirected(ctx) // a Host the TLS connection was not opened for: 421, first
 	if err == nil {
@@ -510,15 +510,7 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 // request id echoed, and (with telemetry) the trace as a W3C traceresponse.
 func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Record) {
 	h := &ctx.Response.Header
-	h.SetBytesV(HeaderRequestID, id)
-	h.SetBytesV(HeaderMSRequestID, id)
-	if rec != nil {
-		var tp [55]byte
-		h.SetBytesV(headerTraceresponse, rec.AppendTraceparent(tp[:0]))
-	}
-	if v := ctx.Request.Header.Peek(HeaderClientRequestID); len(v) > 0 && validRequestID(v) {
-		h.SetBytesV(HeaderClientRequestID, v)
-	}
+	answerIDHeaders(id, ctx.Request.Header.Peek(HeaderClientRequestID), rec, h.SetBytesV)
 	if g.draining.Load() {
 		h.SetConnectionClose()
 	}
@@ -565,7 +557,7 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) (status int) {
 		return fasthttp.StatusContinue
 	}
 	var idBuf [requestIDMaxLen]byte
-	id := requestID(&ctx.Request.Header, idBuf[:0])
+	id := requestID(ctx.Request.Header.Peek(HeaderRequestID), idBuf[:0])
 	rec = g.begin(ctx, id)
 	if rec != nil && svc != nil {
 		rec.Service, rec.Auth = svc.name, svc.auth
@@ -625,9 +617,7 @@ func (g *Gateway) serveParseError(ctx *fasthttp.RequestCtx, err error) {
 	g.writeError(ctx, e)
 	var idBuf [requestIDMaxLen]byte
 	id := newRequestID(idBuf[:0])
-	h := &ctx.Response.Header
-	h.SetBytesV(HeaderRequestID, id)
-	h.SetBytesV(HeaderMSRequestID, id)
+	answerIDHeaders(id, nil, nil, ctx.Response.Header.SetBytesV) // what fasthttp read is not trusted
 	if g.tel != nil {
 		rec := g.begin(ctx, id)
 		rec.Reason = e.Reason

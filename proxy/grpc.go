@@ -109,12 +109,7 @@ type grpcCall struct {
 // alone.
 func (g *Gateway) serveGRPC(w http.ResponseWriter, r *http.Request) {
 	var idBuf [requestIDMaxLen]byte
-	id := idBuf[:0]
-	if v := r.Header.Get(HeaderRequestID); validRequestID([]byte(v)) {
-		id = append(id, v...)
-	} else {
-		id = newRequestID(id)
-	}
+	id := requestID([]byte(r.Header.Get(HeaderRequestID)), idBuf[:0])
 	c := &grpcCall{w: w, r: r, id: id, status: http.StatusOK}
 	c.rec = g.beginGRPC(r, id)
 	defer func() {
@@ -490,16 +485,13 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // setIDHeaders sets the headers every answer carries: the request id under both names, the
 // client's request id echoed, and (with telemetry) the trace as a W3C traceresponse.
 func (c *grpcCall) setIDHeaders() {
-	h := c.w.Header()
-	h.Set(HeaderRequestID, string(c.id))
-	h.Set(HeaderMSRequestID, string(c.id))
-	if c.rec != nil {
-		var tp [55]byte
-		h.Set(headerTraceresponse, string(c.rec.AppendTraceparent(tp[:0])))
-	}
-	if v := c.r.Header.Get(HeaderClientRequestID); v != "" && validRequestID([]byte(v)) {
-		h.Set(HeaderClientRequestID, v)
-	}
+	setIDHeaders(c.w.Header(), c.id, c.r, c.rec)
+}
+
+// setIDHeaders sets answerIDHeaders' headers in h, the answer to r on a net/http listener.
+func setIDHeaders(h http.Header, id []byte, r *http.Request, rec *telemetry.Record) {
+	answerIDHeaders(id, []byte(r.Header.Get(HeaderClientRequestID)), rec,
+		func(name string, value []byte) { h.Set(name, string(value)) })
 }
 
 // fail answers a call that the gateway failed: a trailers-only gRPC response (HTTP 200,

@@ -3,7 +3,7 @@ package proxy
 import (
 	"crypto/rand"
 
-	"github.com/valyala/fasthttp"
+	"github.com/scoregate/scoregate/telemetry"
 )
 
 // Request id headers. Every response carries the id under both names; a valid incoming
@@ -31,13 +31,29 @@ func validRequestID(v []byte) bool {
 	return true
 }
 
-// requestID appends the request's id to dst: the incoming X-Request-Id when it is valid, else a
-// new one.
-func requestID(h *fasthttp.RequestHeader, dst []byte) []byte {
-	if v := h.Peek(HeaderRequestID); validRequestID(v) {
-		return append(dst, v...)
+// requestID appends the request's id to dst: incoming, the client's X-Request-Id, when it is
+// valid, else a new one. Both listeners choose the id here.
+func requestID(incoming, dst []byte) []byte {
+	if validRequestID(incoming) {
+		return append(dst, incoming...)
 	}
 	return newRequestID(dst)
+}
+
+// answerIDHeaders calls set with each request-id header an answer carries, on both listeners: the
+// id under both names, the client's X-Ms-Client-Request-Id (clientID) echoed when it is valid,
+// and, with telemetry (rec not nil), the trace as a W3C traceresponse. value is valid only during
+// the call.
+func answerIDHeaders(id, clientID []byte, rec *telemetry.Record, set func(name string, value []byte)) {
+	set(HeaderRequestID, id)
+	set(HeaderMSRequestID, id)
+	if rec != nil {
+		var tp [55]byte
+		set(headerTraceresponse, rec.AppendTraceparent(tp[:0]))
+	}
+	if len(clientID) > 0 && validRequestID(clientID) {
+		set(HeaderClientRequestID, clientID)
+	}
 }
 
 // newRequestID appends a random (version 4) UUID to dst.
