@@ -404,11 +404,9 @@ func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
 // the response. The client's request is reused as the outbound one (no copy of the body; a body
 // over bufferedBodyBytes streams through).
 func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []byte, rec *telemetry.Record) error {
-	dep := svc.chooseDeployment()
-	if pin := ctx.Request.Header.Peek(config.DeploymentHeader); len(pin) > 0 {
-		if dep = svc.byName[string(pin)]; dep == nil {
-			return errNoDeployment
-		}
+	dep, err := svc.deploymentFor(ctx.Request.Header.Peek(config.DeploymentHeader))
+	if err != nil {
+		return err
 	}
 	req := &ctx.Request
 	g.setTraceContext(&req.Header, rec)
@@ -431,7 +429,6 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	}
 	var body *streamedBody
 	if req.IsBodyStream() {
-		var err error
 		if body, err = prepareBody(req, svc.maxBody); err != nil {
 			return err
 		}
@@ -446,20 +443,9 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 		svc.maybeMirror(req)
 	}
 
-	r, waited, err := dep.acquire(nil)
-	if rec != nil {
-		rec.Deployment, rec.QueueWait = dep.name, waited
-	}
-	if err != nil {
-		return admissionError(err)
-	}
-	err = g.call(ctx, svc, dep, r, rec)
-	if err != nil && neverSent(err) {
-		// Nothing reached the model: one more try, on another replica, if one is free now.
-		if r2 := dep.tryAcquire(r); r2 != nil {
-			r = r2 // a failure now is this replica's
-			err = g.call(ctx, svc, dep, r2, rec)
-		}
+	r, err := withReplica(dep, rec, func(r *replica) error { return g.call(ctx, svc, dep, r, rec) }, nil)
+	if r == nil {
+		return err // no replica to be had
 	}
 	if err != nil {
 		if cerr := body.clientError(); cerr != nil {

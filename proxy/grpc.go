@@ -270,11 +270,9 @@ func identChar(c byte) bool {
 // azureml-model-deployment metadata pins, if any) and streams the answer back, holding the
 // replica's slot of max_concurrent_requests until the call ends.
 func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
-	dep := svc.chooseDeployment()
-	if pin := c.r.Header.Get(config.DeploymentHeader); pin != "" {
-		if dep = svc.byName[pin]; dep == nil {
-			return errNoDeployment
-		}
+	dep, err := svc.deploymentFor([]byte(c.r.Header.Get(config.DeploymentHeader)))
+	if err != nil {
+		return err
 	}
 	timeout := svc.timeout
 	if d, ok := parseGRPCTimeout(c.r.Header.Get(headerGRPCTimeout)); ok && d < timeout {
@@ -283,22 +281,12 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 	header := g.grpcRequestHeader(c, svc, timeout)
 	body := &grpcBody{r: c.r.Body, max: svc.maxBody, tooLarge: errMessageTooLarge}
 
-	r, waited, err := dep.acquire(nil)
-	if c.rec != nil {
-		c.rec.Deployment, c.rec.QueueWait = dep.name, waited
-	}
-	if err != nil {
-		return admissionError(err)
-	}
-	err = g.callGRPC(c, svc, dep, r, header, body, timeout)
-	if err != nil && !c.wrote && neverSent(err) && body.read.Load() == 0 {
-		// Nothing reached the model: one more try, on another replica, if one is free now.
-		if r2 := dep.tryAcquire(r); r2 != nil {
-			r = r2
-			err = g.callGRPC(c, svc, dep, r2, header, body, timeout)
-		}
-	}
+	r, err := withReplica(dep, c.rec,
+		func(r *replica) error { return g.callGRPC(c, svc, dep, r, header, body, timeout) },
+		func() bool { return !c.wrote && body.read.Load() == 0 })
 	switch {
+	case r == nil:
+		return err // no replica to be had
 	case err == nil:
 		return nil
 	case body.over.Load():
