@@ -410,12 +410,11 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	}
 	req := &ctx.Request
 	g.setTraceContext(&req.Header, rec)
-	var xffBuf [128]byte
-	if !g.cleanRequest(&req.Header, peerAddr(ctx), ctx.IsTLS(), xffBuf[:0]) {
+	var fwdBuf [256]byte
+	if !g.cleanRequest(&req.Header, peerAddr(ctx), ctx.IsTLS(), fwdBuf[:0]) {
 		return errBadRequest
 	}
 	dropCredentials(&req.Header, svc.cfg.ForwardCredentials)
-	req.Header.Del(HeaderRequestID)
 	req.Header.SetBytesV(HeaderRequestID, id)
 	var targetBuf [256]byte
 	req.SetRequestURIBytes(dropCredentialParams(targetBuf[:0], target, svc.cfg.ForwardCredentials))

@@ -303,66 +303,45 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 	return upstreamError(r.upstream, err)
 }
 
-// grpcRequestHeader is the header of the call as the model gets it: the client's metadata
-// without the credential, the credential carriers the service does not keep, the gateway's
-// routing metadata, hop-by-hop and client-sent forwarding headers, and names with '_'; with the
-// request id, the trace context setTraceContext describes, X-Forwarded-* (the client's kept only
-// from a trusted proxy) and the effective grpc-timeout. The client's request trailers never reach
+// grpcRequestHeader is the header of the call as the model gets it, by the core's policy: the
+// client's metadata without what droppedRequestHeader names, the credential carriers the service
+// does not keep, and the gateway's routing metadata; with the request id, the trace context of
+// traceContext, forwardedValues' X-Forwarded-* and the effective grpc-timeout. The client's request trailers never reach
 // the model: the outbound request declares none.
 func (g *Gateway) grpcRequestHeader(c *grpcCall, svc *service, timeout time.Duration) http.Header {
 	in := c.r.Header
 	out := make(http.Header, len(in)+4)
 	for k, v := range in {
-		if strings.IndexByte(k, '_') >= 0 {
+		if listed, underscore := droppedRequestHeader([]byte(k)); listed >= 0 || underscore {
 			continue
 		}
 		out[k] = v
 	}
-	peer := remoteAddr(c.r)
-	trusted := g.trusted(peer)
-	xff := ""
-	if trusted {
-		xff = strings.Join(in.Values("X-Forwarded-For"), ", ")
-	}
-	proto, host := "", ""
-	if trusted {
-		proto, host = in.Get("X-Forwarded-Proto"), in.Get("X-Forwarded-Host")
-	}
-	for _, name := range hopHeaders {
-		out.Del(name)
-	}
-	for _, name := range requestOnlyHeaders {
-		out.Del(name)
-	}
-	for _, name := range forwardedHeaders {
-		out.Del(name)
-	}
 	out.Del(config.GRPCServiceHeader)
-	out.Del(HeaderRequestID)
 	dropCredentialMetadata(out, svc.cfg.ForwardCredentials)
+	xff, proto, host := g.forwardedValues(nil, netHeader(in), remoteAddr(c.r), c.r.TLS != nil, []byte(c.r.Host))
 	out.Set("Te", "trailers")
-	if xff != "" {
-		xff += ", "
-	}
-	out.Set("X-Forwarded-For", xff+peer.String())
-	switch {
-	case proto != "":
-		out.Set("X-Forwarded-Proto", proto)
-	case c.r.TLS != nil:
-		out.Set("X-Forwarded-Proto", "https")
-	default:
-		out.Set("X-Forwarded-Proto", "http")
-	}
-	if host == "" {
-		host = c.r.Host
-	}
-	if host != "" {
-		out.Set("X-Forwarded-Host", host)
+	out.Set("X-Forwarded-For", string(xff))
+	out.Set("X-Forwarded-Proto", string(proto))
+	if len(host) > 0 {
+		out.Set("X-Forwarded-Host", string(host))
 	}
 	out.Set(HeaderRequestID, string(c.id))
 	out.Set(headerGRPCTimeout, formatGRPCTimeout(timeout))
-	g.setGRPCTraceContext(out, c.rec)
+	g.setGRPCTraceContext(out, in, c.rec)
 	return out
+}
+
+// netHeader is a net/http request header as the request core reads it.
+type netHeader http.Header
+
+func (h netHeader) values(name string) [][]byte { return headerValues(http.Header(h), name) }
+
+func (h netHeader) value(name string) []byte {
+	if v := http.Header(h).Get(name); v != "" {
+		return []byte(v)
+	}
+	return nil
 }
 
 // callGRPC makes the call to r, a replica taken from dep, within timeout, and streams the
@@ -666,40 +645,24 @@ func headerValues(h http.Header, key string) [][]byte {
 	return out
 }
 
-// setGRPCTraceContext is setTraceContext for a gRPC call's metadata.
-func (g *Gateway) setGRPCTraceContext(h http.Header, rec *telemetry.Record) {
-	var tp, ts []byte
-	switch {
-	case g.publicEndpoint:
-	case rec != nil:
-		ts = rec.Tracestate()
-	default:
-		if v := singleTraceparent(headerValues(h, headerTraceparent)); v != nil && telemetry.ValidTraceparent(v) {
-			tp = v
-			ts = requestTracestate(nil, headerValues(h, headerTracestate))
-		}
-	}
-	if rec != nil {
-		var tpBuf [55]byte
-		tp = rec.AppendTraceparent(tpBuf[:0])
-	}
-	h.Del(headerTraceparent)
+// setGRPCTraceContext gives a call's outbound metadata (out) the trace context traceContext and
+// boundBaggage decide from the client's (in).
+func (g *Gateway) setGRPCTraceContext(out, in http.Header, rec *telemetry.Record) {
+	var tsBuf [maxTracestateBytes]byte
+	var tpBuf [maxTraceparentLineLen]byte
+	tp, ts := g.traceContext(tpBuf[:0], tsBuf[:0], rec, netHeader(in))
+	out.Del(headerTraceparent)
 	if len(tp) > 0 {
-		h.Set(headerTraceparent, string(tp))
+		out.Set(headerTraceparent, string(tp))
 	}
-	h.Del(headerTracestate)
+	out.Del(headerTracestate)
 	if len(ts) > 0 {
-		h.Set(headerTracestate, string(ts))
+		out.Set(headerTracestate, string(ts))
 	}
-	switch vs := h[headerBaggage]; {
-	case len(vs) == 0:
-	case g.publicEndpoint:
-		h.Del(headerBaggage)
-	case len(vs) > 1 || len(vs[0]) > maxBaggageBytes || strings.Count(vs[0], ",") >= maxBaggageMembers:
-		b := boundList(nil, headerValues(h, headerBaggage), maxBaggageBytes, maxBaggageMembers, 0, nil)
-		h.Del(headerBaggage)
-		if len(b) > 0 {
-			h.Set(headerBaggage, string(b))
+	if baggage, cut := g.boundBaggage(headerValues(in, headerBaggage)); cut {
+		out.Del(headerBaggage)
+		if len(baggage) > 0 {
+			out.Set(headerBaggage, string(baggage))
 		}
 	}
 }
@@ -709,7 +672,7 @@ func (g *Gateway) setGRPCTraceContext(h http.Header, rec *telemetry.Record) {
 // from cookie metadata (the other cookies stay, in their order).
 func dropCredentialMetadata(h http.Header, keep []string) {
 	for _, name := range config.CredentialHeaders {
-		if !keeps(keep, []byte(name)) {
+		if droppedCredentialHeader([]byte(name), keep) {
 			h.Del(name)
 		}
 	}
@@ -724,7 +687,7 @@ func dropCredentialMetadata(h http.Header, keep []string) {
 		for _, c := range strings.Split(line, ";") {
 			c = strings.TrimSpace(c)
 			name, _, _ := strings.Cut(c, "=")
-			if c == "" || credentialParamIndex([]byte(name)) >= 0 && !keeps(keep, []byte(name)) {
+			if c == "" || droppedCookie([]byte(name), keep) {
 				changed = true
 				continue
 			}
