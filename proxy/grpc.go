@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -169,6 +168,8 @@ func remoteAddr(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// handleGRPC is the gRPC adapter of the request core: the checks of this listener (a call made
+// for this authority, POST, a gRPC Content-Type), then admit, then the call forwarded.
 func (g *Gateway) handleGRPC(c *grpcCall) error {
 	r := c.r
 	switch {
@@ -179,52 +180,23 @@ func (g *Gateway) handleGRPC(c *grpcCall) error {
 	case !isGRPCContentType(r.Header.Get("Content-Type")):
 		return errNotGRPC
 	}
-	svc := g.h2.grpcServiceOf(g.routes.Load(), r.Header.Get(config.GRPCServiceHeader))
-	if svc == nil {
-		return errNoGRPCService
+	in := inbound{
+		grpc:        true,
+		method:      []byte(r.Method),
+		target:      []byte(r.RequestURI),
+		grpcService: r.Header.Get(config.GRPCServiceHeader),
+		peer:        remoteAddr(r),
+		header:      netHeader(r.Header),
 	}
-	if c.rec != nil {
-		c.rec.Service, c.rec.Auth = svc.name, svc.auth
+	a, err := g.admit(g.routes.Load(), &in, true)
+	if c.rec != nil && a.svc != nil {
+		c.rec.Service, c.rec.Auth = a.svc.name, a.svc.auth
+		c.rec.RPCService, c.rec.RPCMethod = a.rpcService, a.rpcMethod
 	}
-	rpcService, rpcMethod, ok := splitGRPCPath(r.RequestURI)
-	if !ok {
-		return errBadPath
-	}
-	if c.rec != nil {
-		c.rec.RPCService, c.rec.RPCMethod = rpcService, rpcMethod
-	}
-	if svc.blocked([]byte(r.RequestURI)) {
-		return errNotFound
-	}
-	caller, err := g.authenticateGRPC(r, svc)
 	if err != nil {
 		return err
 	}
-	if err := g.rateLimit(svc, caller); err != nil {
-		return err
-	}
-	return g.forwardGRPC(c, svc)
-}
-
-// authenticateGRPC asks authn about the call's credential: the authorization metadata, read
-// exactly as the Authorization header of the HTTP/1.1 path, with the same brake on guessing.
-func (g *Gateway) authenticateGRPC(r *http.Request, svc *service) (authn.Caller, error) {
-	vals := r.Header.Values("Authorization")
-	auth := make([][]byte, len(vals))
-	for i, v := range vals {
-		auth[i] = []byte(v)
-	}
-	client := func() netip.Addr {
-		return g.clientAddr(remoteAddr(r), func() []string { return r.Header.Values("X-Forwarded-For") })
-	}
-	if err := g.authFail.scoringBlocked(svc, client); err != nil {
-		return authn.Caller{}, err
-	}
-	c, err := g.auth.Authenticate(svc.name, svc.auth, auth)
-	if err != nil {
-		return c, g.authFail.scoringFailed(g, svc, client, err)
-	}
-	return c, nil
+	return g.forwardGRPC(c, a.svc)
 }
 
 // isGRPCContentType accepts application/grpc and application/grpc+<codec> (and ;params).
@@ -457,8 +429,11 @@ func (c *grpcCall) setIDHeaders() {
 
 // setIDHeaders sets answerIDHeaders' headers in h, the answer to r on a net/http listener.
 func setIDHeaders(h http.Header, id []byte, r *http.Request, rec *telemetry.Record) {
-	answerIDHeaders(id, []byte(r.Header.Get(HeaderClientRequestID)), rec,
-		func(name string, value []byte) { h.Set(name, string(value)) })
+	var tp [55]byte
+	ids, n := answerIDHeaders(&tp, id, []byte(r.Header.Get(HeaderClientRequestID)), rec)
+	for _, f := range ids[:n] {
+		h.Set(f.name, string(f.value))
+	}
 }
 
 // fail answers a call that the gateway failed: a trailers-only gRPC response (HTTP 200,

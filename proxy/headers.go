@@ -254,13 +254,12 @@ var hostChar = func() (t [256]bool) {
 // without regard to case. A request without a Content-Type passes only when it has no body
 // (GET /swagger.json); a body of unknown type is refused. fasthttp keeps the last of several
 // Content-Type lines and forwards only that one, so the model reads the type checked here.
-func checkContentType(h *fasthttp.RequestHeader, allowed []string) error {
+func checkContentType(ct []byte, contentLength int64, allowed []string) error {
 	if len(allowed) == 0 {
 		return nil
 	}
-	ct := h.ContentType()
 	if len(ct) == 0 {
-		if cl := h.ContentLength(); cl > 0 || cl == -1 { // -1: chunked
+		if cl := contentLength; cl > 0 || cl == -1 { // -1: chunked
 			return errUnsupportedType
 		}
 		return nil

@@ -40,20 +40,29 @@ func requestID(incoming, dst []byte) []byte {
 	return newRequestID(dst)
 }
 
-// answerIDHeaders calls set with each request-id header an answer carries, on both listeners: the
-// id under both names, the client's X-Ms-Client-Request-Id (clientID) echoed when it is valid,
-// and, with telemetry (rec not nil), the trace as a W3C traceresponse. value is valid only during
-// the call.
-func answerIDHeaders(id, clientID []byte, rec *telemetry.Record, set func(name string, value []byte)) {
-	set(HeaderRequestID, id)
-	set(HeaderMSRequestID, id)
+// idHeader is one request-id header of an answer.
+type idHeader struct {
+	name  string
+	value []byte
+}
+
+// answerIDHeaders is the request-id headers an answer carries, on both listeners (the first n
+// of ids): the id under both names, the client's X-Ms-Client-Request-Id (clientID) echoed when
+// it is valid, and, with telemetry (rec not nil), the trace as a W3C traceresponse, written in
+// tp. (An array rather than a callback or an append, so that the HTTP/1.1 path keeps its buffers
+// on the stack.)
+func answerIDHeaders(tp *[55]byte, id, clientID []byte, rec *telemetry.Record) (ids [4]idHeader, n int) {
+	ids[0], ids[1] = idHeader{HeaderRequestID, id}, idHeader{HeaderMSRequestID, id}
+	n = 2
 	if rec != nil {
-		var tp [55]byte
-		set(headerTraceresponse, rec.AppendTraceparent(tp[:0]))
+		ids[n] = idHeader{headerTraceresponse, rec.AppendTraceparent(tp[:0])}
+		n++
 	}
 	if len(clientID) > 0 && validRequestID(clientID) {
-		set(HeaderClientRequestID, clientID)
+		ids[n] = idHeader{HeaderClientRequestID, clientID}
+		n++
 	}
+	return ids, n
 }
 
 // newRequestID appends a random (version 4) UUID to dst.
