@@ -54,16 +54,6 @@ func (g *Gateway) clientAddr(peer netip.Addr, forwardedFor func() []string) neti
 	return ratelimit.ClientAddr(peer, forwardedFor(), g.trusted)
 }
 
-func fasthttpClient(g *Gateway, ctx *fasthttp.RequestCtx) netip.Addr {
-	return g.clientAddr(peerAddr(ctx), func() []string {
-		var out []string
-		for _, v := range ctx.Request.Header.PeekAll("X-Forwarded-For") {
-			out = append(out, string(v))
-		}
-		return out
-	})
-}
-
 // scoringBlocked refuses a request to svc from a client address blocked for it. It answers from
 // this instance's memory (its own counts and the blocks it has learned of from Redis), so that
 // a request costs no Redis call: with several instances, one that has not yet seen the address

@@ -73,25 +73,9 @@ const (
 var errCORSRefused = newError(fasthttp.StatusForbidden, "Forbidden", "cors_refused",
 	"this origin, method or header is not allowed by the service's CORS policy")
 
-// corsMark is the user-value key under which cors leaves a service's policy for finish.
+// corsMark is the user-value key under which admitHTTP leaves a service's policy for finish. A
+// service without cors has no CORS step: its preflights are ordinary requests.
 type corsMark struct{}
-
-// cors is the CORS step of a request to svc: it answers a preflight (done, with a nil error for
-// 204 or errCORSRefused) and leaves the policy for finish on any other request, whose answer
-// gets the CORS response headers. A service without cors has no such step: its preflights are
-// ordinary requests.
-func (g *Gateway) cors(ctx *fasthttp.RequestCtx, svc *service) (done bool, err error) {
-	p := svc.cors
-	if p == nil {
-		return false, nil
-	}
-	h := &ctx.Request.Header
-	if ctx.IsOptions() && len(h.Peek(headerOrigin)) > 0 && len(h.Peek(headerACRequestMethod)) > 0 {
-		return true, p.preflight(ctx)
-	}
-	ctx.SetUserValue(corsMark{}, p)
-	return false, nil
-}
 
 // preflight answers a CORS preflight: 204 with the allow headers, or errCORSRefused.
 func (p *corsPolicy) preflight(ctx *fasthttp.RequestCtx) error {

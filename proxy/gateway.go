@@ -6,7 +6,6 @@
 package proxy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -185,7 +184,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		g.challenge(ctx)
 		return
 	}
-	id = requestID(&ctx.Request.Header, idBuf[:0])
+	id = requestID(ctx.Request.Header.Peek(HeaderRequestID), idBuf[:0])
 	rec = g.begin(ctx, id)
 	err := misdirected(ctx) // a Host the TLS connection was not opened for: 421, first
 	if err == nil {
@@ -273,83 +272,51 @@ func reasonOf(err error) string {
 	return "internal"
 }
 
+// handle is the HTTP/1.1 adapter of the request core: the header checks of this listener, then
+// admit, then the answer admit chose (the model's, a CORS preflight's or a token).
 func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Record) error {
 	if err := checkRequestHeader(&ctx.Request.Header); err != nil {
 		return err
 	}
-	svc, forward, err := g.route(ctx, g.routes.Load())
+	in := inboundOf(ctx)
+	a, err := g.admitHTTP(ctx, &in, true)
+	if rec != nil && a.svc != nil {
+		rec.Service, rec.Auth = a.svc.name, a.svc.auth
+	}
 	if err != nil {
 		return err
 	}
-	if rec != nil {
-		rec.Service, rec.Auth = svc.name, svc.auth
+	switch a.answer {
+	case answerPreflight:
+		return a.svc.cors.preflight(ctx)
+	case answerToken:
+		return g.mintToken(ctx, a.svc, &in)
 	}
-	if done, err := g.cors(ctx, svc); done {
-		return err // a preflight, answered by the gateway
-	}
-	if svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward) {
-		return g.mintToken(ctx, svc)
-	}
-	if svc.cfg.Protocol == config.ProtocolGRPC {
-		return errNotFound // a gRPC service is reached through the HTTP/2 listener only
-	}
-	if int64(ctx.Request.Header.ContentLength()) > svc.maxBody {
-		return errBodyTooLarge // the body is left unread
-	}
-	if svc.blocked(forward) {
-		return errNotFound
-	}
-	caller, err := g.authenticate(ctx, svc)
-	if err != nil {
-		return err
-	}
-	if err := checkContentType(&ctx.Request.Header, svc.cfg.ContentTypes); err != nil {
-		return err
-	}
-	if err := g.rateLimit(svc, caller); err != nil {
-		return err
-	}
-	return g.forward(ctx, svc, forward, id, rec)
+	return g.forward(ctx, a.svc, a.forward, id, rec)
 }
 
-// route finds the service of the request in rt and the target to forward to the model. CONNECT
-// (400) and TRACE and TRACK (405) are refused first, in any case, before a credential is read.
-func (g *Gateway) route(ctx *fasthttp.RequestCtx, rt *routes) (*service, []byte, error) {
-	switch m := ctx.Method(); {
-	case bytes.EqualFold(m, []byte(fasthttp.MethodConnect)):
-		return nil, nil, errMethodNotAllowed
-	case bytes.EqualFold(m, []byte(fasthttp.MethodTrace)), bytes.EqualFold(m, []byte("TRACK")):
-		// A model answering TRACE echoes the request, cookies and all, back to the caller.
-		return nil, nil, errTraceRefused
+// inboundOf reads a fasthttp request into the core's terms, without copying.
+func inboundOf(ctx *fasthttp.RequestCtx) inbound {
+	h := &ctx.Request.Header
+	return inbound{
+		method:        h.Method(),
+		target:        h.RequestURI(),
+		contentLength: int64(h.ContentLength()),
+		contentType:   h.ContentType(),
+		preflight:     ctx.IsOptions() && len(h.Peek(headerOrigin)) > 0 && len(h.Peek(headerACRequestMethod)) > 0,
+		peer:          peerAddr(ctx),
+		header:        (*fastHeader)(h),
 	}
-	name, forward, ok, valid := splitTarget(ctx.Request.Header.RequestURI())
-	switch {
-	case !valid:
-		return nil, nil, errBadPath
-	case !ok:
-		return nil, nil, errNotFound
-	}
-	svc := rt.services[string(name)]
-	if svc == nil {
-		return nil, nil, errNotFound
-	}
-	return svc, forward, nil
 }
 
-// authenticate asks authn about the request's credential. Only the Authorization header is read:
-// a credential anywhere else (query string, body, cookie) counts for nothing. A client address
-// that has failed too often is refused before its credential is looked at, and a wrong
-// credential counts against its address.
-func (g *Gateway) authenticate(ctx *fasthttp.RequestCtx, svc *service) (authn.Caller, error) {
-	client := func() netip.Addr { return fasthttpClient(g, ctx) }
-	if err := g.authFail.scoringBlocked(svc, client); err != nil {
-		return authn.Caller{}, err
+// admitHTTP is admit for a fasthttp request; a service with cors gets its policy left for
+// finish, which gives the answer (the model's or an error) the CORS response headers.
+func (g *Gateway) admitHTTP(ctx *fasthttp.RequestCtx, in *inbound, full bool) (admission, error) {
+	a, err := g.admit(g.routes.Load(), in, full)
+	if a.svc != nil && a.svc.cors != nil && a.answer != answerPreflight {
+		ctx.SetUserValue(corsMark{}, a.svc.cors)
 	}
-	c, err := g.auth.Authenticate(svc.name, svc.auth, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
-	if err != nil {
-		return c, g.authFail.scoringFailed(g, svc, client, err)
-	}
-	return c, nil
+	return a, err
 }
 
 // authError maps authn's answer onto the client's error: 401 without or with a bad credential,
@@ -373,20 +340,15 @@ func authError(err error) error {
 	}
 }
 
-// isTokenPath reports whether the forward target is /token (with or without a query).
-func isTokenPath(target []byte) bool {
-	return string(target) == "/token" || bytes.HasPrefix(target, []byte("/token?"))
-}
-
 // mintToken answers POST /api/v1/service/{name}/token for a token-mode service: the caller's
 // principal key buys a token for this service (Azure ML's token endpoint). It never reaches the
 // model.
-func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
-	client := fasthttpClient(g, ctx)
+func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service, in *inbound) error {
+	client := g.clientOf(in)
 	if err := g.authFail.blockedForPrincipals(client); err != nil {
 		return err
 	}
-	resp, err := g.auth.MintToken(context.Background(), svc.name, ctx.Request.Header.PeekAll(fasthttp.HeaderAuthorization))
+	resp, err := g.auth.MintToken(context.Background(), svc.name, in.header.values("Authorization"))
 	if err != nil {
 		return g.authFail.principalFailed(g, client, err)
 	}
@@ -404,20 +366,17 @@ func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service) error {
 // the response. The client's request is reused as the outbound one (no copy of the body; a body
 // over bufferedBodyBytes streams through).
 func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []byte, rec *telemetry.Record) error {
-	dep := svc.chooseDeployment()
-	if pin := ctx.Request.Header.Peek(config.DeploymentHeader); len(pin) > 0 {
-		if dep = svc.byName[string(pin)]; dep == nil {
-			return errNoDeployment
-		}
+	dep, err := svc.deploymentFor(ctx.Request.Header.Peek(config.DeploymentHeader))
+	if err != nil {
+		return err
 	}
 	req := &ctx.Request
 	g.setTraceContext(&req.Header, rec)
-	var xffBuf [128]byte
-	if !g.cleanRequest(&req.Header, peerAddr(ctx), ctx.IsTLS(), xffBuf[:0]) {
+	var fwdBuf [256]byte
+	if !g.cleanRequest(&req.Header, peerAddr(ctx), ctx.IsTLS(), fwdBuf[:0]) {
 		return errBadRequest
 	}
 	dropCredentials(&req.Header, svc.cfg.ForwardCredentials)
-	req.Header.Del(HeaderRequestID)
 	req.Header.SetBytesV(HeaderRequestID, id)
 	var targetBuf [256]byte
 	req.SetRequestURIBytes(dropCredentialParams(targetBuf[:0], target, svc.cfg.ForwardCredentials))
@@ -431,7 +390,6 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	}
 	var body *streamedBody
 	if req.IsBodyStream() {
-		var err error
 		if body, err = prepareBody(req, svc.maxBody); err != nil {
 			return err
 		}
@@ -446,20 +404,9 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 		svc.maybeMirror(req)
 	}
 
-	r, waited, err := dep.acquire(nil)
-	if rec != nil {
-		rec.Deployment, rec.QueueWait = dep.name, waited
-	}
-	if err != nil {
-		return admissionError(err)
-	}
-	err = g.call(ctx, svc, dep, r, rec)
-	if err != nil && neverSent(err) {
-		// Nothing reached the model: one more try, on another replica, if one is free now.
-		if r2 := dep.tryAcquire(r); r2 != nil {
-			r = r2 // a failure now is this replica's
-			err = g.call(ctx, svc, dep, r2, rec)
-		}
+	r, err := withReplica(dep, rec, func(r *replica) error { return g.call(ctx, svc, dep, r, rec) }, nil)
+	if r == nil {
+		return err // no replica to be had
 	}
 	if err != nil {
 		if cerr := body.clientError(); cerr != nil {
@@ -510,14 +457,10 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 // request id echoed, and (with telemetry) the trace as a W3C traceresponse.
 func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Record) {
 	h := &ctx.Response.Header
-	h.SetBytesV(HeaderRequestID, id)
-	h.SetBytesV(HeaderMSRequestID, id)
-	if rec != nil {
-		var tp [55]byte
-		h.SetBytesV(headerTraceresponse, rec.AppendTraceparent(tp[:0]))
-	}
-	if v := ctx.Request.Header.Peek(HeaderClientRequestID); len(v) > 0 && validRequestID(v) {
-		h.SetBytesV(HeaderClientRequestID, v)
+	var tp [55]byte
+	ids, n := answerIDHeaders(&tp, id, ctx.Request.Header.Peek(HeaderClientRequestID), rec)
+	for _, f := range ids[:n] {
+		h.SetBytesV(f.name, f.value)
 	}
 	if g.draining.Load() {
 		h.SetConnectionClose()
@@ -542,30 +485,18 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) (status int) {
 	}()
 	err := checkRequestHeader(&ctx.Request.Header)
 	var svc *service
-	var forward []byte
 	if err == nil {
-		svc, forward, err = g.route(ctx, g.routes.Load())
-	}
-	switch {
-	case err != nil:
-	case int64(ctx.Request.Header.ContentLength()) > svc.maxBody:
-		err = errBodyTooLarge
-	case svc.blocked(forward):
-		err = errNotFound
-	case svc.auth == config.AuthToken && ctx.IsPost() && isTokenPath(forward):
-		// the token endpoint checks the principal's key itself, once
-	case svc.cfg.Protocol == config.ProtocolGRPC:
-		err = errNotFound
-	default:
-		if _, err = g.authenticate(ctx, svc); err == nil {
-			err = checkContentType(&ctx.Request.Header, svc.cfg.ContentTypes)
-		}
+		// admit's steps up to the body; a preflight or a token request is answered after it
+		in := inboundOf(ctx)
+		var a admission
+		a, err = g.admitHTTP(ctx, &in, false)
+		svc = a.svc
 	}
 	if err == nil {
 		return fasthttp.StatusContinue
 	}
 	var idBuf [requestIDMaxLen]byte
-	id := requestID(&ctx.Request.Header, idBuf[:0])
+	id := requestID(ctx.Request.Header.Peek(HeaderRequestID), idBuf[:0])
 	rec = g.begin(ctx, id)
 	if rec != nil && svc != nil {
 		rec.Service, rec.Auth = svc.name, svc.auth
@@ -590,14 +521,10 @@ const bufferedBodyBytes = config.StreamedBodyThresholdBytes
 // byte read, so that the handler refuses it with 413 at once; a service with a limit under
 // bufferedBodyBytes never has more than its limit read.
 func (g *Gateway) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	name, _, ok, valid := splitTarget(h.RequestURI())
-	if !ok || !valid {
-		return fasthttp.RequestConfig{}
-	}
-	svc := g.routes.Load().services[string(name)]
+	svc, _, err := routeTarget(g.routes.Load(), h.RequestURI())
 	switch {
-	case svc == nil:
-	case int64(h.ContentLength()) > svc.maxBody:
+	case err != nil:
+	case svc.overBodyLimit(int64(h.ContentLength())):
 		return fasthttp.RequestConfig{MaxRequestBodySize: 1}
 	case svc.maxBody < bufferedBodyBytes:
 		return fasthttp.RequestConfig{MaxRequestBodySize: int(svc.maxBody)}
@@ -625,9 +552,10 @@ func (g *Gateway) serveParseError(ctx *fasthttp.RequestCtx, err error) {
 	g.writeError(ctx, e)
 	var idBuf [requestIDMaxLen]byte
 	id := newRequestID(idBuf[:0])
-	h := &ctx.Response.Header
-	h.SetBytesV(HeaderRequestID, id)
-	h.SetBytesV(HeaderMSRequestID, id)
+	ids, n := answerIDHeaders(nil, id, nil, nil) // what fasthttp read is not trusted
+	for _, f := range ids[:n] {
+		ctx.Response.Header.SetBytesV(f.name, f.value)
+	}
 	if g.tel != nil {
 		rec := g.begin(ctx, id)
 		rec.Reason = e.Reason

@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -111,12 +110,7 @@ type grpcCall struct {
 // alone.
 func (g *Gateway) serveGRPC(w http.ResponseWriter, r *http.Request) {
 	var idBuf [requestIDMaxLen]byte
-	id := idBuf[:0]
-	if v := r.Header.Get(HeaderRequestID); validRequestID([]byte(v)) {
-		id = append(id, v...)
-	} else {
-		id = newRequestID(id)
-	}
+	id := requestID([]byte(r.Header.Get(HeaderRequestID)), idBuf[:0])
 	c := &grpcCall{w: w, r: r, id: id, status: http.StatusOK}
 	c.rec = g.beginGRPC(r, id)
 	defer func() {
@@ -176,6 +170,8 @@ func remoteAddr(r *http.Request) netip.Addr {
 	return ap.Addr().Unmap()
 }
 
+// handleGRPC is the gRPC adapter of the request core: the checks of this listener (a call made
+// for this authority, POST, a gRPC Content-Type), then admit, then the call forwarded.
 func (g *Gateway) handleGRPC(c *grpcCall) error {
 	r := c.r
 	switch {
@@ -186,52 +182,23 @@ func (g *Gateway) handleGRPC(c *grpcCall) error {
 	case !isGRPCContentType(r.Header.Get("Content-Type")):
 		return errNotGRPC
 	}
-	svc := g.h2.grpcServiceOf(g.routes.Load(), r.Header.Get(config.GRPCServiceHeader))
-	if svc == nil {
-		return errNoGRPCService
+	in := inbound{
+		grpc:        true,
+		method:      []byte(r.Method),
+		target:      []byte(r.RequestURI),
+		grpcService: r.Header.Get(config.GRPCServiceHeader),
+		peer:        remoteAddr(r),
+		header:      netHeader(r.Header),
 	}
-	if c.rec != nil {
-		c.rec.Service, c.rec.Auth = svc.name, svc.auth
+	a, err := g.admit(g.routes.Load(), &in, true)
+	if c.rec != nil && a.svc != nil {
+		c.rec.Service, c.rec.Auth = a.svc.name, a.svc.auth
+		c.rec.RPCService, c.rec.RPCMethod = a.rpcService, a.rpcMethod
 	}
-	rpcService, rpcMethod, ok := splitGRPCPath(r.RequestURI)
-	if !ok {
-		return errBadPath
-	}
-	if c.rec != nil {
-		c.rec.RPCService, c.rec.RPCMethod = rpcService, rpcMethod
-	}
-	if svc.blocked([]byte(r.RequestURI)) {
-		return errNotFound
-	}
-	caller, err := g.authenticateGRPC(r, svc)
 	if err != nil {
 		return err
 	}
-	if err := g.rateLimit(svc, caller); err != nil {
-		return err
-	}
-	return g.forwardGRPC(c, svc)
-}
-
-// authenticateGRPC asks authn about the call's credential: the authorization metadata, read
-// exactly as the Authorization header of the HTTP/1.1 path, with the same brake on guessing.
-func (g *Gateway) authenticateGRPC(r *http.Request, svc *service) (authn.Caller, error) {
-	vals := r.Header.Values("Authorization")
-	auth := make([][]byte, len(vals))
-	for i, v := range vals {
-		auth[i] = []byte(v)
-	}
-	client := func() netip.Addr {
-		return g.clientAddr(remoteAddr(r), func() []string { return r.Header.Values("X-Forwarded-For") })
-	}
-	if err := g.authFail.scoringBlocked(svc, client); err != nil {
-		return authn.Caller{}, err
-	}
-	c, err := g.auth.Authenticate(svc.name, svc.auth, auth)
-	if err != nil {
-		return c, g.authFail.scoringFailed(g, svc, client, err)
-	}
-	return c, nil
+	return g.forwardGRPC(c, a.svc)
 }
 
 // isGRPCContentType accepts application/grpc and application/grpc+<codec> (and ;params).
@@ -277,11 +244,9 @@ func identChar(c byte) bool {
 // azureml-model-deployment metadata pins, if any) and streams the answer back, holding the
 // replica's slot of max_concurrent_requests until the call ends.
 func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
-	dep := svc.chooseDeployment()
-	if pin := c.r.Header.Get(config.DeploymentHeader); pin != "" {
-		if dep = svc.byName[pin]; dep == nil {
-			return errNoDeployment
-		}
+	dep, err := svc.deploymentFor([]byte(c.r.Header.Get(config.DeploymentHeader)))
+	if err != nil {
+		return err
 	}
 	timeout := svc.timeout
 	if d, ok := parseGRPCTimeout(c.r.Header.Get(headerGRPCTimeout)); ok && d < timeout {
@@ -290,22 +255,12 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 	header := g.grpcRequestHeader(c, svc, timeout)
 	body := &grpcBody{r: c.r.Body, max: svc.maxBody, tooLarge: errMessageTooLarge}
 
-	r, waited, err := dep.acquire(nil)
-	if c.rec != nil {
-		c.rec.Deployment, c.rec.QueueWait = dep.name, waited
-	}
-	if err != nil {
-		return admissionError(err)
-	}
-	err = g.callGRPC(c, svc, dep, r, header, body, timeout)
-	if err != nil && !c.wrote && neverSent(err) && body.read.Load() == 0 {
-		// Nothing reached the model: one more try, on another replica, if one is free now.
-		if r2 := dep.tryAcquire(r); r2 != nil {
-			r = r2
-			err = g.callGRPC(c, svc, dep, r2, header, body, timeout)
-		}
-	}
+	r, err := withReplica(dep, c.rec,
+		func(r *replica) error { return g.callGRPC(c, svc, dep, r, header, body, timeout) },
+		func() bool { return !c.wrote && body.read.Load() == 0 })
 	switch {
+	case r == nil:
+		return err // no replica to be had
 	case err == nil:
 		return nil
 	case g.h2.stopping.Err() != nil:
@@ -324,66 +279,45 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 	return upstreamError(r.upstream, err)
 }
 
-// grpcRequestHeader is the header of the call as the model gets it: the client's metadata
-// without the credential, the credential carriers the service does not keep, the gateway's
-// routing metadata, hop-by-hop and client-sent forwarding headers, and names with '_'; with the
-// request id, the trace context setTraceContext describes, X-Forwarded-* (the client's kept only
-// from a trusted proxy) and the effective grpc-timeout. The client's request trailers never reach
+// grpcRequestHeader is the header of the call as the model gets it, by the core's policy: the
+// client's metadata without what droppedRequestHeader names, the credential carriers the service
+// does not keep, and the gateway's routing metadata; with the request id, the trace context of
+// traceContext, forwardedValues' X-Forwarded-* and the effective grpc-timeout. The client's request trailers never reach
 // the model: the outbound request declares none.
 func (g *Gateway) grpcRequestHeader(c *grpcCall, svc *service, timeout time.Duration) http.Header {
 	in := c.r.Header
 	out := make(http.Header, len(in)+4)
 	for k, v := range in {
-		if strings.IndexByte(k, '_') >= 0 {
+		if listed, underscore := droppedRequestHeader([]byte(k)); listed >= 0 || underscore {
 			continue
 		}
 		out[k] = v
 	}
-	peer := remoteAddr(c.r)
-	trusted := g.trusted(peer)
-	xff := ""
-	if trusted {
-		xff = strings.Join(in.Values("X-Forwarded-For"), ", ")
-	}
-	proto, host := "", ""
-	if trusted {
-		proto, host = in.Get("X-Forwarded-Proto"), in.Get("X-Forwarded-Host")
-	}
-	for _, name := range hopHeaders {
-		out.Del(name)
-	}
-	for _, name := range requestOnlyHeaders {
-		out.Del(name)
-	}
-	for _, name := range forwardedHeaders {
-		out.Del(name)
-	}
 	out.Del(config.GRPCServiceHeader)
-	out.Del(HeaderRequestID)
 	dropCredentialMetadata(out, svc.cfg.ForwardCredentials)
+	xff, proto, host := g.forwardedValues(nil, netHeader(in), remoteAddr(c.r), c.r.TLS != nil, []byte(c.r.Host))
 	out.Set("Te", "trailers")
-	if xff != "" {
-		xff += ", "
-	}
-	out.Set("X-Forwarded-For", xff+peer.String())
-	switch {
-	case proto != "":
-		out.Set("X-Forwarded-Proto", proto)
-	case c.r.TLS != nil:
-		out.Set("X-Forwarded-Proto", "https")
-	default:
-		out.Set("X-Forwarded-Proto", "http")
-	}
-	if host == "" {
-		host = c.r.Host
-	}
-	if host != "" {
-		out.Set("X-Forwarded-Host", host)
+	out.Set("X-Forwarded-For", string(xff))
+	out.Set("X-Forwarded-Proto", string(proto))
+	if len(host) > 0 {
+		out.Set("X-Forwarded-Host", string(host))
 	}
 	out.Set(HeaderRequestID, string(c.id))
 	out.Set(headerGRPCTimeout, formatGRPCTimeout(timeout))
-	g.setGRPCTraceContext(out, c.rec)
+	g.setGRPCTraceContext(out, in, c.rec)
 	return out
+}
+
+// netHeader is a net/http request header as the request core reads it.
+type netHeader http.Header
+
+func (h netHeader) values(name string) [][]byte { return headerValues(http.Header(h), name) }
+
+func (h netHeader) value(name string) []byte {
+	if v := http.Header(h).Get(name); v != "" {
+		return []byte(v)
+	}
+	return nil
 }
 
 // callGRPC makes the call to r, a replica taken from dep, within timeout, and streams the
@@ -499,15 +433,15 @@ var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return 
 // setIDHeaders sets the headers every answer carries: the request id under both names, the
 // client's request id echoed, and (with telemetry) the trace as a W3C traceresponse.
 func (c *grpcCall) setIDHeaders() {
-	h := c.w.Header()
-	h.Set(HeaderRequestID, string(c.id))
-	h.Set(HeaderMSRequestID, string(c.id))
-	if c.rec != nil {
-		var tp [55]byte
-		h.Set(headerTraceresponse, string(c.rec.AppendTraceparent(tp[:0])))
-	}
-	if v := c.r.Header.Get(HeaderClientRequestID); v != "" && validRequestID([]byte(v)) {
-		h.Set(HeaderClientRequestID, v)
+	setIDHeaders(c.w.Header(), c.id, c.r, c.rec)
+}
+
+// setIDHeaders sets answerIDHeaders' headers in h, the answer to r on a net/http listener.
+func setIDHeaders(h http.Header, id []byte, r *http.Request, rec *telemetry.Record) {
+	var tp [55]byte
+	ids, n := answerIDHeaders(&tp, id, []byte(r.Header.Get(HeaderClientRequestID)), rec)
+	for _, f := range ids[:n] {
+		h.Set(f.name, string(f.value))
 	}
 }
 
@@ -729,40 +663,24 @@ func headerValues(h http.Header, key string) [][]byte {
 	return out
 }
 
-// setGRPCTraceContext is setTraceContext for a gRPC call's metadata.
-func (g *Gateway) setGRPCTraceContext(h http.Header, rec *telemetry.Record) {
-	var tp, ts []byte
-	switch {
-	case g.publicEndpoint:
-	case rec != nil:
-		ts = rec.Tracestate()
-	default:
-		if v := singleTraceparent(headerValues(h, headerTraceparent)); v != nil && telemetry.ValidTraceparent(v) {
-			tp = v
-			ts = requestTracestate(nil, headerValues(h, headerTracestate))
-		}
-	}
-	if rec != nil {
-		var tpBuf [55]byte
-		tp = rec.AppendTraceparent(tpBuf[:0])
-	}
-	h.Del(headerTraceparent)
+// setGRPCTraceContext gives a call's outbound metadata (out) the trace context traceContext and
+// boundBaggage decide from the client's (in).
+func (g *Gateway) setGRPCTraceContext(out, in http.Header, rec *telemetry.Record) {
+	var tsBuf [maxTracestateBytes]byte
+	var tpBuf [maxTraceparentLineLen]byte
+	tp, ts := g.traceContext(tpBuf[:0], tsBuf[:0], rec, netHeader(in))
+	out.Del(headerTraceparent)
 	if len(tp) > 0 {
-		h.Set(headerTraceparent, string(tp))
+		out.Set(headerTraceparent, string(tp))
 	}
-	h.Del(headerTracestate)
+	out.Del(headerTracestate)
 	if len(ts) > 0 {
-		h.Set(headerTracestate, string(ts))
+		out.Set(headerTracestate, string(ts))
 	}
-	switch vs := h[headerBaggage]; {
-	case len(vs) == 0:
-	case g.publicEndpoint:
-		h.Del(headerBaggage)
-	case len(vs) > 1 || len(vs[0]) > maxBaggageBytes || strings.Count(vs[0], ",") >= maxBaggageMembers:
-		b := boundList(nil, headerValues(h, headerBaggage), maxBaggageBytes, maxBaggageMembers, 0, nil)
-		h.Del(headerBaggage)
-		if len(b) > 0 {
-			h.Set(headerBaggage, string(b))
+	if baggage, cut := g.boundBaggage(headerValues(in, headerBaggage)); cut {
+		out.Del(headerBaggage)
+		if len(baggage) > 0 {
+			out.Set(headerBaggage, string(baggage))
 		}
 	}
 }
@@ -772,7 +690,7 @@ func (g *Gateway) setGRPCTraceContext(h http.Header, rec *telemetry.Record) {
 // from cookie metadata (the other cookies stay, in their order).
 func dropCredentialMetadata(h http.Header, keep []string) {
 	for _, name := range config.CredentialHeaders {
-		if !keeps(keep, []byte(name)) {
+		if droppedCredentialHeader([]byte(name), keep) {
 			h.Del(name)
 		}
 	}
@@ -787,7 +705,7 @@ func dropCredentialMetadata(h http.Header, keep []string) {
 		for _, c := range strings.Split(line, ";") {
 			c = strings.TrimSpace(c)
 			name, _, _ := strings.Cut(c, "=")
-			if c == "" || credentialParamIndex([]byte(name)) >= 0 && !keeps(keep, []byte(name)) {
+			if c == "" || droppedCookie([]byte(name), keep) {
 				changed = true
 				continue
 			}

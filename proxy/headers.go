@@ -5,73 +5,12 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/telemetry"
 )
-
-// hopHeaders are the hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy Proxy-Connection and
-// Keep-Alive and the h2c upgrade's HTTP2-Settings), removed in both directions.
-var hopHeaders = []string{
-	"Connection",
-	"Proxy-Connection",
-	"Keep-Alive",
-	"Proxy-Authenticate",
-	"Proxy-Authorization",
-	"Te",
-	"Trailer",
-	"Transfer-Encoding",
-	"Upgrade",
-	"Http2-Settings",
-}
-
-// requestOnlyHeaders are removed from every request before it reaches the model: the credential,
-// the forwarding headers the gateway sets itself, and headers some servers honour to rewrite the
-// URL or method behind the gateway's back.
-var requestOnlyHeaders = []string{
-	"Authorization",
-	"Forwarded",
-	"X-Real-Ip",
-	"X-Original-Url",
-	"X-Rewrite-Url",
-	"X-Http-Method-Override",
-	"X-Http-Method",
-	"X-Method-Override",
-}
-
-var forwardedHeaders = []string{"X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host"}
-
-// removedRequestHeaders is every request header the gateway removes by name: hopHeaders,
-// requestOnlyHeaders and forwardedHeaders. cleanRequest notes which of them a request has while
-// it visits the headers, and deletes only those, instead of looking each one up.
-var removedRequestHeaders = slices.Concat(hopHeaders, requestOnlyHeaders, forwardedHeaders)
-
-// removedByLength indexes removedRequestHeaders by the names' lengths, for removedIndex.
-var removedByLength = func() (by [32][]uint8) {
-	if len(removedRequestHeaders) > 64 {
-		panic("removedRequestHeaders no longer fits cleanRequest's bit set")
-	}
-	for i, name := range removedRequestHeaders {
-		by[len(name)] = append(by[len(name)], uint8(i))
-	}
-	return by
-}()
-
-// removedIndex is the index of name in removedRequestHeaders, whatever its case, or -1.
-func removedIndex(name []byte) int {
-	if len(name) >= len(removedByLength) {
-		return -1
-	}
-	for _, i := range removedByLength[len(name)] {
-		if bytes.EqualFold(name, []byte(removedRequestHeaders[i])) {
-			return int(i)
-		}
-	}
-	return -1
-}
 
 // alwaysDeleted says whether cleanRequest deletes a removed header even when the visit did not
 // show it: fasthttp keeps Connection, Transfer-Encoding and Trailer apart from the other headers.
@@ -140,39 +79,26 @@ func connectionNominated(values [][]byte, out *headerNames) bool {
 	return true
 }
 
-// cleanRequest readies the client's request headers for the model: hop-by-hop headers and the
-// ones the Connection header names, the credential, and header names with '_' (which CGI-style
-// servers fold into '-' names) are removed; X-Forwarded-* are set by the gateway, kept from the
-// client only when peer is a trusted proxy. It returns false when the headers cannot be cleaned
-// (too many nominated names, or a name with '_' beyond the bound).
-func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overTLS bool, xffBuf []byte) bool {
+// cleanRequest readies the client's request headers for the model by the core's policy: the
+// headers droppedRequestHeader names and the ones the Connection header names are removed, and
+// X-Forwarded-* set to forwardedValues' (appended to buf). It returns false when the headers
+// cannot be cleaned (too many nominated names, or a name with '_' beyond the bound).
+func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overTLS bool, buf []byte) bool {
 	var drop headerNames
 	if !connectionNominated(h.PeekAll("Connection"), &drop) {
 		return false
 	}
 	var present uint64 // bit i: the request has removedRequestHeaders[i]
 	for k := range h.All() {
-		if bytes.IndexByte(k, '_') >= 0 && !drop.add(k) {
+		listed, underscore := droppedRequestHeader(k)
+		if underscore && !drop.add(k) {
 			return false
 		}
-		if i := removedIndex(k); i >= 0 {
-			present |= 1 << i
+		if listed >= 0 {
+			present |= 1 << listed
 		}
 	}
-	trusted := g.trusted(peer)
-	// Keep the client's forwarding headers from a trusted proxy, gathered before removal.
-	xff := xffBuf[:0]
-	var proto, host []byte
-	if trusted {
-		for _, v := range h.PeekAll("X-Forwarded-For") {
-			if len(xff) > 0 {
-				xff = append(xff, ", "...)
-			}
-			xff = append(xff, v...)
-		}
-		proto = append(proto, h.Peek("X-Forwarded-Proto")...)
-		host = append(host, h.Peek("X-Forwarded-Host")...)
-	}
+	xff, proto, host := g.forwardedValues(buf, (*fastHeader)(h), peer, overTLS, h.Host())
 	for i := 0; i < drop.n; i++ {
 		h.DelBytes(drop.name(i))
 	}
@@ -182,28 +108,19 @@ func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overT
 		}
 	}
 	h.ResetConnectionClose()
-
-	if len(xff) > 0 {
-		xff = append(xff, ", "...)
-	}
-	xff = peer.AppendTo(xff)
 	h.SetBytesV("X-Forwarded-For", xff)
-	switch {
-	case len(proto) > 0:
-		h.SetBytesV("X-Forwarded-Proto", proto)
-	case overTLS:
-		h.Set("X-Forwarded-Proto", "https")
-	default:
-		h.Set("X-Forwarded-Proto", "http")
-	}
-	if len(host) == 0 {
-		host = h.Host()
-	}
+	h.SetBytesV("X-Forwarded-Proto", proto)
 	if len(host) > 0 {
 		h.SetBytesV("X-Forwarded-Host", host)
 	}
 	return true
 }
+
+// fastHeader is a fasthttp request header as the request core reads it.
+type fastHeader fasthttp.RequestHeader
+
+func (h *fastHeader) values(name string) [][]byte { return (*fasthttp.RequestHeader)(h).PeekAll(name) }
+func (h *fastHeader) value(name string) []byte    { return (*fasthttp.RequestHeader)(h).Peek(name) }
 
 // cleanResponse removes hop-by-hop headers, and the ones the model's Connection header names, from
 // the model's response before it reaches the client.
@@ -337,13 +254,12 @@ var hostChar = func() (t [256]bool) {
 // without regard to case. A request without a Content-Type passes only when it has no body
 // (GET /swagger.json); a body of unknown type is refused. fasthttp keeps the last of several
 // Content-Type lines and forwards only that one, so the model reads the type checked here.
-func checkContentType(h *fasthttp.RequestHeader, allowed []string) error {
+func checkContentType(ct []byte, contentLength int64, allowed []string) error {
 	if len(allowed) == 0 {
 		return nil
 	}
-	ct := h.ContentType()
 	if len(ct) == 0 {
-		if cl := h.ContentLength(); cl > 0 || cl == -1 { // -1: chunked
+		if cl := contentLength; cl > 0 || cl == -1 { // -1: chunked
 			return errUnsupportedType
 		}
 		return nil
@@ -426,7 +342,7 @@ func dropCredentials(h *fasthttp.RequestHeader, keep []string) {
 	}
 	if found {
 		for _, name := range config.CredentialHeaders {
-			if !keeps(keep, []byte(name)) {
+			if droppedCredentialHeader([]byte(name), keep) {
 				h.Del(name)
 			}
 		}
@@ -436,7 +352,7 @@ func dropCredentials(h *fasthttp.RequestHeader, keep []string) {
 	}
 	found = false
 	for name := range h.Cookies() {
-		found = found || credentialParamIndex(name) >= 0 && !keeps(keep, name)
+		found = found || droppedCookie(name, keep)
 	}
 	if !found {
 		return
@@ -445,7 +361,7 @@ func dropCredentials(h *fasthttp.RequestHeader, keep []string) {
 	// (fasthttp's DelCookie would move the last one into the gap).
 	var rest []byte
 	for name, value := range h.Cookies() {
-		if credentialParamIndex(name) >= 0 && !keeps(keep, name) {
+		if droppedCookie(name, keep) {
 			continue
 		}
 		if len(rest) > 0 {
@@ -644,35 +560,14 @@ func singleTraceparent(values [][]byte) []byte {
 	return values[0]
 }
 
-// setTraceContext gives the model exactly the W3C trace context the gateway stands behind:
-//   - with telemetry, one traceparent, the gateway's span's; the client's tracestate (cut to
-//     W3C's limits) only when its traceparent became the span's parent;
-//   - without telemetry, the client's traceparent only when there was exactly one and it is
-//     valid, with its tracestate cut to W3C's limits, else neither;
-//   - baggage cut to W3C's limits (8192 bytes, 180 members), whole members kept;
-//   - under telemetry.public_endpoint, nothing of the client's (traceparent, tracestate,
-//     baggage): only the gateway's traceparent, when there is telemetry.
-//
-// It must run before anything deletes a header: fasthttp's Del moves the last field into the
-// gap, which changes the order of a header's lines, and so of the members of a list.
+// setTraceContext gives the model the trace context traceContext and boundBaggage decide. It
+// must run before anything deletes a header: fasthttp's Del moves the last field into the gap,
+// which changes the order of a header's lines, and so of the members of a list.
 func (g *Gateway) setTraceContext(h *fasthttp.RequestHeader, rec *telemetry.Record) {
 	var tsBuf [maxTracestateBytes]byte
 	var tpBuf [maxTraceparentLineLen]byte
-	var tp, ts []byte
-	switch {
-	case g.publicEndpoint:
-	case rec != nil:
-		ts = append(tsBuf[:0], rec.Tracestate()...)
-	default:
-		if v := singleTraceparent(h.PeekAll(headerTraceparent)); v != nil && telemetry.ValidTraceparent(v) {
-			tp = append(tpBuf[:0], v...)
-			ts = requestTracestate(tsBuf[:0], h.PeekAll(headerTracestate))
-		}
-	}
-	if rec != nil {
-		tp = rec.AppendTraceparent(tpBuf[:0])
-	}
-	baggage, cut := g.boundBaggage(h)
+	tp, ts := g.traceContext(tpBuf[:0], tsBuf[:0], rec, (*fastHeader)(h))
+	baggage, cut := g.boundBaggage(h.PeekAll(headerBaggage))
 	h.Del(headerTraceparent)
 	if len(tp) > 0 {
 		h.SetBytesV(headerTraceparent, tp)
@@ -687,21 +582,6 @@ func (g *Gateway) setTraceContext(h *fasthttp.RequestHeader, rec *telemetry.Reco
 			h.SetBytesV(headerBaggage, baggage)
 		}
 	}
-}
-
-// boundBaggage is the client's baggage cut to W3C's limits, and whether it must replace the
-// client's (under public_endpoint, with nothing).
-func (g *Gateway) boundBaggage(h *fasthttp.RequestHeader) ([]byte, bool) {
-	values := h.PeekAll(headerBaggage)
-	switch {
-	case len(values) == 0:
-		return nil, false
-	case g.publicEndpoint:
-		return nil, true
-	case len(values) == 1 && len(values[0]) <= maxBaggageBytes && bytes.Count(values[0], []byte(",")) < maxBaggageMembers:
-		return nil, false // within the limits as it is
-	}
-	return boundList(make([]byte, 0, maxBaggageBytes), values, maxBaggageBytes, maxBaggageMembers, 0, nil), true
 }
 
 // requestTracestate is the client's tracestate for the record, cut to W3C's limits, in buf.

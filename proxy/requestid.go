@@ -3,7 +3,7 @@ package proxy
 import (
 	"crypto/rand"
 
-	"github.com/valyala/fasthttp"
+	"github.com/scoregate/scoregate/telemetry"
 )
 
 // Request id headers. Every response carries the id under both names; a valid incoming
@@ -31,13 +31,38 @@ func validRequestID(v []byte) bool {
 	return true
 }
 
-// requestID appends the request's id to dst: the incoming X-Request-Id when it is valid, else a
-// new one.
-func requestID(h *fasthttp.RequestHeader, dst []byte) []byte {
-	if v := h.Peek(HeaderRequestID); validRequestID(v) {
-		return append(dst, v...)
+// requestID appends the request's id to dst: incoming, the client's X-Request-Id, when it is
+// valid, else a new one. Both listeners choose the id here.
+func requestID(incoming, dst []byte) []byte {
+	if validRequestID(incoming) {
+		return append(dst, incoming...)
 	}
 	return newRequestID(dst)
+}
+
+// idHeader is one request-id header of an answer.
+type idHeader struct {
+	name  string
+	value []byte
+}
+
+// answerIDHeaders is the request-id headers an answer carries, on both listeners (the first n
+// of ids): the id under both names, the client's X-Ms-Client-Request-Id (clientID) echoed when
+// it is valid, and, with telemetry (rec not nil), the trace as a W3C traceresponse, written in
+// tp. (An array rather than a callback or an append, so that the HTTP/1.1 path keeps its buffers
+// on the stack.)
+func answerIDHeaders(tp *[55]byte, id, clientID []byte, rec *telemetry.Record) (ids [4]idHeader, n int) {
+	ids[0], ids[1] = idHeader{HeaderRequestID, id}, idHeader{HeaderMSRequestID, id}
+	n = 2
+	if rec != nil {
+		ids[n] = idHeader{headerTraceresponse, rec.AppendTraceparent(tp[:0])}
+		n++
+	}
+	if len(clientID) > 0 && validRequestID(clientID) {
+		ids[n] = idHeader{HeaderClientRequestID, clientID}
+		n++
+	}
+	return ids, n
 }
 
 // newRequestID appends a random (version 4) UUID to dst.

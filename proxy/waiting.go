@@ -35,18 +35,9 @@ func UndecidableServer(s config.Server, h2c bool, log *slog.Logger) *http.Server
 // serveUndecidable answers one request with errUndecidable.
 func serveUndecidable(w http.ResponseWriter, r *http.Request) {
 	var idBuf [requestIDMaxLen]byte
-	id := idBuf[:0]
-	if v := r.Header.Get(HeaderRequestID); validRequestID([]byte(v)) {
-		id = append(id, v...)
-	} else {
-		id = newRequestID(id)
-	}
+	id := requestID([]byte(r.Header.Get(HeaderRequestID)), idBuf[:0])
 	h := w.Header()
-	h.Set(HeaderRequestID, string(id))
-	h.Set(HeaderMSRequestID, string(id))
-	if v := r.Header.Get(HeaderClientRequestID); v != "" && validRequestID([]byte(v)) {
-		h.Set(HeaderClientRequestID, v)
-	}
+	setIDHeaders(h, id, r, nil)
 	e := errUndecidable
 	if r.ProtoMajor == 2 && isGRPCContentType(r.Header.Get("Content-Type")) {
 		h.Set("Content-Type", grpcContentType)
