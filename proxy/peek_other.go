@@ -2,8 +2,10 @@
 
 package proxy
 
-import "syscall"
+import "net"
 
-// peekRaw cannot look at a socket on this platform: a pooled connection is then trusted until
+// peeker cannot look at a socket on this platform: a pooled connection is then trusted until
 // upstream_idle_timeout.
-func peekRaw(syscall.RawConn) int { return connUnknown }
+type peeker struct{}
+
+func (*peeker) look(net.Conn) int { return connUnknown }

@@ -145,6 +145,7 @@ const headerIdempotencyKey = "Idempotency-Key"
 type modelConn struct {
 	net.Conn
 	state connState
+	peek  peeker
 }
 
 // connState is a model connection's local address and what has happened on it.
@@ -257,18 +258,11 @@ func peekConn(c net.Conn) int {
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
-	if mc, ok := c.(*modelConn); ok {
-		c = mc.Conn
-	}
-	sc, ok := c.(syscall.Conn)
+	mc, ok := c.(*modelConn)
 	if !ok {
 		return connUnknown
 	}
-	raw, err := sc.SyscallConn()
-	if err != nil {
-		return connClosed
-	}
-	return peekRaw(raw)
+	return mc.peek.look(mc.Conn)
 }
 
 // upstreamError maps a failed call to the model onto the client's status: a timeout (also one in
