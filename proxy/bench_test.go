@@ -90,3 +90,4 @@ func BenchmarkReject401(b *testing.B) {
 	req.SetBodyString(`{"data":[[5.1,3.5,1.4,0.2]]}`)
 	benchRequest(b, c, req, fasthttp.StatusUnauthorized)
 }
+
