@@ -53,6 +53,7 @@ type Gateway struct {
 	h2             *h2Plane                // the HTTP/2 listener for gRPC services
 	maxConns       int                     // server.max_conns, for each listener Serve serves
 	maxConnsPerIP  int                     // server.max_conns_per_ip
+	streams        openStreams             // streamed answers being written, for Shutdown to end
 	publicEndpoint bool                    // telemetry.public_endpoint: the client's trace context is not passed on
 
 	mu         sync.Mutex
@@ -154,7 +155,11 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	}
 	h2done := make(chan error, 1)
 	go func() { h2done <- g.h2.shutdown(ctx) }()
-	err := errors.Join(g.server.ShutdownWithContext(ctx), <-h2done)
+	err := g.server.ShutdownWithContext(ctx)
+	if ctx.Err() != nil {
+		g.streams.end() // its time is up: streamed answers still open are cut (stream.go)
+	}
+	err = errors.Join(err, <-h2done)
 	g.reloadMu.Lock()
 	if !g.closed {
 		g.closed = true
@@ -443,7 +448,7 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 	ctx.Response.StreamBody = false
 	svc.observe(r, err)
 	if s, ok := ctx.Response.BodyStream().(*modelStream); ok && err == nil {
-		s.adopt(svc, dep, r, ctx.Conn(), g.server.WriteTimeout)
+		s.adopt(&g.streams, svc, dep, r, ctx.Conn(), g.server.WriteTimeout)
 		held = false
 		return nil
 	}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -23,7 +25,8 @@ import (
 // piece, server.write_timeout the writing of each piece to the client. When the model fails or
 // stalls, or the answer grows over max_response_bytes, the client's connection is closed (its
 // chunked body is left unfinished, so it sees an error); when the client goes away, the model's
-// connection is closed, which cancels the request on the model's side.
+// connection is closed, which cancels the request on the model's side. A stream still open when
+// Shutdown's time is up is ended the same way (openStreams).
 
 // exchange is fasthttp's transport for a call to a model: it takes a usable connection, writes
 // the request and reads the response headers within the call's timeout (scoring_timeout for a
@@ -257,6 +260,13 @@ type modelStream struct {
 	err       error              // why reading the model's answer failed, or nil
 	closed    bool
 
+	// Shutdown ends the stream from its own goroutine (end): it closes the model's connection,
+	// unless CloseWithError has already given the connection back (given, under endMu).
+	endMu sync.Mutex
+	given bool
+	ended atomic.Bool  // Shutdown ended the stream
+	open  *openStreams // the gateway's open streams, once adopted
+
 	// Set when the gateway adopts the stream.
 	svc          *service
 	dep          *deployment
@@ -275,11 +285,12 @@ var errStreamTooLarge = fmt.Errorf("streamed answer over max_response_bytes: %w"
 // logs the cause once, with the request's id).
 var errStreamCut = fmt.Errorf("streamed answer cut: %w", io.ErrUnexpectedEOF)
 
-// adopt makes the stream the holder of the replica r of dep: it is given back when the stream
-// ends.
-func (s *modelStream) adopt(svc *service, dep *deployment, r *replica, client net.Conn, writeTimeout time.Duration) {
+// adopt makes the stream the holder of the replica r of dep, and one of the gateway's open
+// streams: the replica is given back when the stream ends.
+func (s *modelStream) adopt(open *openStreams, svc *service, dep *deployment, r *replica, client net.Conn, writeTimeout time.Duration) {
 	s.svc, s.dep, s.r = svc, dep, r
 	s.client, s.writeTimeout = client, writeTimeout
+	open.add(s)
 }
 
 // record hands the request's telemetry record (nil without telemetry) and id to the stream,
@@ -296,6 +307,9 @@ func (s *modelStream) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	case s.closed:
 		return 0, io.ErrClosedPipe
+	case s.ended.Load():
+		s.err = errShuttingDown
+		return 0, errStreamCut
 	}
 	if s.idle > 0 {
 		if err := s.conn.SetReadDeadline(time.Now().Add(s.idle)); err != nil {
@@ -320,6 +334,10 @@ func (s *modelStream) Read(p []byte) (int, error) {
 			// fasthttp set the deadline once, for the whole answer; each piece gets its own.
 			_ = s.client.SetWriteDeadline(time.Now().Add(s.writeTimeout))
 		}
+		if s.ended.Load() { // end may have set the deadline just before: the piece is not written
+			s.err = errShuttingDown
+			return 0, errStreamCut
+		}
 	}
 	switch {
 	case err == io.EOF && !s.connClose && overrun(s.br, s.conn):
@@ -338,19 +356,32 @@ func (s *modelStream) Read(p []byte) (int, error) {
 // was written whole, or never). The model's connection goes back to its pool only after a whole
 // answer; otherwise it is closed, which cancels the request on the model's side. The replica is
 // given back, the outcome logged when the answer did not get through whole, and the record ended.
+// An answer Shutdown ended before it was whole has the outcome shutting_down, whatever failed
+// first.
 func (s *modelStream) CloseWithError(werr error) error {
 	if s.closed {
 		return nil
 	}
 	s.closed = true
-	reuse := s.eof && s.err == nil && werr == nil && !s.connClose
+	s.endMu.Lock()
+	s.given = true
+	ended := s.ended.Load() // then end has closed the model's connection
+	s.endMu.Unlock()
+	whole := s.eof && s.err == nil && werr == nil
+	reuse := whole && !s.connClose && !ended
 	_ = s.framing.CloseBodyStream()
 	fasthttp.ReleaseResponse(s.framing)
 	s.framing, s.body = nil, nil
 	s.done(reuse)
+	if ended && !whole {
+		s.err = errShuttingDown // not the model's failure, nor the client's
+	}
+	defer s.open.remove(s) // last: Shutdown waits for the record to end
 
 	reason := "ok"
 	switch {
+	case s.err == errShuttingDown: // the outcome of a gRPC call Shutdown ended, too
+		reason = errShuttingDown.Reason
 	case s.err != nil:
 		reason = failureReason(s.err)
 	case werr != nil:
@@ -359,7 +390,7 @@ func (s *modelStream) CloseWithError(werr error) error {
 		reason = "not_written" // the response was dropped before its body was written
 	}
 	if s.dep != nil {
-		if s.err != nil {
+		if s.err != nil && s.err != errShuttingDown {
 			s.svc.observe(s.r, s.err)
 		}
 		s.dep.release(s.r)
@@ -383,6 +414,9 @@ func (s *modelStream) CloseWithError(werr error) error {
 func (s *modelStream) log(reason string, werr error) {
 	attrs := []any{"request_id", s.requestID, "deployment", s.r.deployment, "bytes", s.passed}
 	switch {
+	case s.err == errShuttingDown:
+		attrs = append(attrs, "upstream", s.r.url, "reason", reason)
+		s.svc.log.Warn("streamed answer cut: the gateway is shutting down; client connection closed, model request cancelled", attrs...)
 	case s.err != nil:
 		attrs = append(attrs, "upstream", (&upstreamFailure{service: s.svc.name, upstream: s.r.url, reason: reason, err: s.err}).LogValue())
 		s.svc.log.Warn("streamed answer cut: the model's stream failed; client connection closed", attrs...)
@@ -396,3 +430,84 @@ func (s *modelStream) log(reason string, werr error) {
 }
 
 var _ fasthttp.ReadCloserWithError = (*modelStream)(nil)
+
+// streamEndGrace bounds how long Shutdown, once its time is up, waits for the streams it ends to
+// close their connections and end their records.
+const streamEndGrace = time.Second
+
+// openStreams is the set of streamed answers being written on the HTTP/1.1 listener. When
+// Shutdown's time is up, end ends each one that is still open: the model's connection is closed
+// (which cancels the request on the model's side), so the stream's next read fails; the client's
+// write deadline is moved to now, so a write blocked on a client that does not read fails too.
+// Either way fasthttp closes the client's connection without the chunked body's last chunk: the
+// client sees a cut answer, as when the model fails mid-stream. Nothing is added to the body (an
+// SSE event of the gateway's own could land in the middle of one of the model's), and the status
+// line was sent long ago.
+type openStreams struct {
+	mu    sync.Mutex
+	set   map[*modelStream]struct{}
+	ended bool // Shutdown's time is up: a stream adopted from now on is ended at once
+}
+
+func (o *openStreams) add(s *modelStream) {
+	o.mu.Lock()
+	if o.set == nil {
+		o.set = map[*modelStream]struct{}{}
+	}
+	o.set[s] = struct{}{}
+	s.open = o
+	ended := o.ended
+	o.mu.Unlock()
+	if ended {
+		s.end()
+	}
+}
+
+// remove forgets s; o may be nil (a stream never adopted).
+func (o *openStreams) remove(s *modelStream) {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	delete(o.set, s)
+	o.mu.Unlock()
+}
+
+func (o *openStreams) len() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.set)
+}
+
+// end ends every open stream, and those adopted afterwards. It returns once they have closed
+// their connections and ended their records, or after streamEndGrace.
+func (o *openStreams) end() {
+	o.mu.Lock()
+	o.ended = true
+	open := make([]*modelStream, 0, len(o.set))
+	for s := range o.set {
+		open = append(open, s)
+	}
+	o.mu.Unlock()
+	for _, s := range open {
+		s.end()
+	}
+	for deadline := time.Now().Add(streamEndGrace); o.len() > 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// end ends the stream from outside the goroutine writing it (see openStreams), unless its
+// model connection has already been given back: that connection may carry another request now.
+func (s *modelStream) end() {
+	s.endMu.Lock()
+	defer s.endMu.Unlock()
+	if s.given {
+		return
+	}
+	s.ended.Store(true)
+	_ = s.conn.Close()
+	if s.client != nil {
+		_ = s.client.SetWriteDeadline(time.Now())
+	}
+}

@@ -44,9 +44,11 @@ func newStreamModel(t *testing.T) *streamModel {
 
 // serve answers by path:
 //
-//	/sse?n=N&every=D        N events (default 20) D apart (default 100ms), text/event-stream
+//	/sse?n=N&every=D&pad=P  N events (default 20) D apart (default 100ms), each with P more
+//	                        bytes of data (default 0), text/event-stream; with &delay=D, the
+//	                        headers only after D (or until the request is cancelled)
 //	/ndjson?n=N&every=D     the same as JSON lines, chunked, application/x-ndjson
-//	/stall?n=N              N events, then nothing until the request is cancelled
+//	/stall?n=N&hold=D       N events, then nothing for D (default 10s) or until the request is cancelled
 //	/reset                  one event, then a TCP reset
 //	/half-chunk             one event, then half a chunk and the connection closed
 //	/json                   a plain answer with a Content-Length
@@ -61,7 +63,10 @@ func (m *streamModel) serve(w http.ResponseWriter, r *http.Request) {
 	if every == 0 {
 		every = 100 * time.Millisecond
 	}
-	event := func(i int) string { return fmt.Sprintf("id: %d\ndata: {\"token\": %d}\n\n", i, i) }
+	pad, _ := strconv.Atoi(q.Get("pad"))
+	event := func(i int) string {
+		return fmt.Sprintf("id: %d\ndata: {\"token\": %d}%s\n\n", i, i, strings.Repeat(" ", pad))
+	}
 	switch r.URL.Path {
 	case "/json":
 		w.Header().Set("Content-Type", "application/json")
@@ -95,6 +100,14 @@ func (m *streamModel) serve(w http.ResponseWriter, r *http.Request) {
 		c.Close()
 		return
 	}
+	if delay, _ := time.ParseDuration(q.Get("delay")); delay > 0 {
+		select {
+		case <-r.Context().Done():
+			m.noteCancel(run)
+			return
+		case <-time.After(delay):
+		}
+	}
 	w.WriteHeader(http.StatusOK)
 	fl := w.(http.Flusher)
 	fl.Flush()
@@ -117,10 +130,14 @@ func (m *streamModel) serve(w http.ResponseWriter, r *http.Request) {
 		fl.Flush()
 	}
 	if r.URL.Path == "/stall" {
+		hold, _ := time.ParseDuration(q.Get("hold"))
+		if hold == 0 {
+			hold = 10 * time.Second
+		}
 		select {
 		case <-r.Context().Done():
 			m.noteCancel(run)
-		case <-time.After(10 * time.Second):
+		case <-time.After(hold):
 		}
 	}
 }
@@ -478,4 +495,154 @@ func waitWarning(t *testing.T, log *logRecorder, want string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestStreamShutdownEndsOpenStreams: Shutdown ends a streamed answer still open at its deadline,
+// not when the model chooses to end it (30 seconds on): the model's connection is closed (its
+// request cancelled), the client's chunked body ends unfinished, the replica is released, and
+// the log and the span say shutting_down. A stream that ends by itself before the deadline reaches
+// the client whole, its terminating chunk included. The same rule on the gRPC listener:
+// TestGRPCShutdownEndsOpenStreams.
+func TestStreamShutdownEndsOpenStreams(t *testing.T) {
+	// bound only keeps a broken gateway from hanging the test; a working one ends the stream at
+	// Shutdown's deadline.
+	const bound = 5 * time.Second
+	for _, tc := range []struct {
+		name, path string
+		deadline   time.Duration // Shutdown's
+		events     int           // the client reads them all (0: any number)
+		cut        bool          // the stream is still open at the deadline
+		// stalled: the client stops reading after the first event, until the stream has ended on
+		// the gateway's side, so that the gateway is held up writing to it, not reading the model.
+		stalled bool
+	}{
+		{"a stream the model holds open past the deadline is cut", "/stall?n=1&hold=30s", 500 * time.Millisecond, 1, true, false},
+		{"a stream to a client that stopped reading is cut", "/sse?n=100000&every=1ms&pad=65536", 500 * time.Millisecond, 0, true, true},
+		{"a stream that ends before the deadline is delivered whole", "/sse?n=5&every=20ms", bound, 5, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newStreamEnv(t)
+			run := t.Name()
+			resp := e.get(t, "live", tc.path, run)
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body) // readEvents reads on through the same buffer
+			if _, msgs, err := readEvents(br, "\n\n", 1); err != nil || len(msgs) != 1 {
+				t.Fatalf("first event: %d events, err %v", len(msgs), err)
+			}
+			waitFor(t, "the stream to hold a replica", func() bool { return holding(e.gw, "live") })
+
+			type result struct {
+				msgs []string
+				err  error
+			}
+			ended := make(chan result, 1)
+			read := func() {
+				_, msgs, err := readEvents(br, "\n\n", 1000000)
+				ended <- result{msgs, err}
+			}
+			if tc.stalled {
+				// Not asserted: wait until the model's writes stop, the buffers between full.
+				for n := -1; n != len(e.model.writeTimes(run)); time.Sleep(200 * time.Millisecond) {
+					n = len(e.model.writeTimes(run))
+				}
+			} else {
+				go read()
+			}
+			shut := make(chan error, 1)
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), tc.deadline)
+				defer cancel()
+				shut <- e.gw.Shutdown(ctx)
+			}()
+			select {
+			case err := <-shut:
+				if tc.cut != errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("Shutdown: %v", err)
+				}
+			case <-time.After(tc.deadline + bound):
+				t.Fatalf("Shutdown with a %v deadline has not returned after %v", tc.deadline, tc.deadline+bound)
+			}
+			if tc.stalled {
+				waitReleased(t, e.gw, "live") // the stream ended without the client reading on
+				go read()
+			}
+			var got result
+			select {
+			case got = <-ended:
+			case <-time.After(bound):
+				t.Fatalf("the stream is still open %v after Shutdown returned", bound)
+			}
+			if n := 1 + len(got.msgs); tc.events > 0 && n != tc.events {
+				t.Errorf("the client read %d events; want %d", n, tc.events)
+			}
+			outcome := "ok"
+			if tc.cut {
+				outcome = "shutting_down" // as a gRPC call's
+				if !errors.Is(got.err, io.ErrUnexpectedEOF) {
+					t.Errorf("the stream ended with %v; want an unexpected EOF (a chunked body without its last chunk)", got.err)
+				}
+				if _, ok := e.model.cancelledAt(run, bound); !ok {
+					t.Error("the model's handler never saw its request cancelled")
+				}
+				waitWarning(t, e.log, `reason="shutting_down"`)
+			} else if got.err != nil {
+				t.Errorf("the stream ended with %v; want its clean end", got.err)
+			}
+			waitReleased(t, e.gw, "live")
+			waitFor(t, "the span to end", func() bool { return len(e.spans.GetSpans()) > 0 })
+			a := map[string]any{}
+			for _, kv := range e.spans.GetSpans()[0].Attributes {
+				a[string(kv.Key)] = kv.Value.AsInterface()
+			}
+			if a["scoregate.stream"] != true || a["StatusCode"] != "200" || a["scoregate.outcome"] != outcome {
+				t.Errorf("span attributes %v; want a stream, status 200, outcome %s", a, outcome)
+			}
+		})
+	}
+}
+
+// TestStreamShutdownEndsStreamsAnsweredLate: a model that starts its streamed answer only after
+// Shutdown's deadline (the request was in flight then) has it cut at once: the client gets the
+// status line and an unfinished body, the model's request is cancelled, the replica released.
+func TestStreamShutdownEndsStreamsAnsweredLate(t *testing.T) {
+	const bound = 5 * time.Second // see TestStreamShutdownEndsOpenStreams
+	e := newStreamEnv(t)
+	run := t.Name()
+	answered := make(chan *http.Response, 1)
+	go func() { answered <- e.get(t, "live", "/sse?n=100&delay=1500ms", run) }()
+	waitFor(t, "the call to hold a replica", func() bool { return holding(e.gw, "live") })
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := e.gw.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v", err)
+	}
+	var resp *http.Response
+	select {
+	case resp = <-answered:
+		defer resp.Body.Close()
+	case <-time.After(bound):
+		t.Fatalf("no answer %v after Shutdown returned", bound)
+	}
+	type result struct {
+		events int
+		err    error
+	}
+	ended := make(chan result, 1)
+	go func() {
+		_, msgs, err := readEvents(resp.Body, "\n\n", 1000)
+		ended <- result{len(msgs), err}
+	}()
+	select {
+	case got := <-ended:
+		if resp.StatusCode != 200 || got.events != 0 || !errors.Is(got.err, io.ErrUnexpectedEOF) {
+			t.Errorf("status %d, %d events, then %v; want 200, no event, an unexpected EOF", resp.StatusCode, got.events, got.err)
+		}
+	case <-time.After(bound):
+		t.Fatalf("the stream is still open %v after it began", bound)
+	}
+	if _, ok := e.model.cancelledAt(run, bound); !ok {
+		t.Error("the model's handler never saw its request cancelled")
+	}
+	waitWarning(t, e.log, `reason="shutting_down"`)
+	waitReleased(t, e.gw, "live")
 }
