@@ -121,6 +121,10 @@ const keyFlushInterval = 30 * time.Second
 // revocations dropped.
 const tokenMaintenanceInterval = time.Minute
 
+// telemetryFlushTimeout bounds the last flush of spans and metrics at shutdown, which follows the
+// drain (server.shutdown_timeout) rather than sharing its deadline.
+const telemetryFlushTimeout = 5 * time.Second
+
 // serve runs the gateway for cfg until ctx ends, then shuts down gracefully: /readyz turns 503,
 // the drain delay passes, in-flight requests finish within the shutdown timeout, and the store
 // is closed. When cfg came from a file (src.path), SIGHUP and POST /v1/reload apply the file
@@ -354,7 +358,11 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	if err := gw.Shutdown(sctx); err != nil {
 		log.Warn("data plane did not drain in time; open connections were closed", "err", err)
 	}
-	if err := tel.Shutdown(sctx); err != nil {
+	// The spans of requests the drain cut at its deadline are flushed after it: the flush has a
+	// bound of its own, not what is left of the drain's.
+	fctx, fcancel := context.WithTimeout(context.Background(), telemetryFlushTimeout)
+	defer fcancel()
+	if err := tel.Shutdown(fctx); err != nil {
 		log.Warn("flushing telemetry", "err", err)
 	}
 	if err := adm.Shutdown(sctx); err != nil {
