@@ -90,4 +90,3 @@ func BenchmarkReject401(b *testing.B) {
 	req.SetBodyString(`{"data":[[5.1,3.5,1.4,0.2]]}`)
 	benchRequest(b, c, req, fasthttp.StatusUnauthorized)
 }
-
