@@ -144,7 +144,7 @@ func overrun(br *bufio.Reader, conn net.Conn) bool {
 		return true
 	}
 	if _, ok := conn.(*modelConn); ok {
-		return peekConn(conn) == connPending
+		return peekConn(conn, time.Time{}) == connPending
 	}
 	return false
 }
