@@ -256,9 +256,11 @@ const (
 
 // recentLook is how long a look that found a connection quiet stands for another: a connection
 // the gateway looked at after its last answer (overrun) and takes again from the pool within
-// this time is not looked at again. Under load that saves a system call per request; a model that
-// closes the connection in that window is the same race as one that closes it just after a look.
-const recentLook = time.Millisecond
+// this time is not looked at again. Under load, when the pool's connections are reused every few
+// milliseconds, that saves a system call per request. A model server closes an idle connection
+// after seconds, not milliseconds; one that dies in that window costs a request on the
+// connection a 502, as one that dies just after a look does.
+const recentLook = 10 * time.Millisecond
 
 // peekConn looks at a model connection without reading from it (or blocking): for TLS, at the
 // TCP connection under it, where a pending TLS record counts as bytes. With a non-zero now, a look
