@@ -6,7 +6,6 @@ import (
 	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,23 +22,8 @@ import (
 // the client's failure: recorded as 400, never logged as the model's 502.
 func TestStreamedUploadAbortIsAClientError(t *testing.T) {
 	noLeaks(t, "upload cut", func(t *testing.T) {
-		// The model takes all it is sent, slowly, and never answers.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Go(func() { defer c.Close(); untilClosed(c) })
-			}
-		})
-		e := newFaultEnv(t, nil, "http://"+ln.Addr().String())
+		// The model takes all it is sent and never answers.
+		e := newFaultEnv(t, nil, rawModel(t, func(c net.Conn) { untilClosed(c) }))
 		c, err := net.Dial("tcp", e.addr)
 		if err != nil {
 			t.Fatal(err)

@@ -159,6 +159,28 @@ func newFaultEnv(t *testing.T, respond responder, modelURL string) *faultEnv {
 	return newFaultEnvWith(t, respond, modelURL, nil)
 }
 
+// rawModel is a model that is only a TCP listener: serve handles each connection, which is
+// closed after it. It returns the model's URL; the listener and every serve end with the test.
+func rawModel(t *testing.T, serve func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() { defer c.Close(); serve(c) })
+		}
+	})
+	return "http://" + ln.Addr().String()
+}
+
 // untilClosed blocks until the gateway closes its end of c (or the model is shut down).
 func untilClosed(c net.Conn) {
 	io.Copy(io.Discard, c)
@@ -376,26 +398,10 @@ func waitModelClosed(t *testing.T, r *recorder) {
 // request.
 func TestModelResetsDuringUpload(t *testing.T) {
 	noLeaks(t, "reset during upload", func(t *testing.T) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Go(func() {
-					io.CopyN(io.Discard, c, 256<<10) // the headers and the first part of the body
-					reset(c)
-					c.Close()
-				})
-			}
-		})
-		e := newFaultEnv(t, nil, "http://"+ln.Addr().String())
+		e := newFaultEnv(t, nil, rawModel(t, func(c net.Conn) {
+			io.CopyN(io.Discard, c, 256<<10) // the headers and the first part of the body
+			reset(c)
+		}))
 
 		c, err := net.Dial("tcp", e.addr)
 		if err != nil {
