@@ -33,12 +33,6 @@ func misdirected(ctx *fasthttp.RequestCtx) error {
 	return nil
 }
 
-// misdirectedH2 is misdirected for a call on the HTTP/2 listener: its :authority against its
-// connection's SNI.
-func misdirectedH2(r *http.Request) bool {
-	return r.TLS != nil && otherAuthority(r.TLS.ServerName, []byte(r.Host))
-}
-
 // otherAuthority reports whether host (a Host header or :authority, with or without a port)
 // names another host than serverName, ignoring case and a final dot; false when either is empty.
 func otherAuthority(serverName string, host []byte) bool {

@@ -2,19 +2,26 @@ package proxy
 
 import (
 	"context"
-	"encoding/binary"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
 
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/telemetry"
@@ -37,7 +44,6 @@ const (
 	grpcContentType         = "application/grpc"
 	headerGRPCStatus        = "Grpc-Status"
 	headerGRPCMessage       = "Grpc-Message"
-	headerGRPCTimeout       = "Grpc-Timeout"
 	headerGRPCRetryPushback = "Grpc-Retry-Pushback-Ms"
 )
 
@@ -51,10 +57,6 @@ var (
 		"a message of the model's answer is larger than the gateway passes on")
 	errGRPCBroken = newError(http.StatusBadGateway, "BadGateway", "upstream_error",
 		"the model's answer broke off")
-	errNotGRPC = newError(http.StatusUnsupportedMediaType, "UnsupportedMediaType", "unsupported_media_type",
-		"this listener serves gRPC only (POST with Content-Type application/grpc)")
-	errNotPOST = withAllow(newError(http.StatusMethodNotAllowed, "MethodNotAllowed", "method_not_allowed",
-		"this listener serves gRPC only (POST with Content-Type application/grpc)"), http.MethodPost)
 	errClientGone   = newError(499, "ClientClosedRequest", "client_closed", "the call was cancelled")
 	errShuttingDown = withRetry(newError(http.StatusServiceUnavailable, "ServiceUnavailable", "shutting_down",
 		"the gateway is shutting down; retry the call"), 1)
@@ -87,64 +89,108 @@ func grpcCode(e *Error) int {
 	case 499:
 		return grpcCanceled
 	case http.StatusMisdirectedRequest:
-		return grpcUnknown // what a gRPC client makes of the HTTP 421 it gets
+		return grpcUnknown // what a gRPC client makes of an HTTP 421
 	}
 	return grpcInternal
 }
 
 // grpcCall is one gRPC call on the HTTP/2 listener, as it is being answered.
 type grpcCall struct {
-	w     http.ResponseWriter
-	r     *http.Request
-	id    []byte
-	rec   *telemetry.Record
-	wrote bool // the response headers are out: a failure now goes into the trailers
-	// status is the HTTP status answered, and grpcStatus the gRPC status (from the model's
-	// trailers or the gateway's own).
-	status, grpcStatus int
+	ss   grpc.ServerStream
+	ctx  context.Context // the call's, ended when the client cancels or its grpc-timeout passes
+	md   metadata.MD     // the client's metadata, names in lower case
+	path string          // the :path, /package.Service/Method
+	peer netip.Addr
+	tls  *tls.ConnectionState // nil on h2c
+	id   []byte
+	// clientID is the client's x-ms-client-request-id, echoed in the answer.
+	clientID []byte
+	rec      *telemetry.Record
+
+	// wrote is set once the model's response headers are out: a failure then goes into the
+	// trailers.
+	wrote bool
+	// grpcStatus is the status the client gets (the model's, or the gateway's own), and model the
+	// model's status when it sent one.
+	grpcStatus int
+	model      *status.Status
+	// trailers is set when the model's trailers arrived (by grpcTrailerSeen): the status the
+	// stream ended with is the model's, not one the transport made up.
+	trailers atomic.Bool
+	// over is set when a request message was over the service's max_body_bytes, and upload the
+	// error that ended reading the client's messages, if not their end.
+	over   atomic.Bool
+	upload atomic.Pointer[error]
 }
 
 // serveGRPC handles one call on the HTTP/2 listener: route, authenticate, admit, forward,
-// record, as serve does on the HTTP/1.1 listener. Failures are answered as trailers-only gRPC
-// responses (HTTP 200 with grpc-status and grpc-message); a panic becomes INTERNAL for this call
-// alone.
-func (g *Gateway) serveGRPC(w http.ResponseWriter, r *http.Request) {
+// record, as serve does on the HTTP/1.1 listener. It is the unknown-service handler of the
+// listener's gRPC server, so every method reaches it. Failures are answered as trailers-only
+// gRPC answers; a panic becomes INTERNAL for this call alone.
+func (g *Gateway) serveGRPC(_ any, ss grpc.ServerStream) (answer error) {
+	g.h2.calls.Add(1)
+	defer g.h2.calls.Add(-1)
+	c := &grpcCall{ss: ss, ctx: ss.Context()}
+	c.md, _ = metadata.FromIncomingContext(c.ctx)
+	c.path, _ = grpc.MethodFromServerStream(ss)
+	if p, ok := peer.FromContext(c.ctx); ok {
+		c.peer = addrOf(p.Addr)
+		if info, ok := p.AuthInfo.(credentials.TLSInfo); ok {
+			c.tls = &info.State
+		}
+	}
 	var idBuf [requestIDMaxLen]byte
-	id := requestID([]byte(r.Header.Get(HeaderRequestID)), idBuf[:0])
-	c := &grpcCall{w: w, r: r, id: id, status: http.StatusOK}
-	c.rec = g.beginGRPC(r, id)
+	c.id = requestID(c.value(HeaderRequestID), idBuf[:0])
+	c.clientID = c.value(HeaderClientRequestID)
+	c.rec = g.beginGRPC(c)
 	defer func() {
 		if p := recover(); p != nil {
-			if p == http.ErrAbortHandler {
-				panic(p)
-			}
 			g.panics.Add(1)
 			g.log.Error("panic while handling a gRPC call; answered INTERNAL",
-				"request_id", string(id), "panic", panicValue(p), "stack", string(debug.Stack()))
-			c.fail(g, errPanic)
+				"request_id", string(c.id), "panic", panicValue(p), "stack", string(debug.Stack()))
+			answer = c.fail(g, errPanic)
 			g.endGRPC(c, errPanic)
 		}
 	}()
 	err := g.handleGRPC(c)
 	if err != nil {
-		c.fail(g, err)
+		answer = c.fail(g, err)
+	} else if c.model != nil {
+		answer = c.model.Err()
 	}
 	g.endGRPC(c, err)
+	return answer
 }
 
-func (g *Gateway) beginGRPC(r *http.Request, id []byte) *telemetry.Record {
+// addrOf is the IP address of a connection's peer.
+func addrOf(a net.Addr) netip.Addr {
+	if tcp, ok := a.(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(tcp.IP); ok {
+			return ip.Unmap()
+		}
+	}
+	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
+		return ap.Addr().Unmap()
+	}
+	return netip.IPv4Unspecified()
+}
+
+// value is the first value of the metadata of the canonical name (nil without it).
+func (c *grpcCall) value(name string) []byte { return mdHeader(c.md).value(name) }
+
+func (g *Gateway) beginGRPC(c *grpcCall) *telemetry.Record {
 	if g.tel == nil {
 		return nil
 	}
 	rec := g.tel.Begin()
 	var addr [64]byte
 	var ts [maxTracestateBytes]byte
-	h := r.Header
-	rec.SetRequest([]byte(r.Method), []byte(r.RequestURI), []byte(h.Get("User-Agent")), []byte(r.Host),
-		remoteAddr(r).AppendTo(addr[:0]), singleTraceparent(headerValues(h, headerTraceparent)),
-		requestTracestate(ts[:0], headerValues(h, headerTracestate)))
-	rec.SetRequestID(id)
-	rec.TLS = r.TLS != nil
+	h := mdHeader(c.md)
+	rec.SetRequest([]byte(http.MethodPost), []byte(c.path), h.value("User-Agent"), h.value(":authority"),
+		c.peer.AppendTo(addr[:0]), singleTraceparent(h.values(headerTraceparent)),
+		requestTracestate(ts[:0], h.values(headerTracestate)))
+	rec.SetRequestID(c.id)
+	rec.TLS = c.tls != nil
 	return rec
 }
 
@@ -158,37 +204,23 @@ func (g *Gateway) endGRPC(c *grpcCall, err error) {
 		rec.Reason = reasonOf(err)
 	}
 	rec.GRPCStatus = c.grpcStatus
-	rec.End(c.status)
+	rec.End(http.StatusOK) // every call that reaches the handler is answered HTTP 200
 }
 
-// remoteAddr is the client's address of a net/http request.
-func remoteAddr(r *http.Request) netip.Addr {
-	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	if err != nil {
-		return netip.IPv4Unspecified()
-	}
-	return ap.Addr().Unmap()
-}
-
-// handleGRPC is the gRPC adapter of the request core: the checks of this listener (a call made
-// for this authority, POST, a gRPC Content-Type), then admit, then the call forwarded.
+// handleGRPC is the gRPC adapter of the request core: the check of this listener (a call made
+// for this authority), then admit, then the call forwarded. The listener's gRPC server has
+// already refused a request that is not POST (HTTP 405) or not application/grpc (HTTP 415).
 func (g *Gateway) handleGRPC(c *grpcCall) error {
-	r := c.r
-	switch {
-	case misdirectedH2(r):
+	if c.tls != nil && otherAuthority(c.tls.ServerName, c.value(":authority")) {
 		return errMisdirected
-	case r.Method != http.MethodPost:
-		return errNotPOST // TRACE and every other method: never forwarded
-	case !isGRPCContentType(r.Header.Get("Content-Type")):
-		return errNotGRPC
 	}
 	in := inbound{
 		grpc:        true,
-		method:      []byte(r.Method),
-		target:      []byte(r.RequestURI),
-		grpcService: r.Header.Get(config.GRPCServiceHeader),
-		peer:        remoteAddr(r),
-		header:      netHeader(r.Header),
+		method:      []byte(http.MethodPost),
+		target:      []byte(c.path),
+		grpcService: string(c.value(config.GRPCServiceHeader)),
+		peer:        c.peer,
+		header:      mdHeader(c.md),
 	}
 	a, err := g.admit(g.routes.Load(), &in, true)
 	if c.rec != nil && a.svc != nil {
@@ -242,22 +274,17 @@ func identChar(c byte) bool {
 
 // forwardGRPC sends the call to a replica of the chosen deployment (the one the
 // azureml-model-deployment metadata pins, if any) and streams the answer back, holding the
-// replica's slot of max_concurrent_requests until the call ends.
+// replica's slot of max_concurrent_requests until the call ends. A call that could not be
+// started on a model is tried once more on another free replica (withReplica's rule): no
+// message of the client's has been read by then.
 func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
-	dep, err := svc.deploymentFor([]byte(c.r.Header.Get(config.DeploymentHeader)))
+	dep, err := svc.deploymentFor(c.value(config.DeploymentHeader))
 	if err != nil {
 		return err
 	}
-	timeout := svc.timeout
-	if d, ok := parseGRPCTimeout(c.r.Header.Get(headerGRPCTimeout)); ok && d < timeout {
-		timeout = d
-	}
-	header := g.grpcRequestHeader(c, svc, timeout)
-	body := &grpcBody{r: c.r.Body, max: svc.maxBody, tooLarge: errMessageTooLarge}
-
+	out := g.grpcOutgoing(c, svc)
 	r, err := withReplica(dep, c.rec,
-		func(r *replica) error { return g.callGRPC(c, svc, dep, r, header, body, timeout) },
-		func() bool { return !c.wrote && body.read.Load() == 0 })
+		func(r *replica) error { return g.callGRPC(c, svc, dep, r, out) }, nil)
 	switch {
 	case r == nil:
 		return err // no replica to be had
@@ -265,12 +292,14 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 		return nil
 	case g.h2.stopping.Err() != nil:
 		return errShuttingDown.withCause(err)
-	case body.over.Load():
+	case c.over.Load():
 		return errGRPCMessageTooLarge
+	case c.upload.Load() != nil && status.Code(*c.upload.Load()) == codes.ResourceExhausted:
+		return errGRPCMessageTooLarge.withCause(*c.upload.Load()) // over the listener's own cap
 	case errors.Is(err, errAnswerTooLarge):
 		return errGRPCAnswerTooLarge.withCause(err)
-	case c.r.Context().Err() != nil && !errors.Is(err, context.DeadlineExceeded):
-		return errClientGone.withCause(c.r.Context().Err())
+	case errors.Is(c.ctx.Err(), context.Canceled):
+		return errClientGone.withCause(c.ctx.Err())
 	case errors.Is(err, context.DeadlineExceeded):
 		return errGatewayTimeout.withCause(&upstreamFailure{service: svc.name, upstream: r.url, reason: reasonTimeout, err: err})
 	case c.wrote:
@@ -279,148 +308,193 @@ func (g *Gateway) forwardGRPC(c *grpcCall, svc *service) error {
 	return upstreamError(r.upstream, err)
 }
 
-// grpcRequestHeader is the header of the call as the model gets it, by the core's policy: the
+// grpcOutgoing is the metadata of the call as the model gets it, by the core's policy: the
 // client's metadata without what droppedRequestHeader names, the credential carriers the service
-// does not keep, and the gateway's routing metadata; with the request id, the trace context of
-// traceContext, forwardedValues' X-Forwarded-* and the effective grpc-timeout. The client's request trailers never reach
-// the model: the outbound request declares none.
-func (g *Gateway) grpcRequestHeader(c *grpcCall, svc *service, timeout time.Duration) http.Header {
-	in := c.r.Header
-	out := make(http.Header, len(in)+4)
-	for k, v := range in {
-		if listed, underscore := droppedRequestHeader([]byte(k)); listed >= 0 || underscore {
-			continue
+// does not keep, the gateway's routing metadata and what the gRPC transport sets itself
+// (:authority, content-type, user-agent, grpc-accept-encoding); with the request id, the trace
+// context of traceContext and forwardedValues' X-Forwarded-*. The effective deadline (the
+// scoring_timeout, or the client's grpc-timeout when shorter) goes as the model call's own
+// grpc-timeout. It reads c.md first, then edits it into the outbound metadata: c.md is the
+// call's own copy, and nothing reads the client's metadata after it.
+func (g *Gateway) grpcOutgoing(c *grpcCall, svc *service) metadata.MD {
+	h := mdHeader(c.md)
+	var buf [256]byte
+	xff, proto, host := g.forwardedValues(buf[:0], h, c.peer, c.tls != nil, h.value(":authority"))
+	var tsBuf [maxTracestateBytes]byte
+	var tpBuf [maxTraceparentLineLen]byte
+	tp, ts := g.traceContext(tpBuf[:0], tsBuf[:0], c.rec, h)
+	baggage, cutBaggage := g.boundBaggage(h.values(headerBaggage))
+
+	out := c.md
+	for k := range out {
+		if listed, underscore := droppedRequestHeader([]byte(k)); listed >= 0 || underscore || grpcOwnMetadata(k) {
+			delete(out, k)
 		}
-		out[k] = v
 	}
-	out.Del(config.GRPCServiceHeader)
 	dropCredentialMetadata(out, svc.cfg.ForwardCredentials)
-	xff, proto, host := g.forwardedValues(nil, netHeader(in), remoteAddr(c.r), c.r.TLS != nil, []byte(c.r.Host))
-	out.Set("Te", "trailers")
-	out.Set("X-Forwarded-For", string(xff))
-	out.Set("X-Forwarded-Proto", string(proto))
+	out["x-forwarded-for"] = []string{string(xff)}
+	out["x-forwarded-proto"] = []string{string(proto)}
 	if len(host) > 0 {
-		out.Set("X-Forwarded-Host", string(host))
+		out["x-forwarded-host"] = []string{string(host)}
 	}
-	out.Set(HeaderRequestID, string(c.id))
-	out.Set(headerGRPCTimeout, formatGRPCTimeout(timeout))
-	g.setGRPCTraceContext(out, in, c.rec)
+	out["x-request-id"] = []string{string(c.id)}
+	delete(out, "traceparent")
+	if len(tp) > 0 {
+		out["traceparent"] = []string{string(tp)}
+	}
+	delete(out, "tracestate")
+	if len(ts) > 0 {
+		out["tracestate"] = []string{string(ts)}
+	}
+	if cutBaggage {
+		delete(out, "baggage")
+		if len(baggage) > 0 {
+			out["baggage"] = []string{string(baggage)}
+		}
+	}
 	return out
 }
 
-// netHeader is a net/http request header as the request core reads it.
-type netHeader http.Header
-
-func (h netHeader) values(name string) [][]byte { return headerValues(http.Header(h), name) }
-
-func (h netHeader) value(name string) []byte {
-	if v := http.Header(h).Get(name); v != "" {
-		return []byte(v)
+// grpcOwnMetadata names the metadata that never passes from the client to the model as it is:
+// what the gRPC transport to the model sets itself, and the gateway's routing metadata.
+func grpcOwnMetadata(k string) bool {
+	switch k {
+	case ":authority", "content-type", "user-agent", "grpc-accept-encoding", "grpc-encoding", config.GRPCServiceHeader:
+		return true
 	}
-	return nil
+	return false
 }
 
-// callGRPC makes the call to r, a replica taken from dep, within timeout, and streams the
-// model's answer to the client: headers, each message as it arrives, then the trailers
-// (grpc-status, grpc-message, grpc-status-details-bin and the rest) unchanged. It notes
-// connection failures for passive ejection and gives r back to dep however the call ends.
-func (g *Gateway) callGRPC(c *grpcCall, svc *service, dep *deployment, r *replica, header http.Header,
-	body *grpcBody, timeout time.Duration) error {
+// passthrough is the shape of every call to a model: messages may flow both ways, as many as
+// the caller and the model send.
+var passthrough = grpc.StreamDesc{ServerStreams: true, ClientStreams: true}
+
+// errModelNotReached marks a call that could not be started on a model (its connection could
+// not be made or is failing): nothing of it reached the model, and it counts towards passive
+// ejection.
+var errModelNotReached = errors.New("the call could not be started on the model")
+
+var errAnswerTooLarge = errors.New("a message of the model's answer is over the service's max_response_bytes")
+
+// callGRPC makes the call to r, a replica taken from dep, within the service's scoring_timeout
+// (or the client's shorter deadline), and streams it both ways: the client's messages to the
+// model as they come (each checked against max_body_bytes), the model's headers, each message
+// of its answer (checked against max_response_bytes) and its status and trailers to the client.
+// It notes a call that could not be started for passive ejection and gives r back to dep
+// however the call ends.
+func (g *Gateway) callGRPC(c *grpcCall, svc *service, dep *deployment, r *replica, out metadata.MD) error {
 	defer dep.release(r)
-	t, err := g.h2.transport(svc, r)
+	cc, err := g.h2.conn(svc, r)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.r.Context(), timeout)
+	ctx, cancel := context.WithTimeout(c.ctx, svc.timeout)
 	defer cancel()
 	defer context.AfterFunc(g.h2.stopping, cancel)() // Shutdown's time is up
-	// The transport notices the end of ctx only between reads of the request body: a call that
-	// ends (its timeout, Shutdown) while the client sends nothing would wait for the client.
-	attempt := &grpcAttempt{grpcBody: body}
-	defer context.AfterFunc(ctx, func() { attempt.Close() })()
-	out := (&http.Request{
-		Method:        http.MethodPost,
-		URL:           &url.URL{Scheme: r.scheme, Host: r.host, Path: c.r.RequestURI},
-		Proto:         "HTTP/2.0",
-		ProtoMajor:    2,
-		Header:        header,
-		Body:          attempt,
-		ContentLength: -1,
-		Host:          r.host,
-	}).WithContext(ctx)
+	deadline, _ := ctx.Deadline()
+	ctx = metadata.NewOutgoingContext(context.WithValue(ctx, grpcCallKey{}, c), out)
 	if c.rec != nil {
 		c.rec.Upstream = r.host
 		c.rec.UpstreamStart()
 		defer c.rec.UpstreamEnd()
 	}
-	deadline, _ := ctx.Deadline()
-	resp, err := t.RoundTrip(out)
-	err = pastDeadline(err, deadline)
-	svc.observe(r, err)
+	cs, err := cc.NewStream(ctx, &passthrough, c.path, grpc.MaxCallRecvMsgSize(int(min(svc.cfg.MaxResponseBytes, maxInt32))))
+	if err != nil {
+		if status.Code(err) == codes.Unavailable && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", errModelNotReached, err)
+		}
+		err = pastDeadline(err, deadline)
+		svc.observe(r, err)
+		return err
+	}
+	svc.observe(r, nil)
+	go c.forwardMessages(cs, svc.maxBody, cancel)
+
+	err = c.answer(cs)
+	return pastDeadline(err, deadline)
+}
+
+const maxInt32 = 1<<31 - 1
+
+// forwardMessages passes the client's messages to the model as they come, each no larger than
+// max, and half-closes the model's side after the client's last one. A message over max, or
+// reading the client failing, ends the model call (cancel).
+func (c *grpcCall) forwardMessages(cs grpc.ClientStream, max int64, cancel context.CancelFunc) {
+	for {
+		var m mem.BufferSlice
+		err := c.ss.RecvMsg(&m)
+		if err == io.EOF {
+			cs.CloseSend()
+			return
+		}
+		if err != nil {
+			c.upload.Store(&err)
+			cancel()
+			return
+		}
+		if int64(m.Len()) > max {
+			m.Free()
+			c.over.Store(true)
+			cancel()
+			return
+		}
+		if cs.SendMsg(&m) != nil {
+			return // the model's side has ended: answer learns how from the model's stream
+		}
+	}
+}
+
+// answer passes the model's answer to the client: its headers as they come, each message, and
+// its status with its trailers. It returns nil when the model ended the call with a status of
+// its own (kept in c.model), else why the answer failed.
+func (c *grpcCall) answer(cs grpc.ClientStream) error {
+	hdr, err := cs.Header()
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-
-	h := c.w.Header()
-	for k, v := range resp.Header {
-		h[k] = v
-	}
-	for _, name := range hopHeaders {
-		h.Del(name)
-	}
-	c.setIDHeaders()
-	c.status = resp.StatusCode
-	if st := resp.Header.Get(headerGRPCStatus); st != "" {
-		// A trailers-only answer (an error, mostly): it must reach the client as one HEADERS
-		// frame that ends the stream, so nothing is flushed before the handler returns.
-		c.w.WriteHeader(resp.StatusCode)
+	if hdr != nil { // not a trailers-only answer: the headers go out now, as the model sent them
+		c.setIDHeaders(hdr)
+		if err := c.ss.SendHeader(hdr); err != nil {
+			return err // the client is gone
+		}
 		c.wrote = true
-		c.grpcStatus = grpcUnknown
-		if n, err := strconv.Atoi(st); err == nil {
-			c.grpcStatus = n
-		}
-		return nil
 	}
-	c.w.WriteHeader(resp.StatusCode)
-	c.wrote = true
-	rc := http.NewResponseController(c.w)
-	_ = rc.Flush()
-
-	answer := &grpcBody{r: resp.Body, max: svc.cfg.MaxResponseBytes, tooLarge: errAnswerTooLarge}
-	buf := copyBufPool.Get().(*[]byte)
-	defer copyBufPool.Put(buf)
 	for {
-		n, rerr := answer.Read(*buf)
-		if n > 0 {
-			if _, werr := c.w.Write((*buf)[:n]); werr != nil {
-				return werr // the client is gone
-			}
-			if err := rc.Flush(); err != nil {
-				return err
-			}
-		}
-		if rerr == io.EOF {
+		var m mem.BufferSlice
+		err = cs.RecvMsg(&m)
+		if err != nil {
 			break
 		}
-		if rerr != nil {
-			return pastDeadline(rerr, deadline)
+		if err := c.ss.SendMsg(&m); err != nil {
+			return err // the client is gone
 		}
 	}
-	for k, v := range resp.Trailer {
-		h[http.TrailerPrefix+k] = v
+	if err != io.EOF && !c.trailers.Load() {
+		if status.Code(err) == codes.ResourceExhausted && c.ctx.Err() == nil {
+			return fmt.Errorf("%w: %w", errAnswerTooLarge, err)
+		}
+		return err // no status from the model: the transport's verdict
 	}
-	c.grpcStatus = grpcUnknown
-	if n, err := strconv.Atoi(resp.Trailer.Get(headerGRPCStatus)); err == nil {
-		c.grpcStatus = n
+	trailer := cs.Trailer()
+	if !c.wrote {
+		c.setIDHeaders(trailer) // a trailers-only answer carries the ids
+	}
+	c.ss.SetTrailer(trailer)
+	c.model = status.Convert(err)
+	if err == io.EOF {
+		c.model = nil
+	}
+	c.grpcStatus = int(status.Code(err))
+	if err == io.EOF {
+		c.grpcStatus = grpcOK
 	}
 	return nil
 }
 
 // pastDeadline is err as a deadline error when it came once the call's deadline had passed. The
-// model got that deadline as grpc-timeout and may end the stream at it (grpc-go resets it) a moment
-// before the gateway's own timer is seen to fire; the client gets DEADLINE_EXCEEDED either way,
-// and the replica is not counted as failing.
+// model got that deadline as grpc-timeout and may end the stream at it a moment before the
+// gateway's own timer is seen to fire; the client gets DEADLINE_EXCEEDED either way, and the
+// replica is not counted as failing.
 func pastDeadline(err error, deadline time.Time) error {
 	if err == nil || errors.Is(err, context.DeadlineExceeded) || deadline.IsZero() || time.Now().Before(deadline) {
 		return err
@@ -428,12 +502,13 @@ func pastDeadline(err error, deadline time.Time) error {
 	return fmt.Errorf("%w: %w", context.DeadlineExceeded, err)
 }
 
-var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-// setIDHeaders sets the headers every answer carries: the request id under both names, the
-// client's request id echoed, and (with telemetry) the trace as a W3C traceresponse.
-func (c *grpcCall) setIDHeaders() {
-	setIDHeaders(c.w.Header(), c.id, c.r, c.rec)
+// setIDHeaders sets answerIDHeaders' headers in md, the answer's metadata.
+func (c *grpcCall) setIDHeaders(md metadata.MD) {
+	var tp [55]byte
+	ids, n := answerIDHeaders(&tp, c.id, c.clientID, c.rec)
+	for _, f := range ids[:n] {
+		md[strings.ToLower(f.name)] = []string{string(f.value)}
+	}
 }
 
 // setIDHeaders sets answerIDHeaders' headers in h, the answer to r on a net/http listener.
@@ -445,11 +520,11 @@ func setIDHeaders(h http.Header, id []byte, r *http.Request, rec *telemetry.Reco
 	}
 }
 
-// fail answers a call that the gateway failed: a trailers-only gRPC response (HTTP 200,
-// grpc-status and grpc-message in the headers), or, once the model's headers are out, the
-// status in the trailers. A request that is not gRPC at all gets the HTTP error of the HTTP/1.1
-// path.
-func (c *grpcCall) fail(g *Gateway, err error) {
+// fail is the status the client gets for a call that the gateway failed: a trailers-only
+// answer (grpc-status and grpc-message, with the request ids, and grpc-retry-pushback-ms and
+// www-authenticate where the HTTP/1.1 path sends Retry-After and WWW-Authenticate), or, once the
+// model's headers are out, the status in the trailers.
+func (c *grpcCall) fail(g *Gateway, err error) error {
 	var e *Error
 	if !errors.As(err, &e) {
 		e = errInternal.withCause(err)
@@ -463,35 +538,18 @@ func (c *grpcCall) fail(g *Gateway, err error) {
 	}
 	code := grpcCode(e)
 	c.grpcStatus = code
-	h := c.w.Header()
-	if c.wrote {
-		h.Set(http.TrailerPrefix+headerGRPCStatus, strconv.Itoa(code))
-		h.Set(http.TrailerPrefix+headerGRPCMessage, encodeGRPCMessage(e.Message))
-		return
-	}
-	clear(h)
-	c.setIDHeaders()
-	if e == errNotGRPC || e == errNotPOST || e == errMisdirected { // answered in HTTP; 421 is for the connection, not the call
-		h.Set("Content-Type", "application/json")
-		if e.Allow != "" {
-			h.Set("Allow", e.Allow)
+	if !c.wrote {
+		md := metadata.MD{}
+		c.setIDHeaders(md)
+		if e.RetryAfter > 0 {
+			md["grpc-retry-pushback-ms"] = []string{strconv.Itoa(e.RetryAfter * 1000)}
 		}
-		c.status = e.Status
-		c.w.WriteHeader(e.Status)
-		c.w.Write(e.body)
-		return
+		if e.WWWAuthenticate != "" {
+			md["www-authenticate"] = []string{e.WWWAuthenticate}
+		}
+		c.ss.SetTrailer(md)
 	}
-	h.Set("Content-Type", grpcContentType)
-	h.Set(headerGRPCStatus, strconv.Itoa(code))
-	h.Set(headerGRPCMessage, encodeGRPCMessage(e.Message))
-	if e.RetryAfter > 0 {
-		h.Set(headerGRPCRetryPushback, strconv.Itoa(e.RetryAfter*1000))
-	}
-	if e.WWWAuthenticate != "" {
-		h.Set("Www-Authenticate", e.WWWAuthenticate)
-	}
-	c.status = http.StatusOK
-	c.w.WriteHeader(http.StatusOK)
+	return status.Error(codes.Code(code), e.Message)
 }
 
 // encodeGRPCMessage percent-encodes a grpc-message value as the gRPC wire spec asks.
@@ -511,148 +569,12 @@ func encodeGRPCMessage(msg string) string {
 	return b.String()
 }
 
-// parseGRPCTimeout reads a grpc-timeout value: 1 to 8 digits and a unit (H, M, S, m, u, n).
-func parseGRPCTimeout(v string) (time.Duration, bool) {
-	if len(v) < 2 || len(v) > 9 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
-	if err != nil || n < 0 {
-		return 0, false
-	}
-	var unit time.Duration
-	switch v[len(v)-1] {
-	case 'H':
-		unit = time.Hour
-	case 'M':
-		unit = time.Minute
-	case 'S':
-		unit = time.Second
-	case 'm':
-		unit = time.Millisecond
-	case 'u':
-		unit = time.Microsecond
-	case 'n':
-		unit = time.Nanosecond
-	default:
-		return 0, false
-	}
-	return time.Duration(n) * unit, true
-}
+// mdHeader is a call's metadata as the request core reads it.
+type mdHeader metadata.MD
 
-// formatGRPCTimeout writes d as a grpc-timeout value, rounded up to the unit that fits 8 digits.
-func formatGRPCTimeout(d time.Duration) string {
-	if d <= 0 {
-		return "0m"
-	}
-	for _, u := range []struct {
-		unit time.Duration
-		name string
-	}{{time.Millisecond, "m"}, {time.Second, "S"}, {time.Minute, "M"}, {time.Hour, "H"}} {
-		n := d / u.unit
-		if d%u.unit != 0 {
-			n++
-		}
-		if n < 1e8 {
-			return strconv.FormatInt(int64(n), 10) + u.name
-		}
-	}
-	return "99999999H"
-}
-
-var errAnswerTooLarge = errors.New("a message of the model's answer is over the service's max_response_bytes")
-
-// grpcBody is one direction of a call's stream of length-prefixed gRPC messages, passed through
-// as it is: it counts the bytes read, refuses a message declared larger than max, and remembers
-// why reading failed.
-type grpcBody struct {
-	r         io.Reader
-	max       int64
-	tooLarge  error // what Read returns past max
-	read      atomic.Int64
-	over      atomic.Bool
-	closeOnce sync.Once
-
-	hdr  [5]byte
-	hdrN int
-	left int64 // bytes of the current message still to come
-}
-
-var errMessageTooLarge = errors.New("a request message is over the service's max_body_bytes")
-
-func (b *grpcBody) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.read.Add(int64(n))
-	if !b.scan(p[:n]) {
-		b.over.Store(true)
-		return 0, b.tooLarge
-	}
-	return n, err
-}
-
-// scan follows the message framing through p (a 5-byte prefix: a compression flag and the
-// length, big-endian), and reports false for a message over max.
-func (b *grpcBody) scan(p []byte) bool {
-	for len(p) > 0 {
-		if b.left > 0 {
-			k := min(int64(len(p)), b.left)
-			p = p[k:]
-			b.left -= k
-			continue
-		}
-		k := copy(b.hdr[b.hdrN:], p)
-		b.hdrN += k
-		p = p[k:]
-		if b.hdrN == len(b.hdr) {
-			b.hdrN = 0
-			b.left = int64(binary.BigEndian.Uint32(b.hdr[1:]))
-			if b.max > 0 && b.left > b.max {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// grpcAttempt is the request body of one attempt at a call, as the transport to the model reads
-// it. Close does nothing until the transport has begun to read, so that a call whose connection
-// to a model was never made can be sent again with the same body. From then on Close closes the
-// client's request body, ending a Read that waits on the client: the transport closes the body
-// when the model's side of the call ends (its status while the client still sends, a reset, its
-// connection gone), and the call cannot end before that Read does.
-type grpcAttempt struct {
-	*grpcBody
-	began, closed atomic.Bool
-}
-
-func (a *grpcAttempt) Read(p []byte) (int, error) {
-	a.began.Store(true)
-	if a.closed.Load() {
-		a.closeClient()
-	}
-	return a.grpcBody.Read(p)
-}
-
-func (a *grpcAttempt) Close() error {
-	a.closed.Store(true)
-	if a.began.Load() {
-		a.closeClient()
-	}
-	return nil
-}
-
-// closeClient closes the reader of b, once, if it is a closer.
-func (b *grpcBody) closeClient() {
-	b.closeOnce.Do(func() {
-		if c, ok := b.r.(io.Closer); ok {
-			c.Close()
-		}
-	})
-}
-
-// headerValues is h's values of the canonical name key as byte slices (nil without any).
-func headerValues(h http.Header, key string) [][]byte {
-	vs := h[key]
+func (h mdHeader) values(name string) [][]byte {
+	var lower [64]byte
+	vs := h[string(lowerName(lower[:0], name))]
 	if len(vs) == 0 {
 		return nil
 	}
@@ -663,38 +585,32 @@ func headerValues(h http.Header, key string) [][]byte {
 	return out
 }
 
-// setGRPCTraceContext gives a call's outbound metadata (out) the trace context traceContext and
-// boundBaggage decide from the client's (in).
-func (g *Gateway) setGRPCTraceContext(out, in http.Header, rec *telemetry.Record) {
-	var tsBuf [maxTracestateBytes]byte
-	var tpBuf [maxTraceparentLineLen]byte
-	tp, ts := g.traceContext(tpBuf[:0], tsBuf[:0], rec, netHeader(in))
-	out.Del(headerTraceparent)
-	if len(tp) > 0 {
-		out.Set(headerTraceparent, string(tp))
+func (h mdHeader) value(name string) []byte {
+	var lower [64]byte
+	if vs := h[string(lowerName(lower[:0], name))]; len(vs) > 0 && vs[0] != "" {
+		return []byte(vs[0])
 	}
-	out.Del(headerTracestate)
-	if len(ts) > 0 {
-		out.Set(headerTracestate, string(ts))
+	return nil
+}
+
+// lowerName appends name in lower case to dst.
+func lowerName(dst []byte, name string) []byte {
+	for i := 0; i < len(name); i++ {
+		dst = append(dst, lower(name[i]))
 	}
-	if baggage, cut := g.boundBaggage(headerValues(in, headerBaggage)); cut {
-		out.Del(headerBaggage)
-		if len(baggage) > 0 {
-			out.Set(headerBaggage, string(baggage))
-		}
-	}
+	return dst
 }
 
 // dropCredentialMetadata removes from a call's metadata the credential carriers the service does
 // not keep: the metadata of config.CredentialHeaders, and the cookies of config.CredentialParams
 // from cookie metadata (the other cookies stay, in their order).
-func dropCredentialMetadata(h http.Header, keep []string) {
+func dropCredentialMetadata(md metadata.MD, keep []string) {
 	for _, name := range config.CredentialHeaders {
 		if droppedCredentialHeader([]byte(name), keep) {
-			h.Del(name)
+			delete(md, strings.ToLower(name))
 		}
 	}
-	cookies := h["Cookie"]
+	cookies := md["cookie"]
 	if len(cookies) == 0 {
 		return
 	}
@@ -718,8 +634,8 @@ func dropCredentialMetadata(h http.Header, keep []string) {
 	switch {
 	case !changed:
 	case len(kept) == 0:
-		h.Del("Cookie")
+		delete(md, "cookie")
 	default:
-		h["Cookie"] = kept
+		md["cookie"] = kept
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -557,4 +558,21 @@ func TestGRPCShutdownEndsOpenStreams(t *testing.T) {
 			waitReleased(t, e.gw, "kserve")
 		})
 	}
+}
+
+// TestGRPCCompressedCall: a client that compresses its messages (grpc-encoding gzip) is answered
+// as a direct call is. The gateway decompresses what it reads, and compresses its answer to the
+// client the same way; the model gets plain messages.
+func TestGRPCCompressedCall(t *testing.T) {
+	e := newGRPCEnv(t, grpcEnvOptions{})
+	in := wrapperspb.String(strings.Repeat("compress me ", 100))
+	call := func(ctx context.Context, conn *grpc.ClientConn) string {
+		out := new(wrapperspb.StringValue)
+		if err := conn.Invoke(ctx, methodModelInfer, in, out, grpc.UseCompressor(gzip.Name)); err != nil {
+			t.Fatal(err)
+		}
+		return out.GetValue()
+	}
+	want := call(testContext(t), e.direct(t))
+	checkEqual(t, "answer", want, call(withKey(testContext(t), e.key), e.client(t)))
 }

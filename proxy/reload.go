@@ -106,6 +106,13 @@ func (g *Gateway) Reload(cfg *config.Config) (ReloadSummary, error) {
 		}
 	}
 	g.routes.Store(next)
+	for _, svc := range next.order {
+		if c := g.h2.maxMessage.Load(); c > 0 && svc.cfg.Protocol == config.ProtocolGRPC && svc.maxBody > c {
+			g.log.Warn("a gRPC service's max_body_bytes is above the HTTP/2 listener's message cap, fixed at start: "+
+				"larger messages are refused (RESOURCE_EXHAUSTED) until the gateway restarts",
+				"service", svc.name, "max_body_bytes", svc.maxBody, "cap", c)
+		}
+	}
 	for _, svc := range retired {
 		g.retire(svc)
 	}

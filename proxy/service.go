@@ -245,10 +245,12 @@ func connectionFailure(err error) bool {
 }
 
 // neverSent reports whether the request cannot have reached the model: the connection was never
-// made. Only such requests are retried on another replica.
+// made (for a gRPC call, its stream could not be started). Only such requests are retried on
+// another replica.
 func neverSent(err error) bool {
 	var op *net.OpError
-	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, fasthttp.ErrDialTimeout)
+	return (errors.As(err, &op) && op.Op == "dial") || errors.Is(err, fasthttp.ErrDialTimeout) ||
+		errors.Is(err, errModelNotReached)
 }
 
 // tryAcquire takes a free replica other than skip without waiting, or returns nil.
