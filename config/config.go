@@ -3,6 +3,9 @@
 // problem at once as "path.to.field: what is wrong". It opens no sockets and talks to no store.
 package config
 
+// docs/configuration.md, the reference of every key, is generated from this package's types.
+//go:generate go run ../internal/configdoc -src . -o ../docs/configuration.md
+
 import (
 	"fmt"
 	"time"
