@@ -37,9 +37,8 @@ var switches = []struct {
 
 // dflt is a key's default.
 type dflt struct {
-	value    reflect.Value // under no switch
-	from     string        // the key whose value it takes (server.max_body_bytes), or ""
-	required bool          // Validate refuses the configuration without it
+	value reflect.Value // under no switch
+	from  string        // the key whose value it takes (server.max_body_bytes), or ""
 	// under are the defaults the switches give, where they differ from value.
 	under []switched
 }
@@ -204,11 +203,6 @@ func defaults() (map[string]*dflt, error) {
 		}
 		if !changed {
 			return nil, errors.New("the switch " + contexts[i].phrase + " changes no default: remove it from configdoc's switches")
-		}
-	}
-	for _, p := range required() {
-		if d, ok := out[p]; ok {
-			d.required = true
 		}
 	}
 	return out, nil
