@@ -194,8 +194,9 @@ type attack struct {
 	want  error // nil: accepted
 }
 
-// jwtAttacks are the ATTACKS.md section 1 tokens against the gateway's own issuer, for service
-// "scoring", made by f (whose subject must be a principal that may call services).
+// jwtAttacks are the tokens of the threat model's JWT section (docs/threat-model.md) against the
+// gateway's own issuer, for service "scoring", made by f (whose subject must be a principal that
+// may call services).
 func jwtAttacks(t testing.TB, f *forger) []attack {
 	t.Helper()
 	e := f.e

@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// AuthFailureLimit is the brake on guessing credentials: after Failures failed authentications
-// from one client address within Window (counted from the first), every authentication attempt
+// AuthFailureLimit is the brake on guessing credentials: after failures failed authentications
+// from one client address within window (counted from the first), every authentication attempt
 // from that address, a correct credential included, gets 429 with Retry-After until the window
 // ends. An IPv6 client is counted by its /64. With the Redis store every instance counts
 // together.

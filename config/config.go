@@ -3,6 +3,9 @@
 // problem at once as "path.to.field: what is wrong". It opens no sockets and talks to no store.
 package config
 
+// docs/configuration.md, the reference of every key, is generated from this package's types.
+//go:generate go run ../internal/configdoc -src . -o ../docs/configuration.md
+
 import (
 	"fmt"
 	"time"
@@ -13,7 +16,7 @@ type Config struct {
 	// Listen is the data-plane address (host:port), plain HTTP. Default "127.0.0.1:8080".
 	Listen string `yaml:"listen"`
 	// AdminListen is the address of the admin API, /livez and /readyz (host:port). It must differ
-	// from Listen. Default "127.0.0.1:9901".
+	// from listen. Default "127.0.0.1:9901".
 	AdminListen string `yaml:"admin_listen"`
 	// AdminAuthFailureLimit brakes the guessing of principal keys, on the admin API and on both
 	// token endpoints (admin POST /v1/services/{name}/token, data plane POST
@@ -68,8 +71,7 @@ type Telemetry struct {
 	// address and query strings out of spans and logs. Default false.
 	HighBusinessImpact bool `yaml:"high_business_impact"`
 	// RedactQueryParams are query parameters whose values are recorded as REDACTED (names are
-	// matched without regard to case). Default: key, api-key, api_key, apikey, subscription-key,
-	// code, token, access_token, id_token, refresh_token, sig, signature, password, secret.
+	// matched without regard to case). Default: DefaultRedactQueryParams.
 	RedactQueryParams []string `yaml:"redact_query_params"`
 	// PublicEndpoint (after OpenTelemetry's otelhttp WithPublicEndpoint) is for a gateway at the
 	// edge, whose clients' trace context is not to be trusted: each request starts a new trace
@@ -110,7 +112,8 @@ type Tokens struct {
 	// MaxLifetime refuses any token, minted here or by an external issuer, whose exp is further
 	// than this after its iat. Default 24h.
 	MaxLifetime time.Duration `yaml:"max_lifetime"`
-	// MaxBytes refuses a longer token before parsing it. Default 8192.
+	// MaxBytes refuses a longer token before parsing it, in bytes. Between 512 and 65536.
+	// Default 8192.
 	MaxBytes int `yaml:"max_bytes"`
 	// KeyRotation is how often the gateway makes a new signing key. Older keys keep verifying
 	// the tokens they signed until those expire. Default 168h (7 days).
@@ -127,9 +130,8 @@ type Issuer struct {
 	JWKSURL string `yaml:"jwks_url"`
 	// Audience is the aud claim its tokens must carry for this service. Required.
 	Audience string `yaml:"audience"`
-	// Algorithms are the signature algorithms accepted from it: RS256, RS384, RS512, PS256,
-	// PS384, PS512, ES256, ES384, ES512 or EdDSA. HMAC algorithms are never accepted.
-	// Default [RS256].
+	// Algorithms are the signature algorithms accepted from it, from ExternalAlgorithms. HMAC
+	// algorithms are never accepted. Default [RS256].
 	Algorithms []string `yaml:"algorithms"`
 	// RefreshInterval is how often its keys are fetched again in the background. Default 15m.
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
@@ -140,8 +142,7 @@ type Role struct {
 	// Name of the role, used in POST /v1/principals. Lowercase letters, digits and dashes; not
 	// owner, contributor or reader. Required.
 	Name string `yaml:"name"`
-	// Permissions granted, from: services:read, services:call, tokens:mint, keys:regenerate,
-	// tokens:revoke, principals:manage, activity:read, config:reload. At least one.
+	// Permissions granted, each one of AllPermissions. At least one.
 	Permissions []string `yaml:"permissions"`
 }
 
@@ -177,17 +178,21 @@ type Store struct {
 	// admin.key. Created with mode 0700 if missing. Default "./data".
 	Dir string `yaml:"dir"`
 	// RedisURL selects the shared Redis store for several instances: redis:// or rediss:// (TLS),
-	// with user, password and database, e.g. "redis://gateway:secret@10.0.0.5:6379/0".
-	// Default "" (the embedded store in dir).
+	// with user, password and database, e.g. "redis://gateway:secret@10.0.0.5:6379/0". An option
+	// that would weaken TLS (skip_verify) is refused. Default "" (the embedded store in dir).
 	RedisURL string `yaml:"redis_url"`
-	// RedisAddrs selects Redis Cluster (several host:port seeds) or, with RedisMasterName, the
+	// RedisAddrs selects Redis Cluster (several host:port seeds) or, with redis_master_name, the
 	// Sentinel addresses. Use either this or redis_url. Default: none.
 	RedisAddrs []string `yaml:"redis_addrs"`
 	// RedisMasterName is the Sentinel master name; with redis_addrs it selects Sentinel.
+	// Default "" (no Sentinel).
 	RedisMasterName string `yaml:"redis_master_name"`
-	// RedisUsername and RedisPassword authenticate with redis_addrs (with redis_url, put them in
-	// the URL). Prefer GATEWAY_STORE_REDIS_PASSWORD to writing the password in the file.
+	// RedisUsername is the user the gateway authenticates as with redis_addrs (with redis_url,
+	// put it in the URL). Default "" (the default user).
 	RedisUsername string `yaml:"redis_username"`
+	// RedisPassword is the password that goes with redis_username, with redis_addrs (with
+	// redis_url, put it in the URL). Prefer GATEWAY_STORE_REDIS_PASSWORD to writing it in the
+	// file. Default "" (none).
 	RedisPassword string `yaml:"redis_password"`
 	// RedisTLS uses TLS with redis_addrs (with redis_url, use rediss://). Default false.
 	RedisTLS bool `yaml:"redis_tls"`
@@ -195,10 +200,11 @@ type Store struct {
 	// private CA; with TLS only (rediss:// or redis_tls). Redis's certificate is always verified:
 	// no setting, and no URL option, turns that off. Default: the system roots.
 	RedisCAFile string `yaml:"redis_ca_file"`
-	// RedisCertFile and RedisKeyFile are the gateway's client certificate and key (PEM), for a
-	// Redis that asks for one (tls-auth-clients); with TLS only. Default: none.
+	// RedisCertFile is the gateway's client certificate (PEM), for a Redis that asks for one
+	// (tls-auth-clients); with TLS only, and with redis_key_file. Default: none.
 	RedisCertFile string `yaml:"redis_cert_file"`
-	RedisKeyFile  string `yaml:"redis_key_file"`
+	// RedisKeyFile is the private key (PEM) of redis_cert_file. Default: none.
+	RedisKeyFile string `yaml:"redis_key_file"`
 	// RedisPrefix starts every key and channel the gateway uses, in braces so that in a cluster
 	// they share one hash slot. Default "{scoregate}:".
 	RedisPrefix string `yaml:"redis_prefix"`
@@ -221,7 +227,7 @@ type Server struct {
 	// ReadTimeout bounds reading one whole request, headers and body. Default 10s.
 	ReadTimeout time.Duration `yaml:"read_timeout"`
 	// WriteTimeout bounds writing one response to the client (it starts when the model has
-	// answered). Default 30s.
+	// answered; for a streamed answer it bounds each piece). Default 30s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
 	// IdleTimeout closes a keep-alive connection that carries no request for this long.
 	// Default 60s.
@@ -237,12 +243,14 @@ type Server struct {
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 	// MaxConns caps concurrent client connections on each data-plane listener, idle keep-alive
 	// ones included (each holds a goroutine and a read buffer of max_header_bytes). A connection
-	// over the cap is answered the JSON error 503 with Retry-After and Connection: close before
-	// any request is read, and closed. At least 1. Default 10000.
+	// over the cap is answered the JSON error 503 with Retry-After: 1 and Connection: close before
+	// any request is read (over TLS, after the handshake), and closed; on the HTTP/2 listener it
+	// is closed at once. At least 1. Default 10000.
 	MaxConns int `yaml:"max_conns"`
-	// MaxConnsPerIP caps concurrent client connections from one address; a connection over it
-	// is answered the JSON error 429 the same way, and closed. 0 means no
-	// cap (the default: a sidecar or a gateway behind a load balancer sees few client addresses).
+	// MaxConnsPerIP caps concurrent client connections from one address, on each data-plane
+	// listener; a connection over it is answered the JSON error 429 the same way, and closed. 0
+	// means no cap (the default: a sidecar or a gateway behind a load balancer sees few client
+	// addresses).
 	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
 	// MaxRequestsPerConn closes a client connection after this many requests. 0 means no cap.
 	// Default 0.
@@ -258,7 +266,8 @@ type Server struct {
 	// appended). From any other peer those headers are replaced. Default: none.
 	TrustedProxies []string `yaml:"trusted_proxies"`
 	// AuthFailureLimit brakes the guessing of credentials on the data plane, per service and
-	// client address, for services that set none. Default off (failures 0; window 1m).
+	// client address, for services that set none. Set trusted_proxies first when clients arrive
+	// through a proxy, or they all share its address. Default off (failures 0; window 1m).
 	AuthFailureLimit AuthFailureLimit `yaml:"auth_failure_limit"`
 }
 
@@ -317,8 +326,8 @@ type Service struct {
 	// soon as its first byte arrives, when its length is declared). Bodies over 64 KiB are
 	// streamed to the model, not buffered. Default: server.max_body_bytes.
 	MaxBodyBytes int64 `yaml:"max_body_bytes"`
-	// MaxResponseBytes caps the model's answer, in bytes; a larger one gets 502. Default:
-	// server.max_response_bytes.
+	// MaxResponseBytes caps the model's answer, in bytes; a larger one gets 502 (a streamed
+	// answer is cut). Default: server.max_response_bytes.
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 	// ContentTypes, when set, are the only media types a request to the service may declare in
 	// its Content-Type: "type/subtype", matched without regard to case, with parameters such as
@@ -351,7 +360,8 @@ type Service struct {
 	// RateLimit limits requests per key and per principal.
 	RateLimit RateLimit `yaml:"rate_limit"`
 	// AuthFailureLimit brakes the guessing of this service's credentials per client address
-	// (failures: 0 turns it off). Default: server.auth_failure_limit.
+	// (failures: 0 turns it off). A configuration reload changes it. Default:
+	// server.auth_failure_limit.
 	AuthFailureLimit AuthFailureLimit `yaml:"auth_failure_limit"`
 	// Mirror copies a share of requests to a deployment and discards its answers.
 	Mirror Mirror `yaml:"mirror"`
@@ -366,7 +376,8 @@ type Service struct {
 	// Default tokens.lifetime.
 	TokenLifetime time.Duration `yaml:"token_lifetime"`
 	// TokenRefreshAfter is when, after minting, a client should fetch a fresh token (token mode
-	// only). Less than token_lifetime. Default tokens.refresh_after.
+	// only). Less than token_lifetime. Default tokens.refresh_after, or half of token_lifetime
+	// when that is shorter.
 	TokenRefreshAfter time.Duration `yaml:"token_refresh_after"`
 	// Issuers are external OpenID Connect issuers whose tokens this service also accepts
 	// (token mode only). Default: none, only the gateway's own tokens.

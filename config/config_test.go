@@ -238,6 +238,9 @@ func TestValidate(t *testing.T) {
 			"services[0].issuers[0].audience: required",
 			`services[0].issuers[0].algorithms[0]: "HS256" is not one of`,
 		}},
+		{"external issuer without jwks_url", strings.Replace(validBase(), "auth: key", "auth: token\n    issuers:\n      - issuer: https://idp.example\n        audience: api://iris", 1), []string{
+			"services[0].issuers[0].jwks_url: required",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

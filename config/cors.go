@@ -10,8 +10,9 @@ import (
 
 // CORS is a service's cross-origin resource sharing policy (the Fetch standard's CORS
 // protocol), for web pages of other origins that call the service from a browser. The gateway
-// answers their preflight requests itself (never the model, without a credential) and marks the
-// answers to the actual requests of allowed origins. Actual requests still need a credential,
+// answers their preflight requests itself (never the model, without a credential: 204, or 403
+// for an origin, method or header not allowed) and marks the answers to the actual requests of
+// allowed origins. Actual requests still need a credential,
 // sent in the Authorization header: the gateway never allows credentialed (cookie) requests and
 // never sends Access-Control-Allow-Credentials.
 type CORS struct {
@@ -23,10 +24,10 @@ type CORS struct {
 	AllowedOrigins []string `yaml:"allowed_origins"`
 	// AllowedMethods are the methods a preflight may ask for (compared exactly, as browsers send
 	// them upper case), or "*" alone for any method. TRACE, TRACK and CONNECT are never
-	// allowed. Default [GET, HEAD, POST].
+	// allowed. Default: DefaultCORSMethods.
 	AllowedMethods []string `yaml:"allowed_methods"`
 	// AllowedHeaders are the request header names a preflight may ask for (without regard to
-	// case), or "*" alone for any. Default [Authorization, Content-Type].
+	// case), or "*" alone for any. Default: DefaultCORSHeaders.
 	AllowedHeaders []string `yaml:"allowed_headers"`
 	// MaxAge is how long a browser may keep a preflight's answer, sent in whole seconds as
 	// Access-Control-Max-Age (browsers cap it: Chrome at 2h, Firefox at 24h). 0 sends none, and

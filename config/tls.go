@@ -73,13 +73,17 @@ type ACME struct {
 	// CARootsFile is a PEM file of roots to trust for the ACME directory's own HTTPS, for a
 	// private ACME CA. Default: the system roots.
 	CARootsFile string `yaml:"ca_roots_file"`
-	// EABKeyID and EABMACKey are the external account binding some CAs require. Prefer
-	// GATEWAY_TLS_ACME_EAB_MAC_KEY to writing the MAC key in the file.
-	EABKeyID  string `yaml:"eab_key_id"`
+	// EABKeyID is the key id of the external account binding some CAs require, with
+	// eab_mac_key. Default "" (none).
+	EABKeyID string `yaml:"eab_key_id"`
+	// EABMACKey is the MAC key of the external account binding, with eab_key_id. Prefer
+	// GATEWAY_TLS_ACME_EAB_MAC_KEY to writing it in the file. Default "" (none).
 	EABMACKey string `yaml:"eab_mac_key"`
-	// DisableHTTPChallenge and DisableTLSALPNChallenge turn off one of the two challenge types
-	// (HTTP-01 is answered on the plain listener, TLS-ALPN-01 on the HTTPS one). Default false.
-	DisableHTTPChallenge    bool `yaml:"disable_http_challenge"`
+	// DisableHTTPChallenge turns off the HTTP-01 challenge, which is answered on the plain
+	// listener. Default false.
+	DisableHTTPChallenge bool `yaml:"disable_http_challenge"`
+	// DisableTLSALPNChallenge turns off the TLS-ALPN-01 challenge, which is answered on the HTTPS
+	// listener. Not together with disable_http_challenge. Default false.
 	DisableTLSALPNChallenge bool `yaml:"disable_tls_alpn_challenge"`
 	// OnDemand, when present, also obtains a certificate during the first handshake for a name
 	// not in names, if the name passes its guard. It must have allow or ask: an unguarded
@@ -102,9 +106,11 @@ type UpstreamTLS struct {
 	// CAFile is a PEM file of the roots that sign the model's certificate. Default: the system
 	// roots.
 	CAFile string `yaml:"ca_file"`
-	// CertFile and KeyFile are the gateway's client certificate, for mutual TLS. Default: none.
+	// CertFile is the gateway's client certificate (PEM), for mutual TLS, with key_file.
+	// Default: none.
 	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	// KeyFile is the private key (PEM) of cert_file. Default: none.
+	KeyFile string `yaml:"key_file"`
 	// ServerName is the name checked in the model's certificate. Default: the upstream's host.
 	ServerName string `yaml:"server_name"`
 }

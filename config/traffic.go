@@ -12,7 +12,8 @@ type Deployment struct {
 	// metrics: lowercase letters, digits and dashes. Required.
 	Name string `yaml:"name"`
 	// Weight is the deployment's share of the traffic, relative to the others' (0 takes only
-	// pinned and mirrored requests). Default 0 when several deployments are listed; 100 for one.
+	// pinned and mirrored requests). Default 100 when it is the only deployment; 0 when several
+	// are listed.
 	Weight int `yaml:"weight"`
 	// Upstreams are its replicas' base URLs. At least one.
 	Upstreams []string `yaml:"upstreams"`
@@ -34,8 +35,9 @@ type HealthCheck struct {
 	HealthyThreshold int `yaml:"healthy_threshold"`
 }
 
-// RateLimit limits requests per second, with a burst, per calling key and per principal.
-// Shared through Redis by every instance when the store is Redis; per instance otherwise.
+// RateLimit limits requests per second, with a burst, per calling key and per principal; a
+// request over the limit gets 429 with Retry-After. Shared through Redis by every instance when
+// the store is Redis; per instance otherwise.
 type RateLimit struct {
 	// PerKey limits each key (primary and secondary separately; key mode).
 	PerKey Rate `yaml:"per_key"`

@@ -218,7 +218,9 @@ func (c *Config) Validate() error {
 			} else if is.Issuer == t.Issuer {
 				add(ip+".issuer", "%q is the gateway's own issuer (tokens.issuer)", is.Issuer)
 			}
-			if u, err := url.Parse(is.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			if is.JWKSURL == "" {
+				add(ip+".jwks_url", "required (where its signing keys are published)")
+			} else if u, err := url.Parse(is.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 				add(ip+".jwks_url", "%q must be an http:// or https:// URL", is.JWKSURL)
 			}
 			if is.Audience == "" {

@@ -26,8 +26,9 @@ const (
 	keySecretAt = 17
 )
 
-// TestAPIKeys is ATTACKS §2 at the gateway: which Authorization headers let a request through to
-// the model, and that every refused one leaves the model untouched (U0).
+// TestAPIKeys is the threat model's KEY section (docs/threat-model.md) at the gateway: which
+// Authorization headers let a request through to the model, and that every refused one leaves
+// the model untouched (U0).
 func TestAPIKeys(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	k := e.primary

@@ -31,9 +31,10 @@ import (
 	"github.com/scoregate/scoregate/proxy"
 )
 
-// This file holds ATTACKS §4 rows about what a client can do to the gateway's own resources
-// (HTTP-40 content types, HTTP-41 slowloris, HTTP-43 slow read, HTTP-44 connection hoarding),
-// HTTP-49 (TLS to the model) and LOG-08 (a panic while handling a request).
+// This file holds the threat model's rows (docs/threat-model.md) about what a client can do to
+// the gateway's own resources (HTTP-40 content types, HTTP-41 slowloris, HTTP-43 slow read,
+// HTTP-44 connection hoarding), HTTP-49 (TLS to the model) and LOG-08 (a panic while handling a
+// request).
 
 // editService returns a config edit that applies edit to the named service.
 func editService(name string, edit func(*config.Service)) func(*config.Config) {
@@ -166,7 +167,7 @@ func TestSlowloris(t *testing.T) {
 
 func slowloris(t *testing.T) {
 	const (
-		conns       = 1000 // the hardening issue asks for a thousand; ATTACKS HTTP-41 for 500
+		conns       = 1000 // HTTP-41 in docs/threat-model.md: a thousand connections
 		readTimeout = time.Second
 		interval    = 200 * time.Millisecond // one byte per interval, well inside read_timeout
 		giveUp      = readTimeout + 20*time.Second

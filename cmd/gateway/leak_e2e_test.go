@@ -23,9 +23,9 @@ import (
 	"github.com/scoregate/scoregate/internal/redistest"
 )
 
-// The leakage rows of the attack catalogue, through the gateway binary: a credential (or a
-// unique canary standing in for one) must appear in no Redis command, span, log line, metric or
-// response.
+// The leakage rows of the threat model (docs/threat-model.md), through the gateway binary: a
+// credential (or a unique canary standing in for one) must appear in no Redis command, span, log
+// line, metric or response.
 
 // newCanary returns a unique marker that starts with "CANARY" and is made of base62 characters only,
 // so that it can stand inside a key, a token, a password or a header value unchanged.
