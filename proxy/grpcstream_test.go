@@ -576,3 +576,32 @@ func TestGRPCCompressedCall(t *testing.T) {
 	want := call(testContext(t), e.direct(t))
 	checkEqual(t, "answer", want, call(withKey(testContext(t), e.key), e.client(t)))
 }
+
+// TestGRPCMessageCapFixedAtStart: the HTTP/2 listener reads no request message larger than the
+// largest max_body_bytes of its gRPC services (and server.max_body_bytes) when it starts, so a
+// message far over every limit is refused before it is read whole. A reload that raises a
+// service's limit above that cap does not raise the cap: the larger messages stay refused until
+// a restart, as the README says.
+func TestGRPCMessageCapFixedAtStart(t *testing.T) {
+	const limit = 1024
+	e := newGRPCEnv(t, grpcEnvOptions{http1: true, config: func(c *config.Config) {
+		c.Server.MaxBodyBytes = limit
+		c.Services[0].MaxBodyBytes = limit
+	}})
+	ctx, conn := withKey(testContext(t), e.key), e.client(t)
+	call := func(size int) codes.Code {
+		in := wrapperspb.String(strings.Repeat("x", size))
+		return status.Code(invoke(ctx, conn, methodModelInfer, in, new(wrapperspb.StringValue)).err)
+	}
+	checkEqual(t, "a message within the limit", codes.OK, call(limit/2))
+	checkEqual(t, "a message over the limit", codes.ResourceExhausted, call(4*limit))
+
+	cfg := *e.http.cfg
+	cfg.Services = append([]config.Service(nil), cfg.Services...)
+	cfg.Services[0].MaxBodyBytes = 8 * limit
+	if _, err := e.gw.Reload(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	checkEqual(t, "after the reload, a message within the new limit but over the cap", codes.ResourceExhausted, call(4*limit))
+	checkEqual(t, "after the reload, a message within the cap", codes.OK, call(limit/2))
+}
