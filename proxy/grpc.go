@@ -506,8 +506,16 @@ func pastDeadline(err error, deadline time.Time) error {
 func (c *grpcCall) setIDHeaders(md metadata.MD) {
 	var tp [55]byte
 	ids, n := answerIDHeaders(&tp, c.id, c.clientID, c.rec)
+	id := string(c.id) // one string for both names
 	for _, f := range ids[:n] {
-		md[strings.ToLower(f.name)] = []string{string(f.value)}
+		switch f.name {
+		case HeaderRequestID:
+			md["x-request-id"] = []string{id}
+		case HeaderMSRequestID:
+			md["x-ms-request-id"] = []string{id}
+		default:
+			md[strings.ToLower(f.name)] = []string{string(f.value)}
+		}
 	}
 }
 
