@@ -410,6 +410,11 @@ func TestChart(t *testing.T) {
 			t.Errorf("niceCeil(%v) = %v, want %v", c.in, got, c.want)
 		}
 	}
+	for in, want := range map[float64]string{0: "0", 0.25: "0.25", 2.5: "2.5", 20: "20", 12.54: "12.5", 250: "250", 1234.6: "1235"} {
+		if got := num(in); got != want {
+			t.Errorf("num(%v) = %q, want %q", in, got, want)
+		}
+	}
 	ch := chart(`iris <&> requests`, "/s", []chartSeries{{"requests", "rate", []float64{0, 100, 200}}})
 	svg := string(ch.SVG)
 	for _, want := range []string{`<title>iris &lt;&amp;&gt; requests; requests now 200/s; highest 200/s</title>`,

@@ -99,7 +99,7 @@ func num(v float64) string {
 	case v >= 100:
 		return strconv.FormatFloat(math.Round(v), 'f', -1, 64)
 	case v >= 10:
-		return strconv.FormatFloat(v, 'f', 1, 64)
+		return strconv.FormatFloat(math.Round(v*10)/10, 'f', -1, 64)
 	}
 	return strconv.FormatFloat(v, 'g', 3, 64)
 }

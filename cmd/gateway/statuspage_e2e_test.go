@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
@@ -683,5 +684,22 @@ func screenshots(t *testing.T, ctx context.Context, do func(string, ...chromedp.
 		}
 		t.Logf("screenshot %s (%d KB)", path, len(png)/1024)
 	}
-	do("sizing the window back", chromedp.ResetViewport())
+	do("sizing the window back", chromedp.EmulateViewport(1280, 900))
+	// And in dark colours, as a browser set to them shows it.
+	dark := func(on bool) {
+		t.Helper()
+		p := emulation.SetEmulatedMediaParams{Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "light"}}}
+		if on {
+			p.Features[0].Value = "dark"
+		}
+		if _, err := chromedp.Call(ctx, emulation.SetEmulatedMedia, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dark(true)
+	defer dark(false)
+	time.Sleep(300 * time.Millisecond)
+	if png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot()); err == nil {
+		os.WriteFile(filepath.Join(dir, "status-page-dark.png"), png, 0o644)
+	}
 }
