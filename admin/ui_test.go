@@ -8,6 +8,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -171,6 +172,16 @@ func TestStatusPageSignInAndOut(t *testing.T) {
 	if page.status != 200 || !strings.Contains(page.body, `id="svc-iris"`) || !strings.Contains(page.body, `id="svc-fraud"`) ||
 		!strings.Contains(page.body, "v9.9.9-test") || !strings.Contains(page.body, "1 h 30 min") {
 		t.Fatalf("the page: %d\n%s", page.status, page.body)
+	}
+	// Times are HTML dates (UTC, to the millisecond) for the script to show in local time.
+	if times := regexp.MustCompile(`<time datetime="([^"]*)"`).FindAllStringSubmatch(page.body, -1); len(times) == 0 {
+		t.Error("the page has no time")
+	} else {
+		for _, m := range times {
+			if !regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$`).MatchString(m[1]) {
+				t.Errorf("a time's datetime is %q", m[1])
+			}
+		}
 	}
 	if a := e.get(t, c, "/ui/login"); a.status != http.StatusSeeOther || a.header.Get("Location") != "/ui/" {
 		t.Errorf("the login form with a session: %d to %q", a.status, a.header.Get("Location"))

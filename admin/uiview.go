@@ -365,16 +365,18 @@ var uiFuncs = template.FuncMap{
 // when shows a moment in UTC and how long before now it was; the page's script shows it in the
 // viewer's time zone instead.
 func when(now, t time.Time) template.HTML {
-	iso := t.UTC().Format(time.RFC3339Nano)
-	return template.HTML(`<time datetime="` + iso + `" data-when>` + t.UTC().Format("2006-01-02 15:04:05 UTC") +
+	return template.HTML(`<time datetime="` + htmlTime(t) + `" data-when>` + t.UTC().Format("2006-01-02 15:04:05 UTC") +
 		` <span class="dim">(` + ago(now.Sub(t)) + `)</span></time>`)
 }
 
 // at shows a moment in UTC; the page's script shows it in the viewer's time zone instead.
 func at(t time.Time) template.HTML {
-	return template.HTML(`<time datetime="` + t.UTC().Format(time.RFC3339Nano) + `" data-when="plain">` +
+	return template.HTML(`<time datetime="` + htmlTime(t) + `" data-when="plain">` +
 		t.UTC().Format("2006-01-02 15:04:05 UTC") + `</time>`)
 }
+
+// htmlTime is t as an HTML global date and time (UTC, to the millisecond).
+func htmlTime(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // dur shows a short duration: "850 ms", "2.1 s", "3 min".
 func dur(d time.Duration) string {
