@@ -1,5 +1,6 @@
 // Package admin serves scoregate's admin API on the admin listener (services, keys, /livez,
-// /readyz) and holds the client the CLI uses to call it. It is never on the data plane's path.
+// /readyz), the read-only status page at /ui/ on the same listener, and holds the client the CLI
+// uses to call the API. It is never on the data plane's path.
 package admin
 
 import (
@@ -36,6 +37,8 @@ type Server struct {
 	draining   atomic.Bool
 	srv        *http.Server
 	guessing   guessing
+	status     Status
+	sessions   *uiSessions
 }
 
 // Deps are what the admin API acts on.
@@ -61,7 +64,9 @@ type Deps struct {
 	// staleness bound, and the store not lost). While it is not, no token is minted: the
 	// principal's key is checked against that copy, as the data plane's token endpoint does.
 	Fresh func() bool
-	Log   *slog.Logger
+	// Status feeds the status page (GET /ui/) with what the admin API itself does not hold.
+	Status Status
+	Log    *slog.Logger
 }
 
 // New returns the admin API for cfg. Every /v1 call needs a principal's key, and the permission
@@ -72,7 +77,8 @@ func New(cfg *config.Config, d Deps) *Server {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, fresh: d.Fresh, metrics: d.Metrics,
-		upstreams: d.Upstreams, reload: d.Reload, log: log, guessing: newGuessing(cfg, d.AuthFailures)}
+		upstreams: d.Upstreams, reload: d.Reload, log: log, guessing: newGuessing(cfg, d.AuthFailures),
+		status: d.Status, sessions: newUISessions()}
 	s.cfg.Store(cfg)
 	s.srv = &http.Server{
 		Handler:           s.Handler(),
@@ -110,6 +116,7 @@ func (s *Server) Handler() http.Handler {
 	if s.reload != nil {
 		mux.Handle("POST /v1/reload", s.authed(authn.ConfigReload, authn.OpConfigReload, s.reloadConfig))
 	}
+	s.uiRoutes(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, pattern := mux.Handler(r); pattern != "" {
 			mux.ServeHTTP(w, r)

@@ -314,11 +314,29 @@ func TestOwner(t *testing.T) {
 	if p, err := ps2.Authenticate([][]byte{[]byte("Bearer " + readerKey)}); err != nil || p.Name != "alice" {
 		t.Fatalf("after reload: %+v, %v", p, err)
 	}
+	if cur, ok := ps.Lookup("alice"); !ok || !cur.Same(reader) {
+		t.Errorf("Lookup(alice) = %+v, %v; not the same as the one created", cur, ok)
+	}
+	if owner, ok := ps.Lookup(OwnerName); !ok || !owner.Same(Principal{Name: OwnerName, keyID: OwnerName}) || owner.Same(reader) {
+		t.Errorf("Lookup(owner) = %+v, %v", owner, ok)
+	}
 	if err := ps.Delete(context.Background(), "alice"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := authn("Bearer " + readerKey); !errors.Is(err, ErrInvalidCredential) {
 		t.Errorf("a deleted principal's key: %v", err)
+	}
+	// Made again under the same name, it is another principal (a status page session of the
+	// first must not carry over).
+	remade, _, err := ps.Create(context.Background(), "alice", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if remade.Same(reader) {
+		t.Error("a principal made again under a deleted one's name is the Same as the deleted one")
+	}
+	if err := ps.Delete(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
 	}
 	if err := ps.Delete(context.Background(), "alice"); !errors.Is(err, ErrPrincipalUnknown) {
 		t.Errorf("deleting twice: %v", err)

@@ -71,10 +71,15 @@ type Principal struct {
 	Role      string
 	CreatedAt time.Time
 	perms     Permission
+	keyID     string // the id of its key ("owner" for the Owner): a principal deleted and made again has another
 }
 
 // Can reports whether the principal's role grants p.
 func (p Principal) Can(perm Permission) bool { return p.perms&perm == perm }
+
+// Same reports whether p and q are the same principal with the same key: false for a principal
+// deleted and made again under the same name.
+func (p Principal) Same(q Principal) bool { return p.Name == q.Name && p.keyID == q.keyID }
 
 // PrincipalRecord is a stored principal: its key only as a keyed hash.
 type PrincipalRecord struct {
@@ -162,7 +167,7 @@ func (ps *Principals) entry(r PrincipalRecord) (*principalEntry, error) {
 	if len(r.Hash) != sha256.Size {
 		return nil, fmt.Errorf("principal %s: stored hash has %d bytes", r.Name, len(r.Hash))
 	}
-	e := &principalEntry{p: Principal{Name: r.Name, Role: r.Role, CreatedAt: r.CreatedAt, perms: ps.roles[r.Role]}, id: r.KeyID}
+	e := &principalEntry{p: Principal{Name: r.Name, Role: r.Role, CreatedAt: r.CreatedAt, perms: ps.roles[r.Role], keyID: r.KeyID}, id: r.KeyID}
 	copy(e.hash[:], r.Hash)
 	return e, nil
 }
@@ -184,15 +189,19 @@ func (ps *Principals) Authenticate(authorization [][]byte) (Principal, error) {
 		}
 	}
 	if subtle.ConstantTimeCompare(sum[:], ps.owner[:]) == 1 {
-		return Principal{Name: OwnerName, Role: "owner", perms: ps.roles["owner"]}, nil
+		return ps.ownerPrincipal(), nil
 	}
 	return Principal{}, ErrInvalidCredential
+}
+
+func (ps *Principals) ownerPrincipal() Principal {
+	return Principal{Name: OwnerName, Role: "owner", perms: ps.roles["owner"], keyID: OwnerName}
 }
 
 // Lookup returns the current principal called name. The Owner always exists.
 func (ps *Principals) Lookup(name string) (Principal, bool) {
 	if name == OwnerName {
-		return Principal{Name: OwnerName, Role: "owner", perms: ps.roles["owner"]}, true
+		return ps.ownerPrincipal(), true
 	}
 	e := ps.index.Load().byName[name]
 	if e == nil {

@@ -48,6 +48,7 @@ type Telemetry struct {
 	otlpHTTP    *otlpHTTP        // the OTLP/HTTP exporter, when OTLP goes over http/protobuf
 	exporters   []sdktrace.SpanExporter
 	metrics     *metrics
+	traffic     *traffic // the last five minutes per service, for the status page
 	accessLog   *slog.Logger
 	log         *slog.Logger
 
@@ -103,6 +104,7 @@ func New(ctx context.Context, cfg *config.Config, o Options) (*Telemetry, error)
 		queue:       make(chan *Record, cfg.Telemetry.QueueSize),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
+		traffic:     newTraffic(),
 	}
 	for _, p := range cfg.Telemetry.RedactQueryParams {
 		t.redact[strings.ToLower(p)] = true
@@ -239,6 +241,7 @@ func (t *Telemetry) run() {
 	}
 	handle := func(r *Record) {
 		t.metrics.record(r)
+		t.traffic.record(r)
 		if t.accessLog != nil {
 			t.logAccess(r)
 		}

@@ -207,6 +207,16 @@ func TestQuickstart(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	// The printed status page answers with its login form.
+	page := regexp.MustCompile(`status page  (http://\S+/ui/) `).FindStringSubmatch(out)
+	if page == nil {
+		t.Fatalf("no status page line in:\n%s", out)
+	}
+	if resp, err := http.Get(page[1]); err != nil || resp.StatusCode != 200 || resp.Request.URL.Path != "/ui/login" {
+		t.Fatalf("the printed status page %s: %v %v", page[1], resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	curlLine := regexp.MustCompile(`(?s)curl .*?/api/v1/service/demo/score`).FindString(out)
 	if curlLine == "" {
 		t.Fatalf("no curl line in:\n%s", out)

@@ -70,6 +70,7 @@ func cmdQuickstart(ctx context.Context, args []string, stdout, stderr io.Writer)
   scoring URL  %s
   primary key  %s
   admin API    http://%s (Owner key in %s)
+  status page  http://%s/ui/ (sign in with the Owner key)
 
 Score two rows:
 
@@ -77,7 +78,7 @@ Score two rows:
     -d '%s' %s
 
 Without the key the gateway answers 401. Ctrl-C stops everything.
-`, model.accuracy*100, modelLn.Addr(), scoreURL, key, in.adminAddr, keyPath, key, sampleExample, scoreURL)
+`, model.accuracy*100, modelLn.Addr(), scoreURL, key, in.adminAddr, keyPath, in.adminAddr, key, sampleExample, scoreURL)
 		return nil
 	}})
 	if errors.Is(err, syscall.EADDRINUSE) {

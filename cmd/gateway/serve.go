@@ -249,6 +249,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		}
 		return out
 	}
+	deps.Status = statusSources(tel, certMgr, limiter, replica, cfg.Store.StalenessBound)
 	var rl *reloader
 	if src.path != "" {
 		rl = &reloader{src: src, started: cfg, gw: gw, keys: keys, activity: activity, log: log}
@@ -376,6 +377,34 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// statusSources tell the status page what it shows beside the admin API's own data: the
+// services' recent traffic, the certificates, the shared state, the version and uptime.
+func statusSources(tel *telemetry.Telemetry, certMgr *certs.Manager, limiter ratelimit.Limiter, replica *authn.Replica, bound time.Duration) admin.Status {
+	st := admin.Status{Traffic: tel.Traffic, Version: version, Started: time.Now()}
+	if certMgr != nil {
+		st.Certificates = func() []admin.Certificate {
+			var out []admin.Certificate
+			for _, e := range certMgr.Expiries() {
+				out = append(out, admin.Certificate{Name: e.Name, Source: e.Source, NotAfter: e.NotAfter})
+			}
+			return out
+		}
+	}
+	if replica != nil {
+		shared, _ := limiter.(*ratelimit.Shared)
+		st.SharedState = func() admin.SharedState {
+			s := admin.SharedState{Age: replica.Age(), Bound: bound, Fresh: replica.Fresh(), Lost: replica.Lost() != "",
+				Problem: replica.Problem()}
+			s.Reachable = s.Problem == ""
+			if shared != nil {
+				s.RateLimitDegraded = shared.Degraded()
+			}
+			return s
+		}
+	}
+	return st
 }
 
 // listeners are the gateway's sockets: the plain data plane, the admin API, and HTTPS and
