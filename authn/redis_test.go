@@ -483,7 +483,7 @@ func TestRevocationLifetimeInRedis(t *testing.T) {
 	}
 }
 
-// gatewayACL is the least-privilege Redis user the README documents.
+// gatewayACL is the least-privilege Redis user docs/shared-state.md documents.
 const gatewayACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
 	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait"
 

@@ -195,7 +195,7 @@ func TestComposeGateway(t *testing.T) {
 		t.Fatalf("store.redis_url %q does not name the redis service", cfg.Store.RedisURL)
 	}
 
-	// Redis runs as the README asks, with the README's ACL user, whose password is the URL's.
+	// Redis runs as docs/shared-state.md asks, with its ACL user, whose password is the URL's.
 	redis := cf.Services["redis"]
 	cmd := strings.Join(redis.Command, " ")
 	for _, want := range []string{"--appendonly yes", "--maxmemory-policy noeviction", "--user default off"} {
@@ -203,19 +203,19 @@ func TestComposeGateway(t *testing.T) {
 			t.Errorf("redis command %q lacks %q", cmd, want)
 		}
 	}
-	readme, err := os.ReadFile(repoPath("README.md"))
+	doc, err := os.ReadFile(repoPath("docs", "shared-state.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := regexp.MustCompile("`(user gateway on >PASSWORD [^`]*)`").FindSubmatch(readme)
+	m := regexp.MustCompile("`(user gateway on >PASSWORD [^`]*)`").FindSubmatch(doc)
 	if m == nil {
-		t.Fatal("README: no ACL line `user gateway on >PASSWORD …`")
+		t.Fatal("docs/shared-state.md: no ACL line `user gateway on >PASSWORD …`")
 	}
 	password, _ := redisURL.User.Password()
 	acl := strings.Replace(string(m[1]), ">PASSWORD", ">"+password, 1)
 	acl = "--user " + strings.Replace(acl, "user ", "", 1) + " +client|setinfo" // Redis 7.2 and later
 	if redisURL.User.Username() != "gateway" || !strings.Contains(cmd, acl) {
-		t.Errorf("redis command %q\nlacks the README's ACL user as the URL logs in (%s):\n%q", cmd, redisURL.Redacted(), acl)
+		t.Errorf("redis command %q\nlacks the ACL user of docs/shared-state.md as the URL logs in (%s):\n%q", cmd, redisURL.Redacted(), acl)
 	}
 }
 

@@ -14,24 +14,24 @@ var prometheusDir = repoPath("deploy", "prometheus")
 // metricName finds the gateway's metric names in text.
 var metricName = regexp.MustCompile(`\b(?:scoregate|http_server)_[a-z_]+[a-z]\b`)
 
-// documentedMetrics are the metric names the README's Telemetry section lists.
+// documentedMetrics are the metric names the telemetry document (docs/telemetry.md) lists.
 func documentedMetrics(t *testing.T) map[string]bool {
 	t.Helper()
-	readme, err := os.ReadFile(repoPath("README.md"))
+	doc, err := os.ReadFile(repoPath("docs", "telemetry.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]bool{}
-	for _, m := range regexp.MustCompile("`((?:scoregate|http_server)_[a-z_]+)`").FindAllSubmatch(readme, -1) {
+	for _, m := range regexp.MustCompile("`((?:scoregate|http_server)_[a-z_]+)`").FindAllSubmatch(doc, -1) {
 		out[string(m[1])] = true
 	}
 	if len(out) < 10 {
-		t.Fatalf("found only %d metric names in the README", len(out))
+		t.Fatalf("found only %d metric names in docs/telemetry.md", len(out))
 	}
 	return out
 }
 
-// checkMetricNames fails for each metric name in the file that the README does not list (a
+// checkMetricNames fails for each metric name in the file that docs/telemetry.md does not list (a
 // histogram's _bucket, _count and _sum series count as its name).
 func checkMetricNames(t *testing.T, file string) {
 	t.Helper()
@@ -49,7 +49,7 @@ func checkMetricNames(t *testing.T, file string) {
 			}
 		}
 		if !known[base] {
-			t.Errorf("%s names the metric %s, which the README does not list", file, name)
+			t.Errorf("%s names the metric %s, which docs/telemetry.md does not list", file, name)
 		}
 		found++
 	}

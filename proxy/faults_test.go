@@ -371,7 +371,7 @@ func TestModelClosedIdleConnectionIsRetried(t *testing.T) {
 				waitModelClosed(t, e.up) // the model's close is on the wire before the next request
 				// A look at a pooled connection that found it quiet stands for 10 ms (recentLook):
 				// a model that closes within that window of the gateway's look after the answer
-				// costs a request a 502, as the README says. Model servers close idle connections
+				// costs a request a 502, as docs/security.md says. Model servers close idle connections
 				// after seconds; wait the window out, as they do.
 				time.Sleep(15 * time.Millisecond)
 			}

@@ -834,7 +834,7 @@ func (a refusingAuth) Authenticate(string, string, [][]byte) (authn.Caller, erro
 	return authn.Caller{}, a.err
 }
 
-// The gRPC statuses of refusals the README's table promises and the other tests do not reach:
+// The gRPC statuses of refusals docs/grpc.md's table promises and the other tests do not reach:
 // each refused call leaves the model untouched.
 func TestGRPCRefusalStatuses(t *testing.T) {
 	for _, c := range []struct {

@@ -581,7 +581,7 @@ func TestGRPCCompressedCall(t *testing.T) {
 // largest max_body_bytes of its gRPC services (and server.max_body_bytes) when it starts, so a
 // message far over every limit is refused before it is read whole. A reload that raises a
 // service's limit above that cap does not raise the cap: the larger messages stay refused until
-// a restart, as the README says.
+// a restart, as docs/grpc.md says.
 func TestGRPCMessageCapFixedAtStart(t *testing.T) {
 	const limit = 1024
 	e := newGRPCEnv(t, grpcEnvOptions{http1: true, config: func(c *config.Config) {

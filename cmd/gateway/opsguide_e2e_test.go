@@ -23,7 +23,9 @@ import (
 // The operations guide (docs/operations.md) is run, not just read: TestOperationsGuide runs every
 // command of its console blocks, in order, in one bash session, against the set-up the guide
 // itself starts (Redis, the sample model, gateways), and compares what each prints with the
-// output the guide shows. What the guide's conventions are, for its authors:
+// output the guide shows. The README and the other documents under docs/ follow the same
+// conventions and are run the same way (doccommands_e2e_test.go). What the conventions are, for
+// the documents' authors:
 //
 //   - ```console blocks hold "$ command" lines, each followed by its output. A command line
 //     ending in a backslash, or with a quote still open, continues on the next line. The
@@ -32,15 +34,19 @@ import (
 //     "…" in the shown output stands for text left out: within a line any run of characters,
 //     alone on a line any number of lines.
 //   - ```console skip="why" blocks are not run (they need systemd as init, a cluster, a Docker
-//     engine); the test logs each with its reason and keeps their number small.
+//     engine); the test logs each with its reason and keeps their number small. A ```sh (bash,
+//     shell) block is never run, so it must carry skip="why" too; without it the test fails
+//     and asks for a console block.
 //   - ```console vary=numbers blocks compare every number by its shape only.
 //   - A block with file=NAME in its info string (```yaml file=gateway.yaml) is written to NAME
 //     before the commands after it run.
 //   - A ```text log=NAME block is an excerpt of the log file NAME: its lines must appear there in
-//     that order (each log line read without its leading time=… field).
+//     that order (each log line read without its leading time=… field); with vary=numbers too,
+//     its numbers are compared by their shape.
 //   - An HTML comment starting "<!-- test" holds shell lines the test runs where the comment
 //     stands (waiting for a gateway to listen, keeping a printed key in a variable); each must
-//     succeed. $OPSGUIDE_OUTPUT names a file holding the output of the last command shown.
+//     succeed. $DOC_OUTPUT (or $OPSGUIDE_OUTPUT) names a file holding the output of the last
+//     command shown.
 //
 // The guide's fixed loopback ports are mapped to free ones in commands, files and outputs, so
 // that the test runs beside anything else on the machine (and never touches a Redis on 6379).
@@ -61,7 +67,7 @@ type guideStep struct {
 	text string // the command, the hidden shell lines, the file's content, or the log excerpt
 	name string // file: its name; log: the log file; skip: the reason
 	want string // command: the output shown
-	vary bool   // command: numbers compared by shape
+	vary bool   // command, log: numbers compared by shape
 }
 
 // fence matches a fenced code block's opening or closing line, with its indentation.
@@ -70,10 +76,11 @@ var fence = regexp.MustCompile("^( *)```(.*)$")
 // infoAttrs parses the attributes after a fence's language: key=value or key="value".
 var infoAttr = regexp.MustCompile(`([a-z]+)=(?:"([^"]*)"|(\S+))`)
 
-// parseGuide reads the guide's steps. It fails on what the test could not honour: a shell block
-// not written as a console block, a console line that is neither a command nor after one, a
-// block without a language.
-func parseGuide(t *testing.T, text string) []guideStep {
+// parseGuide reads the steps of a document (the guide, the README, a page under docs/), named by
+// name in messages. It fails on what the test could not honour: a shell block neither written as
+// a console block nor marked skip="why", a console line that is neither a command nor after one,
+// a block without a language.
+func parseGuide(t *testing.T, name, text string) []guideStep {
 	t.Helper()
 	var steps []guideStep
 	lines := strings.Split(text, "\n")
@@ -86,7 +93,7 @@ func parseGuide(t *testing.T, text string) []guideStep {
 				body = append(body, strings.TrimSpace(lines[i]))
 			}
 			if i == len(lines) {
-				t.Fatalf("guide line %d: <!-- test is not closed by -->", start)
+				t.Fatalf("%s line %d: <!-- test is not closed by -->", name, start)
 			}
 			steps = append(steps, guideStep{line: start, kind: "hidden", text: strings.Join(body, "\n")})
 			continue
@@ -102,7 +109,7 @@ func parseGuide(t *testing.T, text string) []guideStep {
 			body = append(body, strings.TrimPrefix(lines[i], indent))
 		}
 		if i == len(lines) {
-			t.Fatalf("guide line %d: code block not closed", start)
+			t.Fatalf("%s line %d: code block not closed", name, start)
 		}
 		lang, rest, _ := strings.Cut(info, " ")
 		attrs := map[string]string{}
@@ -112,30 +119,30 @@ func parseGuide(t *testing.T, text string) []guideStep {
 		content := strings.Join(body, "\n") + "\n"
 		switch {
 		case lang == "":
-			t.Errorf("guide line %d: a code block without a language (console, yaml, text, …)", start)
+			t.Errorf("%s line %d: a code block without a language (console, yaml, text, …)", name, start)
+		case (lang == "console" || lang == "sh" || lang == "bash" || lang == "shell") && attrs["skip"] != "":
+			steps = append(steps, guideStep{line: start, kind: "skip", name: attrs["skip"], text: content})
 		case lang == "sh" || lang == "bash" || lang == "shell":
-			t.Errorf("guide line %d: a %s block: write commands as a console block (\"$ command\", then its output) so that they are run", start, lang)
+			t.Errorf("%s line %d: a %s block, which no test runs: write its commands as a console block (\"$ command\", then its output) so that they are run, or mark it %s skip=\"why it cannot run here\"", name, start, lang, lang)
 		case attrs["file"] != "":
 			steps = append(steps, guideStep{line: start, kind: "file", name: attrs["file"], text: content})
 		case attrs["log"] != "":
-			steps = append(steps, guideStep{line: start, kind: "log", name: attrs["log"], text: content})
-		case lang == "console" && attrs["skip"] != "":
-			steps = append(steps, guideStep{line: start, kind: "skip", name: attrs["skip"], text: content})
+			steps = append(steps, guideStep{line: start, kind: "log", name: attrs["log"], text: content, vary: attrs["vary"] == "numbers"})
 		case lang == "console":
-			steps = append(steps, parseConsole(t, start, body, attrs["vary"] == "numbers")...)
+			steps = append(steps, parseConsole(t, name, start, body, attrs["vary"] == "numbers")...)
 		}
 	}
 	return steps
 }
 
 // parseConsole splits a console block into its commands and their outputs.
-func parseConsole(t *testing.T, start int, body []string, vary bool) []guideStep {
+func parseConsole(t *testing.T, name string, start int, body []string, vary bool) []guideStep {
 	t.Helper()
 	var steps []guideStep
 	for j := 0; j < len(body); j++ {
 		cmd, ok := strings.CutPrefix(body[j], "$ ")
 		if !ok {
-			t.Errorf("guide line %d: %q in a console block is not after a \"$ \" command", start+1+j, body[j])
+			t.Errorf("%s line %d: %q in a console block is not after a \"$ \" command", name, start+1+j, body[j])
 			continue
 		}
 		s := guideStep{line: start + 1 + j, kind: "command", vary: vary}
@@ -190,8 +197,9 @@ type guideNormalizer struct {
 // guideNormalizers apply, in order, to the shown output and the real one alike.
 var guideNormalizers = []guideNormalizer{
 	{regexp.MustCompile(`\b[0-9a-f]{40}\b`), "<commit>"},
-	{regexp.MustCompile(`\beyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+`), "<jwt>"},
-	{regexp.MustCompile(`\bsg([kp])_[0-9A-Za-z]{12}_[0-9A-Za-z]{49}\b`), "<sg${1}-key>"},
+	// A document may show a token or a key cut short, "eyJ…" or "sgk_…", for any one.
+	{regexp.MustCompile(`\beyJ(?:[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+|…)`), "<jwt>"},
+	{regexp.MustCompile(`\bsg([kp])_(?:[0-9A-Za-z]{12}_[0-9A-Za-z]{49}\b|…)`), "<sg${1}-key>"},
 	{regexp.MustCompile(`\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\b`), "<uuid>"},
 	{regexp.MustCompile(`\b\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)`), "<time>"},
 	{regexp.MustCompile(`\b[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d \d{4} GMT\b`), "<time>"},
@@ -267,8 +275,8 @@ func guideMatch(want, got string, vary bool) bool {
 }
 
 // logExcerptMatch reports whether every line of excerpt (a log excerpt shown without times)
-// matches a line of log, in order.
-func logExcerptMatch(excerpt, log string) bool {
+// matches a line of log, in order; vary compares numbers by their shape.
+func logExcerptMatch(excerpt, log string, vary bool) bool {
 	var logLines []string
 	for l := range strings.SplitSeq(log, "\n") {
 		if rest, ok := strings.CutPrefix(l, "time="); ok {
@@ -280,7 +288,7 @@ func logExcerptMatch(excerpt, log string) bool {
 	for want := range strings.SplitSeq(strings.TrimRight(excerpt, "\n"), "\n") {
 		found := false
 		for ; next < len(logLines); next++ {
-			if guideMatch(want, logLines[next], false) {
+			if guideMatch(want, logLines[next], vary) {
 				found = true
 				next++
 				break
@@ -440,9 +448,9 @@ wait_http() {
 	echo "wait_http: $1 did not answer 200" >&2
 	return 1
 }
-# wait_grep PATTERN FILE: until FILE has a line matching PATTERN, for 60 seconds at most.
+# wait_grep PATTERN FILE [SECONDS]: until FILE has a line matching PATTERN, for SECONDS (60) at most.
 wait_grep() {
-	for _ in $(seq 600); do
+	for _ in $(seq $((${3:-60} * 10))); do
 		grep -q -- "$1" "$2" 2>/dev/null && return 0
 		sleep 0.1
 	done
@@ -525,7 +533,7 @@ func TestOperationsGuideShape(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps := parseGuide(t, string(text))
+	steps := parseGuide(t, "docs/operations.md", string(text))
 	counts := map[string]int{}
 	for _, s := range steps {
 		counts[s.kind]++
@@ -558,6 +566,12 @@ func TestGuideMatch(t *testing.T) {
 		{"keys, times and ids by their kind",
 			`{"id": "l143ZBXH8V5f", "key": "sgk_l143ZBXH8V5f_` + strings.Repeat("a", 49) + `", "createdAt": "2026-11-27T06:18:39.976Z"}`,
 			`{"id": "Qz0BjA6bPMEA", "key": "sgk_Qz0BjA6bPMEA_` + strings.Repeat("B", 49) + `", "createdAt": "2027-01-02T03:04:05Z"}`, false, true},
+		{"a key shown cut short stands for any key of its kind",
+			`"key": "sgk_…"`, `"key": "sgk_Qz0BjA6bPMEA_` + strings.Repeat("B", 49) + `"`, false, true},
+		{"a key cut short is still of its kind", `"key": "sgk_…"`, `"key": "sgp_Qz0BjA6bPMEA_` + strings.Repeat("B", 49) + `"`, false, false},
+		{"a key cut short stands for a key, not for anything", `"key": "sgk_…"`, `"key": "none"`, false, false},
+		{"a token shown cut short stands for any token",
+			`{"accessToken":"eyJ…","tokenType":"Bearer"}`, `{"accessToken":"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhIn0.c2ln","tokenType":"Bearer"}`, false, true},
 		{"a service key is not a principal key",
 			`"sgk_l143ZBXH8V5f_` + strings.Repeat("a", 49) + `"`, `"sgp_l143ZBXH8V5f_` + strings.Repeat("a", 49) + `"`, false, false},
 		{"null is not a time", `"lastUsedAt": null`, `"lastUsedAt": "2026-11-27T06:18:39.976Z"`, false, false},
@@ -588,10 +602,10 @@ time=2026-11-27T08:22:33.215Z level=INFO msg=draining delay=2s
 time=2026-11-27T08:22:33.216Z level=WARN msg=other
 time=2026-11-27T08:22:36.186Z level=INFO msg=stopped
 `
-	if !logExcerptMatch("level=INFO msg=\"shutting down\"\nlevel=INFO msg=draining delay=…\nlevel=INFO msg=stopped\n", log) {
+	if !logExcerptMatch("level=INFO msg=\"shutting down\"\nlevel=INFO msg=draining delay=…\nlevel=INFO msg=stopped\n", log, false) {
 		t.Error("an excerpt of the log, in order, with a line between left out, does not match")
 	}
-	if logExcerptMatch("level=INFO msg=stopped\nlevel=INFO msg=\"shutting down\"\n", log) {
+	if logExcerptMatch("level=INFO msg=stopped\nlevel=INFO msg=\"shutting down\"\n", log, false) {
 		t.Error("lines out of order match")
 	}
 }
@@ -629,26 +643,55 @@ func TestOperationsGuide(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole operations guide: Redis, three gateways, a release build")
 	}
-	if runtime.GOOS != "linux" {
-		t.Skip("the guide's commands are run on Linux")
+	runGuide(t, guideRun{
+		path:  guidePath,
+		name:  "docs/operations.md",
+		tools: []string{"bash", "curl", "jq", "openssl", "redis-server", "redis-cli", "promtool", "go", "sha256sum"},
+		logs:  []string{"a.log", "b.log", "c.log", "tls.log", "redis.log", "model.log"},
+	})
+}
+
+// logSlow logs a step that took over 5 seconds, so that the time the documents' tests take can
+// be read from a verbose run.
+func logSlow(t *testing.T, name string, line int, command string, began time.Time) {
+	t.Helper()
+	if d := time.Since(began); d > 5*time.Second {
+		t.Logf("%s line %d took %s: %s", name, line, d.Round(100*time.Millisecond), command)
 	}
-	requireGuideTools(t, "bash", "curl", "jq", "openssl", "redis-server", "redis-cli", "promtool", "go", "sha256sum")
-	text, err := os.ReadFile(guidePath)
+}
+
+// guideRun is a document to run and what it needs.
+type guideRun struct {
+	path  string   // the document, from this package's folder
+	name  string   // the document, from the repository's root, for messages
+	tools []string // the programs its commands run
+	logs  []string // files its processes log to, shown when a step fails
+}
+
+// runGuide runs a document's steps in order in one bash session, in a scratch folder standing for
+// a checkout, and compares what each command prints with the output the document shows.
+func runGuide(t *testing.T, g guideRun) {
+	t.Helper()
+	if runtime.GOOS != "linux" {
+		t.Skip("the documents' commands are run on Linux")
+	}
+	requireGuideTools(t, g.tools...)
+	text, err := os.ReadFile(g.path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	steps := parseGuide(t, string(text))
+	steps := parseGuide(t, g.name, string(text))
 	if t.Failed() {
 		return
 	}
 	ports := guidePortMap(t)
 	back := map[int]int{}
-	for g, p := range ports {
-		back[p] = g
+	for gp, p := range ports {
+		back[p] = gp
 	}
 	dir := guideWorkdir(t)
 	lastOutput := filepath.Join(dir, ".opsguide-output")
-	env := append(guideEnv(t), "OPSGUIDE_OUTPUT="+lastOutput,
+	env := append(guideEnv(t), "OPSGUIDE_OUTPUT="+lastOutput, "DOC_OUTPUT="+lastOutput,
 		// The admin commands' default, http://127.0.0.1:9901, moved with the port.
 		fmt.Sprintf("GATEWAY_ADMIN_URL=http://127.0.0.1:%d", ports[9901]))
 	sh := startGuideShell(t, dir, env)
@@ -657,7 +700,7 @@ func TestOperationsGuide(t *testing.T) {
 	}
 	logs := func() string {
 		var b strings.Builder
-		for _, f := range []string{"a.log", "b.log", "c.log", "tls.log", "redis.log", "model.log"} {
+		for _, f := range g.logs {
 			if data, err := os.ReadFile(filepath.Join(dir, f)); err == nil {
 				fmt.Fprintf(&b, "--- %s (last lines)\n", f)
 				lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
@@ -672,7 +715,7 @@ func TestOperationsGuide(t *testing.T) {
 	stampable := false
 	if fi, err := os.Stat(filepath.Join("..", "..", ".git")); err == nil && fi.IsDir() {
 		stampable = true
-	} else {
+	} else if strings.Contains(string(text), "$ gateway version") || strings.Contains(string(text), "dist/gateway_linux_amd64/gateway version") {
 		t.Logf("SKIPPING the commit in the release steps: this checkout has no .git folder, so Go cannot stamp it")
 	}
 	var skipped int
@@ -680,7 +723,7 @@ func TestOperationsGuide(t *testing.T) {
 		switch s.kind {
 		case "skip":
 			skipped++
-			t.Logf("guide line %d: not run: %s", s.line, s.name)
+			t.Logf("%s line %d: not run: %s", g.name, s.line, s.name)
 		case "file":
 			if err := os.WriteFile(filepath.Join(dir, s.name), []byte(remapPorts(s.text, ports)), 0o600); err != nil {
 				t.Fatal(err)
@@ -690,26 +733,30 @@ func TestOperationsGuide(t *testing.T) {
 				if strings.TrimSpace(line) == "" || strings.HasPrefix(strings.TrimSpace(line), "#") {
 					continue
 				}
+				began := time.Now()
 				out, status := sh.run(t, remapPorts(line, ports), 3*time.Minute)
+				logSlow(t, g.name, s.line, line, began)
 				if status != 0 {
-					t.Fatalf("guide line %d: the hidden step %q: exit %d\n%s\n%s", s.line, line, status, out, logs())
+					t.Fatalf("%s line %d: the hidden step %q: exit %d\n%s\n%s", g.name, s.line, line, status, out, logs())
 				}
 			}
 		case "log":
 			data, err := os.ReadFile(filepath.Join(dir, s.name))
 			if err != nil {
-				t.Errorf("guide line %d: %v", s.line, err)
+				t.Errorf("%s line %d: %v", g.name, s.line, err)
 				continue
 			}
-			if !logExcerptMatch(s.text, remapPorts(string(data), back)) {
-				t.Errorf("guide line %d: %s does not hold these lines in this order:\n%s\nit holds:\n%s", s.line, s.name, s.text, data)
+			if !logExcerptMatch(s.text, remapPorts(string(data), back), s.vary) {
+				t.Errorf("%s line %d: %s does not hold these lines in this order:\n%s\nit holds:\n%s", g.name, s.line, s.name, s.text, data)
 			}
 		case "command":
 			timeout := time.Minute
 			if strings.Contains(s.text, "build.sh") {
 				timeout = 15 * time.Minute // two cross builds on a cold cache
 			}
+			began := time.Now()
 			got, _ := sh.run(t, remapPorts(s.text, ports), timeout)
+			logSlow(t, g.name, s.line, s.text, began)
 			got = remapPorts(got, back)
 			if err := os.WriteFile(lastOutput, []byte(got), 0o600); err != nil {
 				t.Fatal(err)
@@ -722,13 +769,13 @@ func TestOperationsGuide(t *testing.T) {
 				want = ""
 			}
 			if !guideMatch(want, got, s.vary) {
-				t.Errorf("guide line %d: $ %s\nshows:\n%s\nprinted:\n%s\n(normalized, shown then printed:\n%s\n---\n%s)",
-					s.line, s.text, s.want, got, normalizeGuide(s.want, s.vary), normalizeGuide(got, s.vary))
+				t.Errorf("%s line %d: $ %s\nshows:\n%s\nprinted:\n%s\n(normalized, shown then printed:\n%s\n---\n%s)",
+					g.name, s.line, s.text, s.want, got, normalizeGuide(s.want, s.vary), normalizeGuide(got, s.vary))
 			}
 		}
 	}
 	if t.Failed() {
-		t.Logf("logs of the guide's processes:\n%s", logs())
+		t.Logf("logs of the processes %s started:\n%s", g.name, logs())
 	}
-	t.Logf("ran %d steps of the guide; %d console blocks not run", len(steps)-skipped, skipped)
+	t.Logf("ran %d steps of %s; %d blocks not run", len(steps)-skipped, g.name, skipped)
 }

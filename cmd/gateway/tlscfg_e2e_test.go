@@ -135,7 +135,7 @@ tls:
 	})
 }
 
-// The README's two ACL users: the gateway's, for the credentials' state, and the certificate
+// The two ACL users of docs/shared-state.md: the gateway's, for the credentials' state, and the certificate
 // storage's, each limited to its own prefix.
 const (
 	gatewayACL = "user gateway on >gw-pass ~{scoregate}:* &{scoregate}:changes -@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait"
