@@ -385,6 +385,10 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	req.Header.SetBytesV(HeaderRequestID, id)
 	var targetBuf [256]byte
 	req.SetRequestURIBytes(dropCredentialParams(targetBuf[:0], target, svc.cfg.ForwardCredentials))
+	// An answer streams to the client only over HTTP/1.1: chunked framing is all fasthttp writes
+	// for a body of unknown length, and an HTTP/1.0 client cannot read it. Such a client gets the
+	// answer read whole (within max_response_bytes), with its Content-Length.
+	stream := req.Header.IsHTTP11()
 	if !req.Header.IsHTTP11() {
 		// The gateway speaks HTTP/1.1 to the model whatever the client spoke; the client's
 		// version is put back for fasthttp, which answers the client by it.
@@ -409,7 +413,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 		svc.maybeMirror(req)
 	}
 
-	r, err := withReplica(dep, rec, func(r *replica) error { return g.call(ctx, svc, dep, r, rec) }, nil)
+	r, err := withReplica(dep, rec, func(r *replica) error { return g.call(ctx, svc, dep, r, rec, stream) }, nil)
 	if r == nil {
 		return err // no replica to be had
 	}
@@ -429,7 +433,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 // of known length is read whole before call returns, so the slot is free before the client reads
 // a byte. A streamed answer (stream.go) is left in the response as a modelStream, which holds r
 // until the stream ends.
-func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, r *replica, rec *telemetry.Record) error {
+func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, r *replica, rec *telemetry.Record, stream bool) error {
 	held := true
 	defer func() {
 		if held {
@@ -443,7 +447,7 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 		rec.Upstream = r.host
 		rec.UpstreamStart()
 	}
-	ctx.Response.StreamBody = true // modelTransport decides from the answer's headers
+	ctx.Response.StreamBody = stream // modelTransport decides from the answer's headers
 	err := r.client.DoTimeout(req, &ctx.Response, svc.timeout)
 	ctx.Response.StreamBody = false
 	svc.observe(r, err)

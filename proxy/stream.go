@@ -112,6 +112,9 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	default:
 		resp.StreamBody = false // read it whole; a retry of the call still comes back here
 		err = resp.ReadBody(br, hc.MaxResponseBodySize)
+		if err == nil && resp.Header.ContentLength() == -1 {
+			err = skipTrailerSection(br) // fasthttp's ReadBody stops at the last chunk's size line
+		}
 		resp.StreamBody = stream
 	}
 	if err == nil && !closeConn && overrun(br, conn) {
@@ -147,6 +150,28 @@ func overrun(br *bufio.Reader, conn net.Conn) bool {
 		return peekConn(conn, time.Time{}) == connPending
 	}
 	return false
+}
+
+// maxTrailerSection bounds the trailer section of a chunked answer read whole.
+const maxTrailerSection = 16 << 10
+
+var errTrailerSection = errors.New("the trailer section of the model's chunked answer is malformed or over 16 KiB")
+
+// skipTrailerSection reads the trailer section that ends a chunked body (RFC 9112 7.1.2: field
+// lines, then an empty line) and drops it: an answer read whole is sent with its Content-Length,
+// and a model's trailer fields are not promoted to header fields.
+func skipTrailerSection(br *bufio.Reader) error {
+	for n := 0; n <= maxTrailerSection; {
+		line, err := br.ReadSlice('\n')
+		n += len(line)
+		if err != nil {
+			return errTrailerSection
+		}
+		if len(line) == 2 && line[0] == '\r' || len(line) == 1 {
+			return nil
+		}
+	}
+	return errTrailerSection
 }
 
 // readResponseHeader reads the final response header, past any 1xx interim ones (as fasthttp
