@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scoregate/scoregate/config"
 )
 
 // An HTTP/1.0 client cannot read a chunked answer: when the model answers in chunks, the client
@@ -52,5 +54,38 @@ func TestHTTP10ClientGetsAChunkedAnswerUnchunked(t *testing.T) {
 	}
 	if body != `{"a": 1}` {
 		t.Errorf("body %q, want the model's body unchunked", body)
+	}
+}
+
+// A model that answers its health checks chunked (with a trailer section) is healthy: the check
+// reads the answer whole, trailer section included, and does not take it for bytes past its end.
+func TestChunkedHealthAnswerIsHealthy(t *testing.T) {
+	model := rawModel(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if line == "\r\n" {
+					break
+				}
+			}
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Checksum: abc\r\n\r\n")
+		}
+	})
+	e := newFaultEnvWith(t, nil, model, func(s *config.Service) {
+		s.HealthCheck = config.HealthCheck{Path: "/healthz", Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond,
+			UnhealthyThreshold: 2, HealthyThreshold: 1}
+	})
+	deadline := time.Now().Add(700 * time.Millisecond) // about 7 checks; 2 failures in a row would show
+	for time.Now().Before(deadline) {
+		for _, r := range e.gw.Replicas() {
+			if r.Service == "model" && r.State != "healthy" {
+				t.Fatalf("the replica is %s, want healthy", r.State)
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
