@@ -19,7 +19,7 @@ import (
 	"time"
 
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // ---------------------------------------------------------------------------------------------

@@ -828,6 +828,9 @@ func (s *RedisStore) AppendActivity(ctx context.Context, a Activity) error {
 
 // Activity implements Store.
 func (s *RedisStore) Activity(ctx context.Context, limit int) ([]Activity, error) {
+	if limit <= 0 { // LRANGE 0 -1 would be the whole log
+		return nil, nil
+	}
 	ctx, cancel := s.call(ctx)
 	defer cancel()
 	vals, err := s.client.LRange(ctx, s.key("activity"), 0, int64(limit)-1).Result()

@@ -16,7 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 func init() { SetRedisLogger(slog.New(slog.DiscardHandler)) } // go-redis would write to stderr

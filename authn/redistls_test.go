@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/redistest"
-	"github.com/scoregate/scoregate/internal/testpki"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
+	"github.com/scoregate/scoregate/internal/testing/testpki"
 )
 
 // tlsRedis starts a redis-server that also listens with TLS, its certificate signed by a private

@@ -14,7 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/scoregate/scoregate/internal/testpki"
+	"github.com/scoregate/scoregate/internal/testing/testpki"
 )
 
 // Finding 12a: over TLS, a request whose Host names another host than the server name (SNI)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/otlpsink"
+	"github.com/scoregate/scoregate/internal/testing/otlpsink"
 	"github.com/scoregate/scoregate/proxy"
 	"github.com/scoregate/scoregate/telemetry"
 )

@@ -27,7 +27,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/testpki"
+	"github.com/scoregate/scoregate/internal/testing/testpki"
 	"github.com/scoregate/scoregate/proxy"
 )
 

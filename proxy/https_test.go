@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/testpki"
+	"github.com/scoregate/scoregate/internal/testing/testpki"
 )
 
 // Over the HTTPS listener the model learns that the client came over TLS (X-Forwarded-Proto

@@ -22,7 +22,7 @@ import (
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/otlpsink"
+	"github.com/scoregate/scoregate/internal/testing/otlpsink"
 	"github.com/scoregate/scoregate/proxy"
 )
 

@@ -13,7 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/otlpsink"
+	"github.com/scoregate/scoregate/internal/testing/otlpsink"
 )
 
 // benchDrain is how many records BenchmarkRecordRequest hands over between pauses in which the

@@ -33,7 +33,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/scoregate/scoregate/config"
-	"github.com/scoregate/scoregate/internal/otlpsink"
+	"github.com/scoregate/scoregate/internal/testing/otlpsink"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/metrics.golden from the current /metrics output")

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // Store faults through the binary: the embedded store's disk fills up or is read-only, and Redis

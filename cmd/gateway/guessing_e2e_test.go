@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 const guessOwnerKey = "owner-key-guessing-e2e-0123456789abcdef"

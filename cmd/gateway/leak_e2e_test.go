@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // The leakage rows of the threat model (docs/threat-model.md), through the gateway binary: a

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // Issue 17, finding 14a and 14b: while Redis stalls (it takes the commands, its answers come

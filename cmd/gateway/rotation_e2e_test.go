@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // KEY-10: primary/secondary rotation under load. Keys A (primary) and B (secondary) are in use

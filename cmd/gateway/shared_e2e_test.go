@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 const sharedOwnerKey = "owner-key-shared-by-instances-0123456789"

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // TestSoak runs two gateway instances on one Redis under mixed traffic for SCOREGATE_SOAK (a

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/pebbletest"
-	"github.com/scoregate/scoregate/internal/redistest"
-	"github.com/scoregate/scoregate/internal/testpki"
+	"github.com/scoregate/scoregate/internal/testing/pebbletest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
+	"github.com/scoregate/scoregate/internal/testing/testpki"
 )
 
 // testCA is a private certificate authority for tests that hands the gateway its certificates

@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/pebbletest"
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/pebbletest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // Finding 3 and 12b through the binary: check-config refuses a Redis URL that turns off TLS

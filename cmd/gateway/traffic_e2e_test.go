@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // The model-traffic issue's acceptance, through the binary: a replica killed under load and

@@ -17,8 +17,8 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
-	"github.com/scoregate/scoregate/internal/redistest"
-	"github.com/scoregate/scoregate/internal/testpki"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
+	"github.com/scoregate/scoregate/internal/testing/testpki"
 )
 
 // testCA is an issuer inside the test: it signs every CSR after a pause long enough for another

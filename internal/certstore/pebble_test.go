@@ -21,8 +21,8 @@ import (
 	"github.com/caddyserver/certmagic"
 	"go.uber.org/zap"
 
-	"github.com/scoregate/scoregate/internal/redistest"
-	"github.com/scoregate/scoregate/internal/testpki"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
+	"github.com/scoregate/scoregate/internal/testing/testpki"
 )
 
 // startPebble runs pebble, the ACME test server, on free loopback ports, taking every challenge

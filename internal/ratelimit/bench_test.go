@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // One request's decision on a key already known: the per-request cost on one instance.

@@ -7,7 +7,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/scoregate/scoregate/internal/otlpsink"
+	"github.com/scoregate/scoregate/internal/testing/otlpsink"
 )
 
 func TestMain(m *testing.M) {

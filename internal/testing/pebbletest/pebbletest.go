@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/testpki"
+	"github.com/scoregate/scoregate/internal/testing/testpki"
 )
 
 // Require returns the paths of pebble and pebble-challtestsrv. When one is missing it fails the

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // Ports of every server started by these tests; TestNoLeftoverProcesses

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scoregate/scoregate/internal/redistest"
+	"github.com/scoregate/scoregate/internal/testing/redistest"
 )
 
 // The proxy relays, delays Redis's answers by at least the delay asked for, cuts and restores,
