@@ -44,11 +44,17 @@ services:
 	return path
 }
 
-// adminCall calls the admin API of p and decodes the answer into out.
+// adminCall calls the admin API of p with the Owner key and decodes the answer into out.
 func adminCall(t *testing.T, p *proc, method, path, body string, out any) int {
 	t.Helper()
+	return adminCallAs(t, p, sharedOwnerKey, method, path, body, out)
+}
+
+// adminCallAs is adminCall with the credential cred.
+func adminCallAs(t *testing.T, p *proc, cred, method, path, body string, out any) int {
+	t.Helper()
 	req, _ := http.NewRequest(method, p.adminURL+path, strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+sharedOwnerKey)
+	req.Header.Set("Authorization", "Bearer "+cred)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

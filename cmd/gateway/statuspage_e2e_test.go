@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -327,18 +326,7 @@ services:
 	gw := start(t, []string{"GATEWAY_ADMIN_KEY=" + ownerKey}, "serve", "-config", cfgPath)
 	admin := func(method, path, cred, body string, out any) int {
 		t.Helper()
-		req, _ := http.NewRequest(method, gw.adminURL+path, strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+cred)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		if out != nil {
-			json.Unmarshal(b, out)
-		}
-		return resp.StatusCode
+		return adminCallAs(t, gw, cred, method, path, body, out)
 	}
 
 	// The credentials in use: a reader principal's key, the service's keys, a token.
