@@ -225,6 +225,7 @@ func TestReplicaFailoverAndRecovery(t *testing.T) {
 	if a.scored.Load() == 0 || b.scored.Load() == 0 {
 		t.Fatalf("before the kill the replicas got %d and %d requests; both should share the load", a.scored.Load(), b.scored.Load())
 	}
+	killStart := time.Now() // kill closes the connections one by one: a request may fail from here
 	b.kill()
 	killedAt := time.Now()
 
@@ -279,7 +280,7 @@ func TestReplicaFailoverAndRecovery(t *testing.T) {
 	var beforeKill, window, afterDetection []failure
 	for _, f := range failures {
 		switch {
-		case f.done.Before(killedAt):
+		case f.done.Before(killStart):
 			beforeKill = append(beforeKill, f)
 		case f.sent.Before(killedAt.Add(detection)):
 			window = append(window, f)

@@ -14,7 +14,7 @@ import (
 // An HTTP/1.0 client cannot read a chunked answer: when the model answers in chunks, the client
 // gets the body read whole, with its Content-Length and no Transfer-Encoding; the model's trailer
 // fields are dropped, not turned into header fields.
-func TestHTTP10ClientGetsAChunkedAnswerUnchunked(t *testing.T) {
+func TestOldClientGetsAChunkedAnswerUnchunked(t *testing.T) {
 	model := rawModel(t, func(c net.Conn) {
 		br := bufio.NewReader(c)
 		for {
