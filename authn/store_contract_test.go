@@ -29,7 +29,8 @@ func TestBoltStoreContract(t *testing.T) {
 	})
 }
 
-// The Redis store keeps the Store contract on a single server and on a Cluster.
+// The Redis store keeps the Store contract on a single server, on a Cluster and through
+// Sentinel.
 func TestRedisStoreContract(t *testing.T) {
 	t.Run("single server", func(t *testing.T) {
 		srv := redistest.Start(t)
@@ -38,6 +39,10 @@ func TestRedisStoreContract(t *testing.T) {
 	t.Run("cluster", func(t *testing.T) {
 		cl := redistest.Cluster(t, 3)
 		redisContract(t, config.Store{RedisAddrs: cl.Addrs})
+	})
+	t.Run("sentinel", func(t *testing.T) {
+		sn := redistest.Sentinel(t)
+		redisContract(t, config.Store{RedisAddrs: sn.SentinelAddrs, RedisMasterName: sn.MasterName})
 	})
 }
 
