@@ -128,8 +128,6 @@ type grpcCall struct {
 // listener's gRPC server, so every method reaches it. Failures are answered as trailers-only
 // gRPC answers; a panic becomes INTERNAL for this call alone.
 func (g *Gateway) serveGRPC(_ any, ss grpc.ServerStream) (answer error) {
-	g.h2.calls.Add(1)
-	defer g.h2.calls.Add(-1)
 	c := &grpcCall{ss: ss, ctx: ss.Context()}
 	c.md, _ = metadata.FromIncomingContext(c.ctx)
 	c.path, _ = grpc.MethodFromServerStream(ss)

@@ -49,10 +49,9 @@ type h2Plane struct {
 	only atomic.Pointer[onlyGRPC]
 
 	// stopping ends when Shutdown's time is up: the calls still open then end UNAVAILABLE
-	// (errShuttingDown). calls counts the calls being handled.
+	// (errShuttingDown).
 	stopping context.Context
 	stop     context.CancelFunc
-	calls    atomic.Int64
 }
 
 type onlyGRPC struct {
