@@ -41,6 +41,30 @@ func newTestServer(t *testing.T) (*Server, *httptest.Server, *authn.Keyring) {
 
 func newTestEnv(t *testing.T) (*Server, *httptest.Server, *testEnv) {
 	t.Helper()
+	cfg := &config.Config{
+		Roles: []config.Role{{Name: "auditor", Permissions: []string{config.PermActivityRead}}},
+		Services: []config.Service{
+			{Name: "iris", Auth: config.AuthKey, Upstreams: []string{"http://127.0.0.1:5001"}},
+			{Name: "open", Auth: config.AuthNone, Upstreams: []string{"http://127.0.0.1:5002", "http://127.0.0.1:5003"}},
+			{Name: "scoring", Auth: config.AuthToken, Upstreams: []string{"http://127.0.0.1:5004"}},
+		},
+	}
+	cfg.ApplyDefaults()
+	keys, principals, activity, tokens := newAuthn(t, cfg)
+	env := &testEnv{keys: keys, principals: principals, tokens: tokens}
+	env.reload = func(context.Context, string) (ReloadResult, error) { return ReloadResult{}, nil }
+	reload := func(ctx context.Context, initiator string) (ReloadResult, error) { return env.reload(ctx, initiator) }
+	fresh := func() bool { return !env.stale.Load() }
+	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Reload: reload, Fresh: fresh})
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(hs.Close)
+	return s, hs, env
+}
+
+// newAuthn is the gateway's keys, principals, activity log and tokens for cfg, over a fresh
+// embedded store that closes with the test.
+func newAuthn(t *testing.T, cfg *config.Config) (*authn.Keyring, *authn.Principals, *authn.ActivityLog, *authn.Tokens) {
+	t.Helper()
 	store, err := authn.OpenBolt(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -51,15 +75,6 @@ func newTestEnv(t *testing.T) (*Server, *httptest.Server, *testEnv) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := &config.Config{
-		Roles: []config.Role{{Name: "auditor", Permissions: []string{config.PermActivityRead}}},
-		Services: []config.Service{
-			{Name: "iris", Auth: config.AuthKey, Upstreams: []string{"http://127.0.0.1:5001"}},
-			{Name: "open", Auth: config.AuthNone, Upstreams: []string{"http://127.0.0.1:5002", "http://127.0.0.1:5003"}},
-			{Name: "scoring", Auth: config.AuthToken, Upstreams: []string{"http://127.0.0.1:5004"}},
-		},
-	}
-	cfg.ApplyDefaults()
 	principals, err := authn.NewPrincipals(ctx, store, keys, authn.NewRoles(cfg), ownerKey)
 	if err != nil {
 		t.Fatal(err)
@@ -69,14 +84,7 @@ func newTestEnv(t *testing.T) (*Server, *httptest.Server, *testEnv) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := &testEnv{keys: keys, principals: principals, tokens: tokens}
-	env.reload = func(context.Context, string) (ReloadResult, error) { return ReloadResult{}, nil }
-	reload := func(ctx context.Context, initiator string) (ReloadResult, error) { return env.reload(ctx, initiator) }
-	fresh := func() bool { return !env.stale.Load() }
-	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Reload: reload, Fresh: fresh})
-	hs := httptest.NewServer(s.Handler())
-	t.Cleanup(hs.Close)
-	return s, hs, env
+	return keys, principals, activity, tokens
 }
 
 func call(t *testing.T, hs *httptest.Server, method, path, key string) (int, http.Header, string) {

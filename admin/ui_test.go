@@ -29,16 +29,6 @@ type uiEnv struct {
 
 func newUIEnv(t *testing.T, tls bool, change ...func(*config.Config, *Deps)) *uiEnv {
 	t.Helper()
-	store, err := authn.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	ctx := context.Background()
-	keys, err := authn.NewKeyring(ctx, store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cfg := &config.Config{
 		AdminAuthFailureLimit: config.AuthFailureLimit{Failures: 3, Window: time.Minute},
 		Roles: []config.Role{
@@ -59,15 +49,7 @@ func newUIEnv(t *testing.T, tls bool, change ...func(*config.Config, *Deps)) *ui
 	for _, c := range change {
 		c(cfg, &d)
 	}
-	principals, err := authn.NewPrincipals(ctx, store, keys, authn.NewRoles(cfg), ownerKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	activity := authn.NewActivityLog(store, nil)
-	tokens, err := authn.NewTokens(ctx, cfg, store, principals, nil, authn.WithActivity(activity))
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys, principals, activity, tokens := newAuthn(t, cfg)
 	d.Keys, d.Principals, d.Tokens, d.Activity = keys, principals, tokens, activity
 	s := New(cfg, d)
 	var hs *httptest.Server

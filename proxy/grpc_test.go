@@ -531,141 +531,142 @@ func testContext(t testing.TB) context.Context {
 	return ctx
 }
 
+// overH2CAndTLS runs f as two subtests: the listener in cleartext (h2c), then over TLS.
+func overH2CAndTLS(t *testing.T, f func(t *testing.T, tls bool)) {
+	t.Run("h2c", func(t *testing.T) { f(t, false) })
+	t.Run("TLS", func(t *testing.T) { f(t, true) })
+}
+
 // TestGRPCThroughGateway is the acceptance (2): a grpc-go client reaches the KServe
 // model through the gateway over h2c and over TLS (TLS to the model too); with a valid key the
 // answers match a direct call, trailers included; with none the call is UNAUTHENTICATED and the
 // model sees nothing; an error status the model sets arrives unchanged, with its details.
 func TestGRPCThroughGateway(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		tls  bool
-	}{{"h2c", false}, {"TLS", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newGRPCEnv(t, grpcEnvOptions{tls: tc.tls})
-			gw, direct := e.client(t), e.direct(t)
-			ctx := testContext(t)
-			keyed := withKey(ctx, e.key)
+	overH2CAndTLS(t, func(t *testing.T, tls bool) {
+		e := newGRPCEnv(t, grpcEnvOptions{tls: tls})
+		gw, direct := e.client(t), e.direct(t)
+		ctx := testContext(t)
+		keyed := withKey(ctx, e.key)
 
-			t.Run("unary answers match a direct call", func(t *testing.T) {
-				for _, c := range []struct {
-					method  string
-					in, out func() proto.Message
-				}{
-					{methodServerLive, func() proto.Message { return &emptypb.Empty{} }, func() proto.Message { return new(wrapperspb.BoolValue) }},
-					{methodModelInfer, func() proto.Message { return wrapperspb.String("x") }, func() proto.Message { return new(wrapperspb.StringValue) }},
-				} {
-					want := invoke(ctx, direct, c.method, c.in(), c.out())
-					got := invoke(keyed, gw, c.method, c.in(), c.out())
-					if want.err != nil || got.err != nil {
-						t.Fatalf("%s: direct err %v, through the gateway err %v", c.method, want.err, got.err)
-					}
-					if !proto.Equal(want.out, got.out) {
-						t.Errorf("%s: through the gateway %v, direct %v", c.method, got.out, want.out)
-					}
-					if c.method == methodModelInfer {
-						checkEqual(t, "model trailer", want.trailer.Get("x-model-version"), got.trailer.Get("x-model-version"))
-						if ids := got.header.Get("x-request-id"); len(ids) != 1 || ids[0] == "" {
-							t.Errorf("x-request-id = %q, want one id", ids)
-						}
-					}
+		t.Run("unary answers match a direct call", func(t *testing.T) {
+			for _, c := range []struct {
+				method  string
+				in, out func() proto.Message
+			}{
+				{methodServerLive, func() proto.Message { return &emptypb.Empty{} }, func() proto.Message { return new(wrapperspb.BoolValue) }},
+				{methodModelInfer, func() proto.Message { return wrapperspb.String("x") }, func() proto.Message { return new(wrapperspb.StringValue) }},
+			} {
+				want := invoke(ctx, direct, c.method, c.in(), c.out())
+				got := invoke(keyed, gw, c.method, c.in(), c.out())
+				if want.err != nil || got.err != nil {
+					t.Fatalf("%s: direct err %v, through the gateway err %v", c.method, want.err, got.err)
 				}
-				md := e.model.lastMD()
-				if v := md.Get("authorization"); len(v) > 0 {
-					t.Errorf("the model saw the credential: %q", v)
+				if !proto.Equal(want.out, got.out) {
+					t.Errorf("%s: through the gateway %v, direct %v", c.method, got.out, want.out)
 				}
-				if v := md.Get(config.GRPCServiceHeader); len(v) > 0 {
-					t.Errorf("the model saw %s: %q", config.GRPCServiceHeader, v)
-				}
-				if v := md.Get("x-request-id"); len(v) != 1 {
-					t.Errorf("the model got x-request-id %q, want one", v)
-				}
-			})
-
-			t.Run("server streaming gets every message and the trailers", func(t *testing.T) {
-				want, wantTr, err := streamAll(ctx, direct, "s")
-				if err != nil {
-					t.Fatal(err)
-				}
-				got, gotTr, err := streamAll(keyed, gw, "s")
-				if err != nil {
-					t.Fatal(err)
-				}
-				checkEqual(t, "messages", want, got)
-				checkEqual(t, "parts", streamParts, len(got))
-				checkEqual(t, "trailer", wantTr.Get("x-model-parts"), gotTr.Get("x-model-parts"))
-			})
-
-			t.Run("a streamed answer's headers and messages pass on as the model sends them", func(t *testing.T) {
-				s, err := gw.NewStream(keyed, &grpc.StreamDesc{ServerStreams: true}, methodStreamInfer)
-				if err != nil {
-					t.Fatal(err)
-				}
-				start := time.Now()
-				if err := s.SendMsg(wrapperspb.String("paced")); err != nil {
-					t.Fatal(err)
-				}
-				if err := s.CloseSend(); err != nil {
-					t.Fatal(err)
-				}
-				// Bounds far above the gateway's flushDelay, and far below streamPace: a message
-				// held back until the next one (or the end) misses them.
-				const slack = 150 * time.Millisecond
-				md, err := s.Header()
-				if err != nil {
-					t.Fatal(err)
-				}
-				if d := time.Since(start); d > slack || md.Get("x-early")[0] != "yes" {
-					t.Errorf("the headers arrived after %v (%v), want them within %v, before the first message", d, md, slack)
-				}
-				for i := range pacedParts {
-					m := new(wrapperspb.StringValue)
-					if err := s.RecvMsg(m); err != nil {
-						t.Fatal(err)
-					}
-					due := time.Duration(i+1) * streamPace
-					if d := time.Since(start); d > due+slack {
-						t.Errorf("message %d arrived %v after the call began, want within %v of the model sending it at %v", i, d, slack, due)
+				if c.method == methodModelInfer {
+					checkEqual(t, "model trailer", want.trailer.Get("x-model-version"), got.trailer.Get("x-model-version"))
+					if ids := got.header.Get("x-request-id"); len(ids) != 1 || ids[0] == "" {
+						t.Errorf("x-request-id = %q, want one id", ids)
 					}
 				}
-				if err := s.RecvMsg(new(wrapperspb.StringValue)); !errors.Is(err, io.EOF) {
-					t.Errorf("after the last message: %v, want the end of the stream", err)
-				}
-			})
-
-			t.Run("model error status arrives unchanged", func(t *testing.T) {
-				want := invoke(ctx, direct, methodModelInfer, wrapperspb.String("fail"), new(wrapperspb.StringValue))
-				got := invoke(keyed, gw, methodModelInfer, wrapperspb.String("fail"), new(wrapperspb.StringValue))
-				ws, gs := status.Convert(want.err), status.Convert(got.err)
-				checkEqual(t, "code", codes.InvalidArgument, gs.Code())
-				checkEqual(t, "message", ws.Message(), gs.Message())
-				if !proto.Equal(ws.Proto(), gs.Proto()) {
-					t.Errorf("status through the gateway %v, direct %v", gs.Proto(), ws.Proto())
-				}
-				checkEqual(t, "details", 1, len(gs.Details()))
-			})
-
-			t.Run("no key: UNAUTHENTICATED and the model sees nothing", func(t *testing.T) {
-				before := e.model.calls.Load()
-				for _, c := range []struct {
-					name string
-					ctx  context.Context
-				}{
-					{"none", ctx},
-					{"wrong", withKey(ctx, "not-a-key-"+strings.Repeat("x", 40))},
-				} {
-					r := invoke(c.ctx, gw, methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue))
-					st := status.Convert(r.err)
-					checkEqual(t, c.name+": code", codes.Unauthenticated, st.Code())
-					if strings.Contains(st.Message(), e.key) || strings.Contains(st.Message(), "127.0.0.1") {
-						t.Errorf("%s: message says too much: %q", c.name, st.Message())
-					}
-					_, _, err := streamAll(c.ctx, gw, "s")
-					checkEqual(t, c.name+": streaming code", codes.Unauthenticated, status.Code(err))
-				}
-				checkEqual(t, "calls the model saw", before, e.model.calls.Load())
-			})
+			}
+			md := e.model.lastMD()
+			if v := md.Get("authorization"); len(v) > 0 {
+				t.Errorf("the model saw the credential: %q", v)
+			}
+			if v := md.Get(config.GRPCServiceHeader); len(v) > 0 {
+				t.Errorf("the model saw %s: %q", config.GRPCServiceHeader, v)
+			}
+			if v := md.Get("x-request-id"); len(v) != 1 {
+				t.Errorf("the model got x-request-id %q, want one", v)
+			}
 		})
-	}
+
+		t.Run("server streaming gets every message and the trailers", func(t *testing.T) {
+			want, wantTr, err := streamAll(ctx, direct, "s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, gotTr, err := streamAll(keyed, gw, "s")
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkEqual(t, "messages", want, got)
+			checkEqual(t, "parts", streamParts, len(got))
+			checkEqual(t, "trailer", wantTr.Get("x-model-parts"), gotTr.Get("x-model-parts"))
+		})
+
+		t.Run("a streamed answer's headers and messages pass on as the model sends them", func(t *testing.T) {
+			s, err := gw.NewStream(keyed, &grpc.StreamDesc{ServerStreams: true}, methodStreamInfer)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			if err := s.SendMsg(wrapperspb.String("paced")); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			// Bounds far above the gateway's flushDelay, and far below streamPace: a message
+			// held back until the next one (or the end) misses them.
+			const slack = 150 * time.Millisecond
+			md, err := s.Header()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := time.Since(start); d > slack || md.Get("x-early")[0] != "yes" {
+				t.Errorf("the headers arrived after %v (%v), want them within %v, before the first message", d, md, slack)
+			}
+			for i := range pacedParts {
+				m := new(wrapperspb.StringValue)
+				if err := s.RecvMsg(m); err != nil {
+					t.Fatal(err)
+				}
+				due := time.Duration(i+1) * streamPace
+				if d := time.Since(start); d > due+slack {
+					t.Errorf("message %d arrived %v after the call began, want within %v of the model sending it at %v", i, d, slack, due)
+				}
+			}
+			if err := s.RecvMsg(new(wrapperspb.StringValue)); !errors.Is(err, io.EOF) {
+				t.Errorf("after the last message: %v, want the end of the stream", err)
+			}
+		})
+
+		t.Run("model error status arrives unchanged", func(t *testing.T) {
+			want := invoke(ctx, direct, methodModelInfer, wrapperspb.String("fail"), new(wrapperspb.StringValue))
+			got := invoke(keyed, gw, methodModelInfer, wrapperspb.String("fail"), new(wrapperspb.StringValue))
+			ws, gs := status.Convert(want.err), status.Convert(got.err)
+			checkEqual(t, "code", codes.InvalidArgument, gs.Code())
+			checkEqual(t, "message", ws.Message(), gs.Message())
+			if !proto.Equal(ws.Proto(), gs.Proto()) {
+				t.Errorf("status through the gateway %v, direct %v", gs.Proto(), ws.Proto())
+			}
+			checkEqual(t, "details", 1, len(gs.Details()))
+		})
+
+		t.Run("no key: UNAUTHENTICATED and the model sees nothing", func(t *testing.T) {
+			before := e.model.calls.Load()
+			for _, c := range []struct {
+				name string
+				ctx  context.Context
+			}{
+				{"none", ctx},
+				{"wrong", withKey(ctx, "not-a-key-"+strings.Repeat("x", 40))},
+			} {
+				r := invoke(c.ctx, gw, methodModelInfer, wrapperspb.String("x"), new(wrapperspb.StringValue))
+				st := status.Convert(r.err)
+				checkEqual(t, c.name+": code", codes.Unauthenticated, st.Code())
+				if strings.Contains(st.Message(), e.key) || strings.Contains(st.Message(), "127.0.0.1") {
+					t.Errorf("%s: message says too much: %q", c.name, st.Message())
+				}
+				_, _, err := streamAll(c.ctx, gw, "s")
+				checkEqual(t, c.name+": streaming code", codes.Unauthenticated, status.Code(err))
+			}
+			checkEqual(t, "calls the model saw", before, e.model.calls.Load())
+		})
+	})
 }
 
 // TestGRPCRouting: a call names its service in the scoregate-service metadata, or goes to the

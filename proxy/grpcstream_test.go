@@ -105,32 +105,42 @@ func pingPong(ctx context.Context, conn *grpc.ClientConn, inputs []string) ([]st
 	return got, s.Trailer(), nil
 }
 
+// endAfterEcho opens a bidirectional call on conn, has one message echoed, then sends last (an
+// input that ends the call at the model) and returns the stream and the status it ended with.
+func endAfterEcho(t *testing.T, conn *grpc.ClientConn, ctx context.Context, last string) (grpc.ClientStream, *status.Status) {
+	t.Helper()
+	s, err := conn.NewStream(ctx, bidiDesc, methodBidiInfer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sendString(t, s, "a")
+	expectRecv(t, s, "echo:a")
+	sendString(t, s, last)
+	_, err = recvString(s)
+	return s, status.Convert(err)
+}
+
 // TestGRPCBidiStream: a bidirectional call passes each message through as it comes, both ways,
 // over h2c and TLS, and ends as a direct call does, its trailer included; its replica is
 // released.
 func TestGRPCBidiStream(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		tls  bool
-	}{{"h2c", false}, {"TLS", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newGRPCEnv(t, grpcEnvOptions{tls: tc.tls})
-			ctx := testContext(t)
-			inputs := []string{"a", "b", "c", strings.Repeat("z", 100<<10)}
-			want, wantTr, err := pingPong(ctx, e.direct(t), inputs)
-			if err != nil {
-				t.Fatalf("direct: %v", err)
-			}
-			got, gotTr, err := pingPong(withKey(ctx, e.key), e.client(t), inputs)
-			if err != nil {
-				t.Fatalf("through the gateway: %v", err)
-			}
-			checkEqual(t, "answers", want, got)
-			checkEqual(t, "trailer", []string{"4"}, gotTr.Get("x-model-echoes"))
-			checkEqual(t, "trailer", wantTr.Get("x-model-echoes"), gotTr.Get("x-model-echoes"))
-			waitReleased(t, e.gw, "kserve")
-		})
-	}
+	overH2CAndTLS(t, func(t *testing.T, tls bool) {
+		e := newGRPCEnv(t, grpcEnvOptions{tls: tls})
+		ctx := testContext(t)
+		inputs := []string{"a", "b", "c", strings.Repeat("z", 100<<10)}
+		want, wantTr, err := pingPong(ctx, e.direct(t), inputs)
+		if err != nil {
+			t.Fatalf("direct: %v", err)
+		}
+		got, gotTr, err := pingPong(withKey(ctx, e.key), e.client(t), inputs)
+		if err != nil {
+			t.Fatalf("through the gateway: %v", err)
+		}
+		checkEqual(t, "answers", want, got)
+		checkEqual(t, "trailer", []string{"4"}, gotTr.Get("x-model-echoes"))
+		checkEqual(t, "trailer", wantTr.Get("x-model-echoes"), gotTr.Get("x-model-echoes"))
+		waitReleased(t, e.gw, "kserve")
+	})
 }
 
 // TestGRPCClientStreaming: a client-streaming call reaches the model message by message and gets
@@ -447,15 +457,7 @@ func TestGRPCCancellation(t *testing.T) {
 	})
 
 	t.Run("the model aborts", func(t *testing.T) {
-		s, err := gw.NewStream(withKey(testContext(t), e.key), bidiDesc, methodBidiInfer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sendString(t, s, "a")
-		expectRecv(t, s, "echo:a")
-		sendString(t, s, "abort")
-		_, err = recvString(s)
-		st := status.Convert(err)
+		_, st := endAfterEcho(t, gw, withKey(testContext(t), e.key), "abort")
 		checkEqual(t, "code", codes.Aborted, st.Code())
 		checkEqual(t, "message", "the model gave up on this stream", st.Message())
 		checkEqual(t, "details", 1, len(st.Details()))
@@ -467,35 +469,22 @@ func TestGRPCCancellation(t *testing.T) {
 // process died) ends the client's stream UNAVAILABLE in the trailers, after the messages it had
 // sent; the replica is released and the next call reaches the model again.
 func TestGRPCModelDiesMidStream(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		tls  bool
-	}{{"h2c", false}, {"TLS", true}} {
-		t.Run(tc.name, func(t *testing.T) {
-			e := newGRPCEnv(t, grpcEnvOptions{tls: tc.tls})
-			gw := e.client(t)
-			ctx := withKey(testContext(t), e.key)
-			s, err := gw.NewStream(ctx, bidiDesc, methodBidiInfer)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sendString(t, s, "a")
-			expectRecv(t, s, "echo:a")
-			sendString(t, s, "die")
-			_, err = recvString(s)
-			st := status.Convert(err)
-			checkEqual(t, "code", codes.Unavailable, st.Code())
-			if h, _ := s.Header(); len(h.Get("x-request-id")) != 1 {
-				t.Errorf("the stream's headers lack x-request-id: %v", h)
-			}
-			waitReleased(t, e.gw, "kserve")
-			got, _, err := pingPong(ctx, gw, []string{"again"})
-			if err != nil {
-				t.Fatalf("the next call: %v", err)
-			}
-			checkEqual(t, "the next call's answer", []string{"echo:again"}, got)
-		})
-	}
+	overH2CAndTLS(t, func(t *testing.T, tls bool) {
+		e := newGRPCEnv(t, grpcEnvOptions{tls: tls})
+		gw := e.client(t)
+		ctx := withKey(testContext(t), e.key)
+		s, st := endAfterEcho(t, gw, ctx, "die")
+		checkEqual(t, "code", codes.Unavailable, st.Code())
+		if h, _ := s.Header(); len(h.Get("x-request-id")) != 1 {
+			t.Errorf("the stream's headers lack x-request-id: %v", h)
+		}
+		waitReleased(t, e.gw, "kserve")
+		got, _, err := pingPong(ctx, gw, []string{"again"})
+		if err != nil {
+			t.Fatalf("the next call: %v", err)
+		}
+		checkEqual(t, "the next call's answer", []string{"echo:again"}, got)
+	})
 }
 
 // TestGRPCShutdownEndsOpenStreams: Shutdown with streams still open ends them at its deadline,

@@ -100,39 +100,39 @@ func must(t *testing.T, what string, err error) {
 	}
 }
 
+// list is what one of the store's listing methods returns, failing the test on an error.
+func list[T any](t *testing.T, what string, read func(context.Context) ([]T, error)) []T {
+	t.Helper()
+	recs, err := read(context.Background())
+	must(t, what, err)
+	return recs
+}
+
 func keys(t *testing.T, s authn.Store) []authn.KeyRecord {
 	t.Helper()
-	recs, err := s.Keys(context.Background())
-	must(t, "Keys", err)
-	return recs
+	return list(t, "Keys", s.Keys)
 }
 
 func principals(t *testing.T, s authn.Store) []authn.PrincipalRecord {
 	t.Helper()
-	recs, err := s.Principals(context.Background())
-	must(t, "Principals", err)
-	return recs
+	return list(t, "Principals", s.Principals)
 }
 
 func signingKeys(t *testing.T, s authn.Store) []authn.SigningKeyRecord {
 	t.Helper()
-	recs, err := s.SigningKeys(context.Background())
-	must(t, "SigningKeys", err)
-	return recs
+	return list(t, "SigningKeys", s.SigningKeys)
 }
 
 func revocations(t *testing.T, s authn.Store) []authn.Revocation {
 	t.Helper()
-	recs, err := s.Revocations(context.Background())
-	must(t, "Revocations", err)
-	return recs
+	return list(t, "Revocations", s.Revocations)
 }
 
 func activity(t *testing.T, s authn.Store, limit int) []authn.Activity {
 	t.Helper()
-	recs, err := s.Activity(context.Background(), limit)
-	must(t, fmt.Sprintf("Activity(%d)", limit), err)
-	return recs
+	return list(t, fmt.Sprintf("Activity(%d)", limit), func(ctx context.Context) ([]authn.Activity, error) {
+		return s.Activity(ctx, limit)
+	})
 }
 
 func keyRec(id, service, slot string, created time.Time) authn.KeyRecord {
