@@ -345,7 +345,15 @@ func TestServeNotifiesTheServiceManager(t *testing.T) {
 	other, _ := notifyAddrs(t)
 	writeNotifyConfig(t, cfgPath, other, admin, "")
 	reload("a file rejected")
-	logs := g.stderr.String()
+	// The log reaches the test through a pipe that a goroutine copies: it may trail READY=1.
+	var logs string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		logs = g.stderr.String()
+		if strings.Contains(logs, `"msg":"configuration reloaded"`) && strings.Contains(logs, `"msg":"configuration reload rejected`) ||
+			time.Now().After(deadline) {
+			break
+		}
+	}
 	if !strings.Contains(logs, `"msg":"configuration reloaded"`) || !strings.Contains(logs, `"msg":"configuration reload rejected`) {
 		t.Errorf("the two reloads were not one applied and one rejected:\n%s", logs)
 	}
