@@ -4,6 +4,7 @@ package authn
 
 import (
 	"context"
+	"github.com/scoregate/scoregate/internal/testing/freeport"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,12 +31,7 @@ func tlsRedis(t *testing.T) (addr string, ca *testpki.CA, caFile string) {
 			t.Fatal(err)
 		}
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
+	port := freeport.Port(t)
 	redistest.Start(t, redistest.WithArgs("--tls-port", strconv.Itoa(port),
 		"--tls-cert-file", filepath.Join(dir, "cert.pem"), "--tls-key-file", filepath.Join(dir, "key.pem"),
 		"--tls-ca-cert-file", caFile, "--tls-auth-clients", "optional"))

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/scoregate/scoregate/internal/testing/freeport"
 	"net"
 	"os"
 	"os/exec"
@@ -166,15 +167,9 @@ func waitAll(ctx context.Context, p *process, addrs []string, timeout time.Durat
 	return nil
 }
 
-// freeAddr returns a loopback address with a port that was free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
+// freeAddr returns a loopback address with a free port below the kernel's ephemeral range
+// (see package freeport).
+func freeAddr() (string, error) { return freeport.Addr() }
 
 // clockTick is the unit of utime and stime in /proc/<pid>/stat: USER_HZ, 100 on Linux.
 const clockTick = 10 * time.Millisecond

@@ -3,8 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/scoregate/scoregate/internal/testing/freeport"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -275,14 +275,10 @@ func TestStartWhileRedisIsDown(t *testing.T) {
 	p.stop(t, syscall.SIGTERM)
 }
 
+// freeAddr returns a loopback address for a gateway to listen on (see package freeport).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return freeport.MustAddr(t)
 }
 
 // gateway store copy moves a single node's keys and principals into Redis, and they keep

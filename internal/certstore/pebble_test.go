@@ -7,7 +7,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"net"
+	"github.com/scoregate/scoregate/internal/testing/freeport"
 	"net/http"
 	"os"
 	"os/exec"
@@ -103,12 +103,7 @@ func startPebble(t *testing.T) (url string, roots *x509.CertPool, logPath string
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return freeport.Port(t)
 }
 
 // countingIssuer counts the orders a gateway places with the ACME server.

@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
+	"github.com/scoregate/scoregate/internal/testing/freeport"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -53,12 +53,7 @@ func TestScore(t *testing.T) {
 
 // The container stops cleanly on SIGTERM: run returns nil once its context ends.
 func TestRunStopsWhenAsked(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeport.MustAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, addr, slog.New(slog.DiscardHandler)) }()

@@ -9,13 +9,12 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"github.com/scoregate/scoregate/internal/testing/freeport"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -67,10 +66,8 @@ func Start(t testing.TB, httpPort, tlsPort int) *Server {
 	write(t, filepath.Join(dir, "cert.pem"), certPEM)
 	write(t, filepath.Join(dir, "key.pem"), keyPEM)
 
-	dnsAddr := freeAddr(t, "udp")
-	// Picked together, so that no two are the same port (one freed is soon handed out again).
-	tcp := freeTCPAddrs(t, 3)
-	mgmt, acmeAddr, challMgmt := tcp[0], tcp[1], tcp[2]
+	dnsAddr := freeport.MustAddr(t)
+	mgmt, acmeAddr, challMgmt := freeport.MustAddr(t), freeport.MustAddr(t), freeport.MustAddr(t)
 	cfg := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  acmeAddr,
 		"managementListenAddress":        mgmt,
@@ -161,46 +158,11 @@ func write(t testing.TB, path string, b []byte) {
 	}
 }
 
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t testing.TB, network string) string {
-	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().String()
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// freeTCPAddrs returns n distinct loopback TCP addresses that were free a moment ago: every
-// listener stays open until all are picked.
-func freeTCPAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	addrs := make([]string, 0, n)
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		addrs = append(addrs, ln.Addr().String())
-	}
-	return addrs
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago.
+// FreePort returns a loopback port that is free and that no outgoing connection will take
+// (see package freeport).
 func FreePort(t testing.TB) int {
-	_, p, _ := net.SplitHostPort(freeAddr(t, "tcp"))
-	n, _ := strconv.Atoi(p)
-	return n
+	t.Helper()
+	return freeport.Port(t)
 }
 
 // String names the server in test output.
