@@ -130,13 +130,15 @@ func (h *harness) startGateway(ctx context.Context, c gatewayConfig) (*gatewayIn
 	return &gatewayInstance{proc: proc, data: addrs[1], admin: addrs[0], adminKey: h.adminKey, dir: dir}, nil
 }
 
-// profileEnv asks a gateway process for a CPU profile of its life, written to
-// -gateway-cpuprofile's folder as name.prof, when that flag is given.
+// profileEnv is what the flags add to a gateway process's environment: -gateway-env's
+// variables, and a CPU profile of its life, written to -gateway-cpuprofile's folder as
+// name.prof, when that flag is given.
 func (h *harness) profileEnv(name string) []string {
-	if h.opts.cpuProfiles == "" {
-		return nil
+	env := h.opts.gatewayEnv
+	if h.opts.cpuProfiles != "" {
+		env = append(env[:len(env):len(env)], "GATEWAY_CPUPROFILE="+filepath.Join(h.opts.cpuProfiles, name+".prof"))
 	}
-	return []string{"GATEWAY_CPUPROFILE=" + filepath.Join(h.opts.cpuProfiles, name+".prof")}
+	return env
 }
 
 // telemetryEnv is the environment of a tier: OTLP/HTTP to the sink at the tier's sampling ratio,

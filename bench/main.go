@@ -51,6 +51,7 @@ type options struct {
 	args        []string // as given, for the report
 	rerender    string   // a results folder whose report and plots are redrawn from its results.json
 	cpuProfiles string   // a folder for a CPU profile of every gateway process; "" for none
+	gatewayEnv  []string // -gateway-env: NAME=VALUE pairs added to every gateway process's environment
 }
 
 func main() {
@@ -109,6 +110,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	shares := fs.String("open-shares", "0.25,0.5", "open-loop rates, as shares of the reference peer's closed-loop maximum")
 	fs.IntVar(&o.sweepRounds, "sweep-rounds", 3, "repetitions of every sweep step")
 	fs.StringVar(&o.cpuProfiles, "gateway-cpuprofile", "", "`folder`: each gateway process writes a CPU profile of its whole life there (GATEWAY_CPUPROFILE), named after its peer or step")
+	fs.Func("gateway-env", "`NAME=VALUE` added to every gateway process's environment (GOGC, GODEBUG, GATEWAY_*), for experiments; may be repeated, and the report's command line shows it", func(kv string) error {
+		if name, _, ok := strings.Cut(kv, "="); !ok || name == "" {
+			return fmt.Errorf("%q is not NAME=VALUE", kv)
+		}
+		o.gatewayEnv = append(o.gatewayEnv, kv)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}

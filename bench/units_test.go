@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -254,4 +256,25 @@ func TestOpenLoop(t *testing.T) {
 			t.Errorf("%d requests, %d errors before the cancellation: want some, without errors", r.requests, r.errors)
 		}
 	})
+}
+
+// -gateway-env is repeatable, keeps commas inside a value, and refuses what is not NAME=VALUE.
+func TestGatewayEnvFlag(t *testing.T) {
+	o, err := parseOptions([]string{"-gateway-env", "GOGC=400", "-gateway-env", "GODEBUG=gctrace=1,madvdontneed=1"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"GOGC=400", "GODEBUG=gctrace=1,madvdontneed=1"}
+	if !slices.Equal(o.gatewayEnv, want) {
+		t.Fatalf("gatewayEnv %q, want %q", o.gatewayEnv, want)
+	}
+	h := &harness{opts: o}
+	if env := h.profileEnv("x"); !slices.Equal(env, want) {
+		t.Fatalf("profileEnv %q, want %q", env, want)
+	}
+	for _, bad := range []string{"GOGC", "=1"} {
+		if _, err := parseOptions([]string{"-gateway-env", bad}, io.Discard); err == nil {
+			t.Errorf("-gateway-env %q accepted", bad)
+		}
+	}
 }
