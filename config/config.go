@@ -242,7 +242,8 @@ type Server struct {
 	// Default 67108864 (64 MiB).
 	MaxResponseBytes int64 `yaml:"max_response_bytes"`
 	// MaxConns caps concurrent client connections on each data-plane listener, idle keep-alive
-	// ones included (each holds a goroutine and a read buffer of max_header_bytes). A connection
+	// ones included (an idle one holds its goroutine, about 10 KB in all; one carrying a request
+	// also a read buffer of max_header_bytes and a 4 KB write buffer). A connection
 	// over the cap is answered the JSON error 503 with Retry-After: 1 and Connection: close before
 	// any request is read (over TLS, after the handshake), and closed; on the HTTP/2 listener it
 	// is closed at once. At least 1. Default 10000.

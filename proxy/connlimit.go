@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -151,6 +153,15 @@ func (c *limitedConn) SetKeepAlivePeriod(d time.Duration) error {
 		return k.SetKeepAlivePeriod(d)
 	}
 	return nil
+}
+
+// SyscallConn passes the connection's descriptor on: fasthttp waits for an idle keep-alive
+// connection's next request through it, holding no read buffer meanwhile (third_party/fasthttp).
+func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }
 
 // limitedTLSConn is limitedConn for a TLS connection: it keeps *tls.Conn's methods, by which

@@ -122,6 +122,7 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 		ReadBufferSize:     s.MaxHeaderBytes,
 		MaxRequestBodySize: bufferedBodyBytes,
 		StreamRequestBody:  true,
+		ReduceMemoryUsage:  true,
 		// Serve's refusingListener caps connections, and answers one over a cap as the contract
 		// says. fasthttp counts a connection until its worker is done with it, a moment after the
 		// listener's count let it go, so its own cap (plain-text refusals) stays above.
