@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -275,6 +276,46 @@ func TestGatewayEnvFlag(t *testing.T) {
 	for _, bad := range []string{"GOGC", "=1"} {
 		if _, err := parseOptions([]string{"-gateway-env", bad}, io.Discard); err == nil {
 			t.Errorf("-gateway-env %q accepted", bad)
+		}
+	}
+}
+
+// The targets of the HTTP/1.1 hot path are judged at their thresholds: throughput 0.9 of
+// HAProxy's, CPU 1.1 times, the model's and the load generator's CPU 1.05 times, 12 KB per idle
+// connection.
+func TestHotPathTargets(t *testing.T) {
+	closed := func(peer string, rps, proxy, model, gen float64) *row {
+		return &row{Profile: targetProfile, Peer: peer, Mode: modeClosed, Samples: []sample{{}}, Summary: summary{
+			RPS: stat{Median: rps}, ProxyCPUus: stat{Median: proxy}, UpstreamCPUus: stat{Median: model}, GeneratorCPUus: stat{Median: gen}}}
+	}
+	verdicts := func(r *results) map[string]string {
+		out := map[string]string{}
+		for _, c := range r.checkTargets() {
+			out[c.Target] = c.Verdict
+		}
+		return out
+	}
+	at := func(word string, v map[string]string) string {
+		for k, verdict := range v {
+			if strings.HasPrefix(k, word) {
+				return verdict
+			}
+		}
+		return "absent"
+	}
+	idle := func(bytes float64) *sweepResult {
+		return &sweepResult{Axis: "sweep-connections", Steps: []*sweepStep{{Value: 10000, Samples: []sample{{}}, IdleConnBytes: bytes}}}
+	}
+	met := &results{Rows: []*row{closed("haproxy", 1000, 10, 10, 10), closed(targetTier, 900, 11, 10.5, 10.5)},
+		Sweeps: []*sweepResult{idle(12 << 10)}}
+	missed := &results{Rows: []*row{closed("haproxy", 1000, 10, 10, 10), closed(targetTier, 899, 11.1, 10.6, 10.6)},
+		Sweeps: []*sweepResult{idle(12<<10 + 1)}}
+	for _, word := range []string{"throughput of", "CPU per request of", "model CPU", "load-generator CPU", "memory per idle"} {
+		if got := at(word, verdicts(met)); got != verdictMet {
+			t.Errorf("%q at its threshold: %s, want met", word, got)
+		}
+		if got := at(word, verdicts(missed)); got != verdictMissed {
+			t.Errorf("%q past its threshold: %s, want missed", word, got)
 		}
 	}
 }
