@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -186,12 +187,18 @@ func (r *results) writeOpen(b *strings.Builder, prof string, share float64) {
 // step's.
 func writeSweep(b *strings.Builder, s *sweepResult) {
 	fmt.Fprintf(b, "## Sweep: %s\n\n%s. A fresh gateway per step; the steps are measured interleaved. RSS started: once listening, before any request; idle: after the check and the warm-up; peak: the high-water mark at the end.\n\n", s.Title, s.Note)
-	b.WriteString("| " + s.Unit + " | load connections | requests/s | gateway CPU µs/request | × first step | p99 ms | RSS started MB | RSS idle MB | RSS peak MB | idle connection KB | errors | set-up s | check |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	withHAProxy := slices.ContainsFunc(s.Steps, func(st *sweepStep) bool { return st.HAProxy != nil })
+	hpHead, hpRule := "", ""
+	if withHAProxy {
+		hpHead, hpRule = " HAProxy requests/s | HAProxy CPU µs/request | gateway CPU × HAProxy |", "---|---|---|"
+	}
+	b.WriteString("| " + s.Unit + " | load connections | requests/s | gateway CPU µs/request | × first step |" + hpHead + " p99 ms | RSS started MB | RSS idle MB | RSS peak MB | idle connection KB | errors | set-up s | check |\n")
+	b.WriteString("|---|---|---|---|---|" + hpRule + "---|---|---|---|---|---|---|---|\n")
 	var base float64
 	for _, st := range s.Steps {
 		if st.Failure != "" && len(st.Samples) == 0 {
-			fmt.Fprintf(b, "| %s | %d | failed: %s | | | | | | | | | %.1f | |\n", num(float64(st.Value)), st.Conns, cell(st.Failure), st.SetupSeconds)
+			fmt.Fprintf(b, "| %s | %d | failed: %s | | |%s | | | | | | %.1f | |\n", num(float64(st.Value)), st.Conns, cell(st.Failure),
+				strings.Repeat(" |", strings.Count(hpRule, "|")), st.SetupSeconds)
 			continue
 		}
 		sm := st.Summary
@@ -202,12 +209,19 @@ func writeSweep(b *strings.Builder, s *sweepResult) {
 		if base > 0 {
 			ratio = fmt.Sprintf("%.2f", sm.ProxyCPUus.Median/base)
 		}
+		hpCells := ""
+		if withHAProxy {
+			hpCells = " – | – | – |"
+			if hp := st.HAProxy; hp != nil && hp.ProxyCPUus.Median > 0 {
+				hpCells = fmt.Sprintf(" %s | %s | %.2f |", cellStat(hp.RPS, 0), cpuCell(hp.ProxyCPUus), sm.ProxyCPUus.Median/hp.ProxyCPUus.Median)
+			}
+		}
 		idle := "–"
 		if st.IdleConnBytes != 0 {
 			idle = fmt.Sprintf("%.1f", st.IdleConnBytes/1024)
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %.1f | %.1f | %.1f | %s | %s | %.1f | %s |\n", num(float64(st.Value)), st.Conns,
-			cellStat(sm.RPS, 0), cpuCell(sm.ProxyCPUus), ratio, cellStat(sm.P99ms, 2), float64(st.RSSStartKB)/1024, float64(st.RSSIdleKB)/1024,
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s |%s %s | %.1f | %.1f | %.1f | %s | %s | %.1f | %s |\n", num(float64(st.Value)), st.Conns,
+			cellStat(sm.RPS, 0), cpuCell(sm.ProxyCPUus), ratio, hpCells, cellStat(sm.P99ms, 2), float64(st.RSSStartKB)/1024, float64(st.RSSIdleKB)/1024,
 			float64(st.RSSPeakKB)/1024, idle, errCell(sm), st.SetupSeconds, okMark(st))
 	}
 	b.WriteString("\n")

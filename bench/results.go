@@ -126,6 +126,10 @@ func (r *results) finish() {
 	for _, s := range r.Sweeps {
 		for _, st := range s.Steps {
 			st.Summary = summarize(st.Samples)
+			if len(st.HAProxySamples) > 0 {
+				hp := summarize(st.HAProxySamples)
+				st.HAProxy = &hp
+			}
 		}
 	}
 	if r.GRPC != nil {

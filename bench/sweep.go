@@ -49,7 +49,10 @@ type axis struct {
 	conns      func(step int64) int
 	setup      func(ctx context.Context, step int64) (*sweepSUT, error)
 	idleConns  bool // also measure the memory of step idle connections
-	note       string
+	// haproxy: HAProxy is measured at every step too, right after the gateway, with the same
+	// connections and profile.
+	haproxy bool
+	note    string
 }
 
 // sweepSUT is one step's gateway and what to send it.
@@ -80,9 +83,12 @@ type sweepStep struct {
 	RSSIdleKB     int64    `json:"rssIdleKb"`               // after the check and the warm-up
 	RSSPeakKB     int64    `json:"rssPeakKb"`               // high-water mark at the end of the step
 	IdleConnBytes float64  `json:"idleConnBytes,omitempty"` // resident memory per idle connection
-	SetupSeconds  float64  `json:"setupSeconds"`
-	Check         string   `json:"check,omitempty"`
-	Failure       string   `json:"failure,omitempty"`
+	// HAProxy's samples and summary at the same step, on axes that measure it.
+	HAProxySamples []sample `json:"haproxySamples,omitempty"`
+	HAProxy        *summary `json:"haproxy,omitempty"`
+	SetupSeconds   float64  `json:"setupSeconds"`
+	Check          string   `json:"check,omitempty"`
+	Failure        string   `json:"failure,omitempty"`
 }
 
 // axes are the sweeps, in the order they run.
@@ -97,8 +103,8 @@ func (h *harness) axes() []axis {
 		{name: "sweep-services", title: "services in the configuration", unit: "services", steps: s.services, setupGuess: 2, conns: fixed,
 			setup: h.servicesStep, note: "auth: key; the measured service is the first of the list"},
 		{name: "sweep-connections", title: "concurrent connections", unit: "connections", steps: s.conns, setupGuess: 4,
-			conns: func(n int64) int { return int(n) }, setup: h.plainKeyStep, idleConns: true,
-			note: "auth: key; the closed loop keeps that many connections busy; idle memory is measured with that many open idle keep-alive connections"},
+			conns: func(n int64) int { return int(n) }, setup: h.plainKeyStep, idleConns: true, haproxy: true,
+			note: "auth: key; the closed loop keeps that many connections busy; idle memory is measured with that many open idle keep-alive connections; HAProxy is measured at each step right after the gateway, with as many connections"},
 		{name: "sweep-body", title: "request body size", unit: "bytes", steps: s.body, setupGuess: 2,
 			conns: func(int64) int { return 1 }, setup: h.bodyStep,
 			note: "auth: key; POST of that many bytes, the model answers its size; one connection. What a body costs in memory is its step's peak growth over the smallest step's"},
@@ -138,6 +144,15 @@ func (h *harness) sweepAxis(ctx context.Context, a axis) *sweepResult {
 		res.Steps = append(res.Steps, st)
 		suts[i] = h.prepareStep(ctx, a, st)
 	}
+	var hp *peer // HAProxy, on an axis that compares with it
+	if a.haproxy && ctx.Err() == nil {
+		if hp = h.haproxyPeer(ctx); hp.status != statusOK {
+			res.Note += "; HAProxy not measured: " + hp.detail
+			hp = nil
+		} else {
+			defer hp.proc.stop()
+		}
+	}
 	for r := range h.opts.sweepRounds {
 		for i := range a.steps {
 			j := (i + r) % len(a.steps)
@@ -157,6 +172,9 @@ func (h *harness) sweepAxis(ctx context.Context, a axis) *sweepResult {
 				continue
 			}
 			st.Samples = append(st.Samples, s)
+			if hp != nil {
+				h.measureHAProxyStep(ctx, hp, suts[j].prof, st)
+			}
 		}
 	}
 	for i, sut := range suts {
@@ -165,6 +183,20 @@ func (h *harness) sweepAxis(ctx context.Context, a axis) *sweepResult {
 		}
 	}
 	return res
+}
+
+// measureHAProxyStep measures HAProxy with a step's connections and profile. A failure is noted
+// in the step and does not fail it: the gateway's samples stand.
+func (h *harness) measureHAProxyStep(ctx context.Context, hp *peer, prof profile, st *sweepStep) {
+	s, err := h.measure(hp.proc, h.generator(), func() (loadResult, error) {
+		lr, _, err := h.closedLoop(ctx, hp.target(prof), st.Conns, h.opts.duration)
+		return lr, err
+	})
+	if err != nil {
+		st.Failure = "HAProxy: " + err.Error()
+		return
+	}
+	st.HAProxySamples = append(st.HAProxySamples, s)
 }
 
 // peakRSS is the largest resident size seen of a step's gateway: its high-water mark, or a reading

@@ -303,19 +303,52 @@ func TestHotPathTargets(t *testing.T) {
 		}
 		return "absent"
 	}
-	idle := func(bytes float64) *sweepResult {
-		return &sweepResult{Axis: "sweep-connections", Steps: []*sweepStep{{Value: 10000, Samples: []sample{{}}, IdleConnBytes: bytes}}}
+	idle := func(bytes, gatewayCPU float64) *sweepResult {
+		return &sweepResult{Axis: "sweep-connections", Steps: []*sweepStep{{Value: 10000, Samples: []sample{{}}, IdleConnBytes: bytes,
+			Summary: summary{ProxyCPUus: stat{Median: gatewayCPU}}, HAProxy: &summary{ProxyCPUus: stat{Median: 10}}}}}
 	}
 	met := &results{Rows: []*row{closed("haproxy", 1000, 10, 10, 10), closed(targetTier, 900, 11, 10.5, 10.5)},
-		Sweeps: []*sweepResult{idle(12 << 10)}}
+		Sweeps: []*sweepResult{idle(12<<10, 13)}}
 	missed := &results{Rows: []*row{closed("haproxy", 1000, 10, 10, 10), closed(targetTier, 899, 11.1, 10.6, 10.6)},
-		Sweeps: []*sweepResult{idle(12<<10 + 1)}}
-	for _, word := range []string{"throughput of", "CPU per request of", "model CPU", "load-generator CPU", "memory per idle"} {
+		Sweeps: []*sweepResult{idle(12<<10+1, 13.1)}}
+	for _, word := range []string{"throughput of", "CPU per request of", "model CPU", "load-generator CPU", "memory per idle", "gateway CPU per request at 10,000"} {
 		if got := at(word, verdicts(met)); got != verdictMet {
 			t.Errorf("%q at its threshold: %s, want met", word, got)
 		}
 		if got := at(word, verdicts(missed)); got != verdictMissed {
 			t.Errorf("%q past its threshold: %s, want missed", word, got)
+		}
+	}
+}
+
+// The connections sweep's table has as many cells in every line, with HAProxy's columns or not.
+func TestSweepTableShape(t *testing.T) {
+	step := func(v int64, hp bool, failed bool) *sweepStep {
+		st := &sweepStep{Value: v, Conns: int(v), Summary: summary{ProxyCPUus: stat{Median: 20, N: 1}}}
+		if failed {
+			st.Failure = "boom"
+			return st
+		}
+		st.Samples = []sample{{}}
+		if hp {
+			st.HAProxy = &summary{ProxyCPUus: stat{Median: 10, N: 1}}
+		}
+		return st
+	}
+	for _, withHP := range []bool{false, true} {
+		var b strings.Builder
+		writeSweep(&b, &sweepResult{Title: "t", Unit: "connections", Steps: []*sweepStep{step(100, withHP, false), step(1000, false, false), step(10000, withHP, true)}})
+		var widths []int
+		for line := range strings.Lines(b.String()) {
+			if strings.HasPrefix(line, "|") {
+				widths = append(widths, strings.Count(line, "|"))
+			}
+		}
+		if len(widths) != 5 || slices.Min(widths) != slices.Max(widths) {
+			t.Errorf("with HAProxy %v: cells per line %v\n%s", withHP, widths, b.String())
+		}
+		if got := strings.Contains(b.String(), "gateway CPU × HAProxy"); got != withHP {
+			t.Errorf("with HAProxy %v: HAProxy columns shown %v", withHP, got)
 		}
 	}
 }
