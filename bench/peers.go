@@ -145,8 +145,9 @@ func haproxyMaxConn() uint64 {
 	return min(40000, (l.Cur-1000)/2)
 }
 
-// haproxyPeer starts HAProxy in the foreground with one thread.
-func (h *harness) haproxyPeer(ctx context.Context) *peer {
+// haproxyPeer starts HAProxy in the foreground with one thread, its configuration and log in
+// the scratch folder's name folder.
+func (h *harness) haproxyPeer(ctx context.Context, name string) *peer {
 	p := &peer{name: "haproxy", kind: "haproxy", auth: true,
 		note: "HAProxy, nbthread 1: ACL on a key list file, del-header, set-path, http-reuse always"}
 	bin, ok := lookBinary("haproxy")
@@ -154,7 +155,7 @@ func (h *harness) haproxyPeer(ctx context.Context) *peer {
 		return absent(p.name, p.kind, "haproxy is not installed (apt-get install -y haproxy)")
 	}
 	key := "Bearer " + peerKey()
-	proc, addr, err := h.startHAProxy(ctx, bin, "haproxy", []string{key})
+	proc, addr, err := h.startHAProxy(ctx, bin, name, []string{key})
 	if err != nil {
 		return failed(p, err)
 	}

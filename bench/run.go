@@ -224,7 +224,7 @@ func (h *harness) startPeers(ctx context.Context) []*peer {
 	for _, t := range tiers {
 		add(t.name, func() *peer { return h.gatewayPeer(ctx, t) })
 	}
-	add("haproxy", func() *peer { return h.haproxyPeer(ctx) })
+	add("haproxy", func() *peer { return h.haproxyPeer(ctx, "haproxy") })
 	add("nginx", func() *peer { return h.nginxPeer(ctx) })
 	for _, p := range peers {
 		h.res.Peers = append(h.res.Peers, peerInfo{Name: p.name, Kind: p.kind, Note: p.note, Status: p.status, Detail: p.detail})

@@ -146,7 +146,7 @@ func (h *harness) sweepAxis(ctx context.Context, a axis) *sweepResult {
 	}
 	var hp *peer // HAProxy, on an axis that compares with it
 	if a.haproxy && ctx.Err() == nil {
-		if hp = h.haproxyPeer(ctx); hp.status != statusOK {
+		if hp = h.haproxyPeer(ctx, "haproxy-"+a.name); hp.status != statusOK { // its own folder and log
 			res.Note += "; HAProxy not measured: " + hp.detail
 			hp = nil
 		} else {
