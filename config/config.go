@@ -248,6 +248,13 @@ type Server struct {
 	// any request is read (over TLS, after the handshake), and closed; on the HTTP/2 listener it
 	// is closed at once. At least 1. Default 10000.
 	MaxConns int `yaml:"max_conns"`
+	// GCHeadroomBytes lets the heap grow by at least this many bytes between garbage
+	// collections (Go's default collects whenever the heap doubles, with a 4 MB floor: every few
+	// milliseconds under load for a gateway whose live heap is a few MB). A live heap larger than
+	// this is collected as with GOGC=100. -1 leaves Go's default; the setting is ignored when the
+	// GOGC environment variable is set, and GOMEMLIMIT still caps the heap. Default 33554432
+	// (32 MiB).
+	GCHeadroomBytes int64 `yaml:"gc_headroom_bytes"`
 	// MaxConnsPerIP caps concurrent client connections from one address, on each data-plane
 	// listener; a connection over it is answered the JSON error 429 the same way, and closed. 0
 	// means no cap (the default: a sidecar or a gateway behind a load balancer sees few client
@@ -405,6 +412,7 @@ const (
 	DefaultIdleTimeout         = 60 * time.Second
 	DefaultMaxHeaderBytes      = 16 << 10
 	DefaultMaxBodyBytes        = 100 << 20
+	DefaultGCHeadroomBytes     = 32 << 20
 	DefaultMaxResponseBytes    = 64 << 20
 	DefaultShutdownTimeout     = 15 * time.Second
 	DefaultMaxConns            = 10000
@@ -450,6 +458,7 @@ func (c *Config) ApplyDefaults() {
 	setDefault(&s.MaxResponseBytes, DefaultMaxResponseBytes)
 	setDefault(&s.ShutdownTimeout, DefaultShutdownTimeout)
 	setDefault(&s.MaxConns, DefaultMaxConns)
+	setDefault(&s.GCHeadroomBytes, DefaultGCHeadroomBytes)
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
 	setDefault(&c.Telemetry.QueueSize, DefaultTelemetryQueue)

@@ -43,6 +43,7 @@ func TestContractMinimalConfig(t *testing.T) {
 			MaxResponseBytes: 64 << 20,
 			ShutdownTimeout:  15 * time.Second,
 			MaxConns:         10000,
+			GCHeadroomBytes:  32 << 20,
 			AuthFailureLimit: AuthFailureLimit{Window: time.Minute},
 		},
 		TLS:       TLS{RedirectHTTP: true, MinVersion: "1.2", ReloadInterval: 10 * time.Second, ACME: ACME{Directory: DefaultACMEDirectory}, StorageRedisPrefix: DefaultStorageRedisPrefix},
@@ -217,6 +218,8 @@ func TestValidate(t *testing.T) {
 		{"negative stream idle timeout", strings.Replace(validBase(), "auth: key", "auth: key\n    stream_idle_timeout: -1s", 1), []string{"services[0].stream_idle_timeout: must be greater than zero"}},
 		{"stream idle timeout", strings.Replace(validBase(), "auth: key", "auth: key\n    stream_idle_timeout: 5m", 1), nil},
 		{"HTTP-44 max_conns set", "server:\n  max_conns: 100\n  max_conns_per_ip: 10\n" + validBase(), nil},
+		{"gc headroom off", "server:\n  gc_headroom_bytes: -1\n" + validBase(), nil},
+		{"gc headroom below -1", "server:\n  gc_headroom_bytes: -2\n" + validBase(), []string{"server.gc_headroom_bytes: must be a number of bytes, or -1 for Go's default, not -2"}},
 		{"issue 17 finding 8c forward_credentials", strings.Replace(validBase(), "auth: key", "auth: key\n    forward_credentials: [X-API-Key, code, Ocp-Apim-Subscription-Key]", 1), nil},
 		{"issue 17 finding 8c forward_credentials naming what is not a carrier", strings.Replace(validBase(), "auth: key", "auth: key\n    forward_credentials: [Authorization, x-api-key, session]", 1), []string{
 			`services[0].forward_credentials[0]: "Authorization" is not a credential carrier the gateway removes`,

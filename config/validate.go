@@ -92,6 +92,9 @@ func (c *Config) Validate() error {
 	if s.MaxConnsPerIP < 0 {
 		add("server.max_conns_per_ip", "must not be negative (0 means no cap)")
 	}
+	if s.GCHeadroomBytes < -1 {
+		add("server.gc_headroom_bytes", "must be a number of bytes, or -1 for Go's default, not %d", s.GCHeadroomBytes)
+	}
 	if s.MaxRequestsPerConn < 0 {
 		add("server.max_requests_per_conn", "must not be negative (0 means no cap)")
 	}

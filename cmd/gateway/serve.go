@@ -30,6 +30,7 @@ import (
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/internal/certs"
 	"github.com/scoregate/scoregate/internal/certstore"
+	"github.com/scoregate/scoregate/internal/heapgoal"
 	"github.com/scoregate/scoregate/internal/ratelimit"
 	"github.com/scoregate/scoregate/proxy"
 	"github.com/scoregate/scoregate/telemetry"
@@ -130,6 +131,13 @@ const telemetryFlushTimeout = 5 * time.Second
 // is closed. When cfg came from a file (src.path), SIGHUP and POST /v1/reload apply the file
 // again.
 func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.Logger, h hooks) error {
+	if headroom := cfg.Server.GCHeadroomBytes; headroom > 0 {
+		if os.Getenv("GOGC") != "" {
+			log.Info("GOGC is set, so server.gc_headroom_bytes is not applied")
+		} else {
+			defer heapgoal.Start(uint64(headroom)).Stop()
+		}
+	}
 	// Until the gateway listens, a SIGHUP waits here instead of ending the process.
 	hup := make(chan os.Signal, 1)
 	if src.path != "" {
