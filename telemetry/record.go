@@ -57,11 +57,38 @@ type Record struct {
 	// FirstByte is how long after the call to the model began the first byte of a streamed
 	// answer's body arrived (0 when none did); see MarkFirstByte.
 	FirstByte time.Duration
+	// Caller names who called, once authenticated: "key:<key id>" or "principal:<name>", never
+	// the credential. "" before authentication or when it failed.
+	Caller string
+	// GenAI is what a language-model call (a service with api: openai) adds; its Operation is
+	// "" for every other request.
+	GenAI GenAI
 
 	upstreamStart time.Time
 	upstreamDur   time.Duration
 	status        int
 	duration      time.Duration
+}
+
+// GenAI is the usage and models of one language-model call, after the OpenTelemetry GenAI
+// semantic conventions (gen_ai.*).
+type GenAI struct {
+	// Operation is gen_ai.operation.name: "chat", "text_completion", "embeddings" or
+	// "responses"; "" when the request is not a language-model call.
+	Operation string
+	// RequestModel and ResponseModel are gen_ai.request.model (the request body's "model") and
+	// gen_ai.response.model (the answer's).
+	RequestModel, ResponseModel string
+	// InputTokens and OutputTokens are the model's own counts (gen_ai.usage.input_tokens and
+	// gen_ai.usage.output_tokens), meaningful only when Usage is "reported".
+	InputTokens, OutputTokens int64
+	// Usage says where the counts come from: "reported" (the model's answer gave them), or why
+	// there are none: "missing" (the answer had no usage), "unparsable", "cut" (the answer
+	// ended early). Counts are never guessed.
+	Usage string
+	// TimeToFirstToken is how long after the call to the model began the first token of a
+	// streamed answer arrived (0 for an answer that was not streamed).
+	TimeToFirstToken time.Duration
 }
 
 // SetRequest copies what the request says of itself. traceparent and tracestate are the incoming

@@ -167,6 +167,7 @@ func (t *Telemetry) put(r *Record) {
 	r.RPCService, r.RPCMethod, r.GRPCStatus = "", "", 0
 	r.upstreamStart, r.upstreamDur = time.Time{}, 0
 	r.Stream, r.FirstByte = false, 0
+	r.Caller, r.GenAI = "", GenAI{}
 	r.requestID = r.requestID[:0]
 	t.pool.Put(r)
 }
