@@ -5,6 +5,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -339,5 +340,28 @@ func TestSharedTokensAcceptanceMinute(t *testing.T) {
 	}
 	if first < limit*9/10-biggest || first > limit*11/10+biggest {
 		t.Errorf("the first minute served %d tokens, want %d within 10%% (plus one call, %d)", first, limit, biggest)
+	}
+}
+
+// documentedACL is the least-privilege Redis user docs/shared-state.md documents for the gateway.
+const documentedACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
+	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+
+// The scripts run as the documented least-privilege user: a command it may not run would make
+// every call fall back to local decisions.
+func TestSharedTokensAsTheDocumentedUser(t *testing.T) {
+	ctx := t.Context()
+	srv := redistest.Start(t, redistest.WithACL("user default on nopass ~* &* +@all", documentedACL))
+	url := strings.Replace(srv.URL(), "redis://", "redis://gateway:gateway-secret-0123456789@", 1)
+	s := NewShared(newClient(t, url), testPrefix, nil, WithTimeout(2*time.Second))
+	tl := NewSharedTokenLimiter(s)
+	lim := TokenLimit{PerMinute: 1000, Quota: 5000, Period: Daily}
+	r := tl.Reserve(ctx, "chat:key:primary", lim, 600)
+	tl.Settle(ctx, r, 100)
+	if d := s.Allow(ctx, "key:chat:primary", Limit{Rate: 1, Burst: 1}); !d.Allowed {
+		t.Errorf("request rate: %+v", d)
+	}
+	if s.Degraded() || s.Fallbacks() != 0 {
+		t.Errorf("Degraded() = %v, Fallbacks() = %d; want false, 0", s.Degraded(), s.Fallbacks())
 	}
 }
