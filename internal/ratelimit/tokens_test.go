@@ -176,6 +176,16 @@ func TestTokenLimitEdges(t *testing.T) {
 			if r := tl.Reserve(ctx, "chat:key:big", lim, 0); r.Outcome != TokensRateLimited {
 				t.Errorf("an estimate of 0 with nothing left: %+v, want rate limited", r)
 			}
+			// The largest limits and counts are kept exactly.
+			huge := TokenLimit{PerMinute: 2 * maxTokens, Quota: 2 * maxTokens, Period: Daily}
+			h := tl.Reserve(ctx, "chat:key:huge", huge, 1<<62)
+			if diff := cmp.Diff(view{TokensAllowed, 2 * maxTokens, maxTokens, 2 * maxTokens, maxTokens}, viewOf(h)); diff != "" {
+				t.Errorf("an absurd estimate, bounded (-want +got):\n%s", diff)
+			}
+			tl.Settle(ctx, h, maxTokens-1) // one back, taken again below
+			if r := tl.Reserve(ctx, "chat:key:huge", huge, 1); r.Remaining != maxTokens || r.QuotaRemaining != maxTokens {
+				t.Errorf("after settling: %+v, want %d left of both", viewOf(r), int64(maxTokens))
+			}
 		})
 	}
 }
