@@ -367,6 +367,9 @@ type Service struct {
 	BlockedPaths []string `yaml:"blocked_paths"`
 	// RateLimit limits requests per key and per principal.
 	RateLimit RateLimit `yaml:"rate_limit"`
+	// TokenLimit limits the tokens per key and per principal: per minute, and a quota per
+	// period.
+	TokenLimit TokenLimit `yaml:"token_limit"`
 	// AuthFailureLimit brakes the guessing of this service's credentials per client address
 	// (failures: 0 turns it off). A configuration reload changes it. Default:
 	// server.auth_failure_limit.
