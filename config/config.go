@@ -398,6 +398,12 @@ type Service struct {
 	// Protocol is how the model is called: "http" (HTTP/1.1, through listen and tls.listen) or
 	// "grpc" (any gRPC method, through the h2 listener only). Default "http".
 	Protocol string `yaml:"protocol"`
+	// API is what the model speaks: "plain" (any HTTP API; the gateway forwards requests and
+	// answers without reading them) or "openai" (an OpenAI-compatible language model: the
+	// gateway reads the model, stream and max_tokens of POST requests to /chat/completions,
+	// /completions, /embeddings and /responses, and the token usage of their answers, for
+	// telemetry and usage; see docs/language-models.md). Not with protocol grpc. Default "plain".
+	API string `yaml:"api"`
 	// CORS lets web pages of the listed origins call the service from a browser: the gateway
 	// answers their preflights itself, without a credential, and never forwards them. Default:
 	// off. Not with protocol grpc.
@@ -489,6 +495,7 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&svc.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream)
 		setDefault(&svc.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
 		svc.applyProtocolDefaults()
+		svc.applyAPIDefaults()
 		svc.CORS.applyDefaults()
 		if svc.Auth == AuthToken {
 			setDefault(&svc.TokenLifetime, t.Lifetime)

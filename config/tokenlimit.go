@@ -72,9 +72,9 @@ func validateTokenLimit(p string, svc Service, add func(path, format string, arg
 	if tl.PerPrincipal.on() && svc.Auth != AuthToken {
 		add(p+".token_limit.per_principal", "only a service with auth: token has principals calling it")
 	}
-	// TODO(api): once services[].api exists, token limits count a language model's tokens and
-	// so need it: if (tl.PerKey.on() || tl.PerPrincipal.on()) && svc.API != APIOpenAI {
-	// add(p+".token_limit", "only a service with api: openai reports tokens") }.
+	if (tl.PerKey.on() || tl.PerPrincipal.on()) && svc.API != APIOpenAI {
+		add(p+".token_limit", "only a service with api: openai reports tokens")
+	}
 }
 
 // on reports whether b limits anything.

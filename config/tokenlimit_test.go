@@ -8,9 +8,10 @@ import (
 )
 
 func TestTokenLimit(t *testing.T) {
-	const base = "services:\n  - {name: chat, auth: %s, upstreams: [\"http://127.0.0.1:1\"], token_limit: %s}\n"
+	const base = "services:\n  - {name: chat, api: openai, auth: %s, upstreams: [\"http://127.0.0.1:1\"], token_limit: %s}\n"
 	for _, tc := range []struct {
 		name, auth, limit string
+		plain             bool // api: plain instead of openai
 		want              TokenLimit
 		problems          []string
 	}{
@@ -41,9 +42,16 @@ func TestTokenLimit(t *testing.T) {
 				"services[0].token_limit.per_key: only a service with auth: key has keys",
 				"services[0].token_limit.per_principal: only a service with auth: token has principals calling it",
 			}},
+		{name: "tokens are counted only on a language-model service", auth: "key",
+			limit: "{per_key: {tokens_per_minute: 10}}", plain: true,
+			problems: []string{"services[0].token_limit: only a service with api: openai reports tokens"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := Parse([]byte(strings.Replace(strings.Replace(base, "%s", tc.auth, 1), "%s", tc.limit, 1)), noEnv)
+			src := strings.Replace(strings.Replace(base, "%s", tc.auth, 1), "%s", tc.limit, 1)
+			if tc.plain {
+				src = strings.Replace(src, "api: openai", "api: plain", 1)
+			}
+			c, err := Parse([]byte(src), noEnv)
 			if err != nil {
 				t.Fatal(err)
 			}

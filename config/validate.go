@@ -239,6 +239,7 @@ func (c *Config) Validate() error {
 		}
 		validateUpstreamTLS(p, svc, add)
 		c.validateProtocol(p, svc, add)
+		validateAPI(p, svc, add)
 		validateContentTypes(p, svc.ContentTypes, add)
 		validateCORS(p, svc, add)
 		validateForwardCredentials(p, svc.ForwardCredentials, add)
