@@ -103,6 +103,8 @@ type req struct {
 	queueWait                       time.Duration
 	tls                             bool
 	stream                          bool // the answer was streamed (with upstream)
+	caller                          string
+	genAI                           GenAI
 	// wait is spent between Begin and End (and inside the upstream call when upstream is set),
 	// so that durations are not zero.
 	wait   time.Duration
@@ -117,6 +119,7 @@ func do(tel *Telemetry, q req) string {
 	rec.SetRequestID([]byte(q.id))
 	rec.Service, rec.Auth, rec.Reason = q.service, q.auth, q.reason
 	rec.Deployment, rec.QueueWait, rec.TLS = q.deployment, q.queueWait, q.tls
+	rec.Caller, rec.GenAI = q.caller, q.genAI
 	if q.upstream != "" {
 		rec.Upstream = q.upstream
 		rec.UpstreamStart()
