@@ -1039,6 +1039,10 @@ func recordEveryKind(tel *Telemetry) {
 		upstream: "127.0.0.1:9000", status: 200})
 	do(tel, req{method: "POST", target: "/api/v1/service/iris/score", host: "gw.test", service: "iris", auth: "key",
 		reason: "missing_credential", status: 401})
+	do(tel, req{method: "POST", target: "/api/v1/service/chat/v1/chat/completions", host: "gw.test", service: "chat", auth: "key",
+		upstream: "127.0.0.1:9001", deployment: "blue", stream: true, caller: "key:AbCdEf012345", status: 200,
+		genAI: GenAI{Operation: "chat", RequestModel: "m", ResponseModel: "m", InputTokens: 10, OutputTokens: 20, Usage: "reported",
+			TimeToFirstToken: 20 * time.Millisecond}})
 }
 
 func TestMetrics(t *testing.T) {
