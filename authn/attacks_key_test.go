@@ -65,7 +65,7 @@ type ctRequirement struct {
 }
 
 var ctVerificationPath = []ctRequirement{
-	{"Keyring.Verify", 1},          // a service key against its slot's hash
+	{"Keyring.verify", 1},          // a service key against its slot's hash (Verify and VerifyCaller call it)
 	{"Principals.Authenticate", 2}, // a principal key against its hash, then against the Owner's
 }
 
