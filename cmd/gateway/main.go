@@ -38,7 +38,7 @@ func usagef(format string, args ...any) error {
 const usage = `gateway: scoregate, a gateway for model scoring endpoints
 
 Usage:
-  gateway quickstart [-listen ADDR] [-admin-listen ADDR] [-dir DIR]
+  gateway quickstart [-model score|chat] [-listen ADDR] [-admin-listen ADDR] [-dir DIR]
   gateway serve -config FILE           (or GATEWAY_CONFIG=FILE)
   gateway check-config -config FILE
   gateway store copy -config FILE      (copy the embedded store into the Redis store)

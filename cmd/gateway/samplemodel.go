@@ -131,10 +131,11 @@ func modelError(w http.ResponseWriter, msg string) {
 	json.NewEncoder(w).Encode(map[string]string{"error": msg})
 }
 
-// newSampleServer wraps the model in an http.Server with sane timeouts.
-func newSampleServer(m *sampleModel) *http.Server {
+// newSampleServer serves a sample model (the scoring model's handler, or the chat model) in an
+// http.Server with sane timeouts.
+func newSampleServer(h http.Handler) *http.Server {
 	return &http.Server{
-		Handler:           m.handler(),
+		Handler:           h,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		WriteTimeout:      30 * time.Second,
