@@ -71,7 +71,9 @@ func usageBackends(t *testing.T, cluster bool) []usageBackend {
 	return backends
 }
 
-func hourAgo(h int) time.Time { return time.Now().UTC().Truncate(time.Hour).Add(-time.Duration(h) * time.Hour) }
+func hourAgo(h int) time.Time {
+	return time.Now().UTC().Truncate(time.Hour).Add(-time.Duration(h) * time.Hour)
+}
 
 func readUsage(t *testing.T, s UsageStore, q UsageQuery) []UsageRow {
 	t.Helper()
