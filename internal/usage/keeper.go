@@ -41,6 +41,7 @@ type Keeper struct {
 	stop      chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	closeErr  error
 }
 
 var _ Sink = (*Keeper)(nil)
@@ -212,11 +213,14 @@ func (k *Keeper) run() {
 }
 
 // Close stops the flush loop and adds what is left to the store within ctx; the error says
-// that some was not saved.
+// that some was not saved. Calling it again does nothing and returns the same error.
 func (k *Keeper) Close(ctx context.Context) error {
-	k.closeOnce.Do(func() { close(k.stop) })
-	<-k.done
-	return k.Flush(ctx)
+	k.closeOnce.Do(func() {
+		close(k.stop)
+		<-k.done
+		k.closeErr = k.Flush(ctx)
+	})
+	return k.closeErr
 }
 
 // Recent tokens, for the status page: per service, the tokens of the calls that ended in each
