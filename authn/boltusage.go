@@ -92,7 +92,7 @@ func (s *BoltStore) AddUsage(_ context.Context, b UsageBatch) error {
 		// Retention: the hours before the cutoff come first.
 		var old [][]byte
 		c := usage.Cursor()
-		for k, _ := c.First(); k != nil && len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) < cutoff.Unix(); k, _ = c.Next() {
+		for k, _ := c.First(); len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) < cutoff.Unix(); k, _ = c.Next() {
 			old = append(old, append([]byte(nil), k...))
 		}
 		for _, k := range old {
