@@ -35,6 +35,11 @@ type Caller struct {
 	KeySlot string
 	// Token holds the claims of a token, for token-mode services.
 	Token TokenClaims
+	// Name names the caller in telemetry and usage: "key:<key id>" for a service key (the id
+	// the admin API lists, not secret), "principal:<subject>" for a token (a principal's name
+	// for the gateway's own tokens), "" without a credential (auth none). Never the credential.
+	// Built when the key is loaded or the token first checked: no allocation per request.
+	Name string
 }
 
 // Authenticator checks data-plane credentials.
@@ -82,20 +87,20 @@ func (a *Authenticator) Authenticate(service, mode string, authorization [][]byt
 	}
 	switch mode {
 	case config.AuthKey:
-		slot, ok := a.keys.Verify(service, cred)
-		if !ok {
+		e := a.keys.verify(service, cred)
+		if e == nil {
 			return Caller{}, ErrInvalidCredential
 		}
-		return Caller{KeySlot: slot}, nil
+		return Caller{KeySlot: e.rec.Slot, Name: e.caller}, nil
 	case config.AuthToken:
 		if a.tokens == nil {
 			return Caller{}, ErrInvalidCredential
 		}
-		claims, err := a.tokens.Verify(service, cred)
+		claims, name, err := a.tokens.verifyCaller(service, cred)
 		if err != nil {
 			return Caller{}, err
 		}
-		return Caller{Token: claims}, nil
+		return Caller{Token: claims, Name: name}, nil
 	default:
 		return Caller{}, ErrInvalidCredential
 	}

@@ -29,6 +29,7 @@ type Keyring struct {
 
 type keyEntry struct {
 	rec      KeyRecord // Hash and LastUsedAt of rec are not read on the hot path
+	caller   string    // "key:<id>", the caller's name (Caller.Name), built once
 	hash     [sha256.Size]byte
 	lastUsed atomic.Int64 // unix nanoseconds of the last successful use, 0 if never
 	flushed  int64        // lastUsed as last written to the store (guarded by Keyring.mu)
@@ -108,7 +109,7 @@ func (k *Keyring) install(recs []KeyRecord) error {
 }
 
 func newEntry(rec KeyRecord) *keyEntry {
-	e := &keyEntry{rec: rec}
+	e := &keyEntry{rec: rec, caller: "key:" + rec.ID}
 	copy(e.hash[:], rec.Hash)
 	if !rec.LastUsedAt.IsZero() {
 		e.lastUsed.Store(rec.LastUsedAt.UnixNano())
@@ -127,24 +128,32 @@ func (k *Keyring) snapshot() map[string]*keyEntry {
 // Verify reports whether key is a current key of service, and returns its slot. It allocates
 // nothing; a key of the wrong shape or checksum is refused before any lookup.
 func (k *Keyring) Verify(service string, key []byte) (slot string, ok bool) {
+	if e := k.verify(service, key); e != nil {
+		return e.rec.Slot, true
+	}
+	return "", false
+}
+
+// verify is Verify, returning the key's entry (nil when the key is not good).
+func (k *Keyring) verify(service string, key []byte) *keyEntry {
 	id, ok := parseKey(key, ServiceKeyPrefix)
 	if !ok {
-		return "", false
+		return nil
 	}
 	e := k.snapshot()[string(id)]
 	if e == nil || e.rec.Service != service {
-		return "", false
+		return nil
 	}
 	var sum [sha256.Size]byte
 	k.hasher.sum(&sum, key)
 	if subtle.ConstantTimeCompare(sum[:], e.hash[:]) != 1 {
-		return "", false
+		return nil
 	}
 	now := time.Now().UnixNano()
 	if now-e.lastUsed.Load() > int64(time.Second) { // keep the cache line quiet under load
 		e.lastUsed.Store(now)
 	}
-	return e.rec.Slot, true
+	return e
 }
 
 // Regenerate makes a new key for service's slot, replacing the old one at once, and returns the

@@ -485,7 +485,7 @@ func TestRevocationLifetimeInRedis(t *testing.T) {
 
 // gatewayACL is the least-privilege Redis user docs/shared-state.md documents.
 const gatewayACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
-	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait"
+	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
 
 // REV-15: the gateway works as the documented ACL user, and that user can do nothing else.
 func TestRedisLeastPrivilegeUser(t *testing.T) {

@@ -18,6 +18,7 @@ type cachedToken struct {
 	pid          string
 	own          bool
 	revocationID string
+	caller       string      // "principal:<subject>", the caller's name (Caller.Name)
 	keyKnown     func() bool // for an external issuer's token: whether its key is still published
 }
 

@@ -363,38 +363,46 @@ var ErrNotTokenService = errors.New("the service does not use token auth")
 // principal. Errors: ErrInvalidCredential, ErrForbidden (a valid token of a principal whose role
 // may not call services).
 func (t *Tokens) Verify(service string, token []byte) (TokenClaims, error) {
+	claims, _, err := t.verifyCaller(service, token)
+	return claims, err
+}
+
+// verifyCaller is Verify, with the caller's name for telemetry and usage ("principal:<subject>"),
+// built once per token and kept in the cache beside its claims.
+func (t *Tokens) verifyCaller(service string, token []byte) (TokenClaims, string, error) {
 	if len(token) > t.cfg.MaxBytes {
-		return TokenClaims{}, ErrInvalidCredential
+		return TokenClaims{}, "", ErrInvalidCredential
 	}
 	now := t.now()
 	if e := t.cache.get(token); e != nil {
 		if e.service == service && now.Before(e.claims.ExpiresAt.Add(t.cfg.Leeway)) && !t.revoked.revoked(e.revocationID) &&
 			(e.keyKnown == nil || e.keyKnown()) { // an external issuer may have withdrawn the key
 			if err := t.checkPrincipal(e.claims, e.pid, e.own); err == nil || errors.Is(err, ErrForbidden) {
-				return e.claims, err
+				return e.claims, e.caller, err
 			}
 		}
 		// Not for this service, or no longer valid: check it afresh (and fail) below.
 	}
 	v, err := t.verify(service, token, now)
 	if err != nil {
-		return TokenClaims{}, err
+		return TokenClaims{}, "", err
 	}
 	claims, pid, own := v.claims, v.pid, v.own
 	revID := revocationID(claims.Issuer, claims.ID)
 	if t.revoked.revoked(revID) {
-		return TokenClaims{}, ErrInvalidCredential
+		return TokenClaims{}, "", ErrInvalidCredential
 	}
 	err = t.checkPrincipal(claims, pid, own)
 	if err != nil && !errors.Is(err, ErrForbidden) {
-		return TokenClaims{}, err
+		return TokenClaims{}, "", err
 	}
-	entry := &cachedToken{service: service, claims: claims, pid: pid, own: own, revocationID: revID}
+	entry := &cachedToken{service: service, claims: claims, pid: pid, own: own, revocationID: revID,
+		caller: "principal:" + claims.Subject}
 	if k, ok := v.keys.(interface{ Known(kid string) bool }); ok && !own {
 		entry.keyKnown = func() bool { return k.Known(v.kid) }
 	}
 	t.cache.put(token, entry)
-	return claims, err
+	return claims, entry.caller, err
 }
 
 // checkPrincipal makes a token of the gateway's own die with its principal: the principal must

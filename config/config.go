@@ -369,6 +369,9 @@ type Service struct {
 	BlockedPaths []string `yaml:"blocked_paths"`
 	// RateLimit limits requests per key and per principal.
 	RateLimit RateLimit `yaml:"rate_limit"`
+	// TokenLimit limits the tokens per key and per principal: per minute, and a quota per
+	// period.
+	TokenLimit TokenLimit `yaml:"token_limit"`
 	// AuthFailureLimit brakes the guessing of this service's credentials per client address
 	// (failures: 0 turns it off). A configuration reload changes it. Default:
 	// server.auth_failure_limit.
@@ -397,6 +400,12 @@ type Service struct {
 	// Protocol is how the model is called: "http" (HTTP/1.1, through listen and tls.listen) or
 	// "grpc" (any gRPC method, through the h2 listener only). Default "http".
 	Protocol string `yaml:"protocol"`
+	// API is what the model speaks: "plain" (any HTTP API; the gateway forwards requests and
+	// answers without reading them) or "openai" (an OpenAI-compatible language model: the
+	// gateway reads the model, stream and max_tokens of POST requests to /chat/completions,
+	// /completions, /embeddings and /responses, and the token usage of their answers, for
+	// telemetry and usage; see docs/language-models.md). Not with protocol grpc. Default "plain".
+	API string `yaml:"api"`
 	// CORS lets web pages of the listed origins call the service from a browser: the gateway
 	// answers their preflights itself, without a credential, and never forwards them. Default:
 	// off. Not with protocol grpc.
@@ -488,6 +497,7 @@ func (c *Config) ApplyDefaults() {
 		setDefault(&svc.MaxConnsPerUpstream, DefaultMaxConnsPerUpstream)
 		setDefault(&svc.UpstreamIdleTimeout, DefaultUpstreamIdleTimeout)
 		svc.applyProtocolDefaults()
+		svc.applyAPIDefaults()
 		svc.CORS.applyDefaults()
 		if svc.Auth == AuthToken {
 			setDefault(&svc.TokenLifetime, t.Lifetime)

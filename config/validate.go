@@ -193,6 +193,7 @@ func (c *Config) Validate() error {
 			add(p+".auth", "%q is not one of key, token, none", svc.Auth)
 		}
 		validateTraffic(p, svc, add)
+		validateTokenLimit(p, svc, add)
 		validateAuthFailureLimit(p+".auth_failure_limit", svc.AuthFailureLimit, add)
 		if svc.Auth == AuthToken {
 			switch {
@@ -238,6 +239,7 @@ func (c *Config) Validate() error {
 		}
 		validateUpstreamTLS(p, svc, add)
 		c.validateProtocol(p, svc, add)
+		validateAPI(p, svc, add)
 		validateContentTypes(p, svc.ContentTypes, add)
 		validateCORS(p, svc, add)
 		validateForwardCredentials(p, svc.ForwardCredentials, add)

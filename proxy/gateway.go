@@ -18,12 +18,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/internal/ratelimit"
+	"github.com/scoregate/scoregate/internal/usage"
 	"github.com/scoregate/scoregate/telemetry"
 )
 
@@ -47,6 +49,8 @@ type Gateway struct {
 	tel            *telemetry.Telemetry
 	challenge      fasthttp.RequestHandler // ACME HTTP-01 answers, or nil
 	limiter        ratelimit.Limiter       // per-key and per-principal rates, or nil
+	usageSink      usage.Sink              // language-model usage (openai.go), or nil
+	llmObserver    func(*llmCall)          // tests: sees every language-model call end (export_test.go)
 	authFail       *authFailures           // the brake on guessing credentials, or nil
 	panics         atomic.Int64            // requests answered 500 after a panic
 	failures       failureLog              // the budget of "request failed" lines
@@ -287,7 +291,7 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	in := inboundOf(ctx)
 	a, err := g.admitHTTP(ctx, &in, true)
 	if rec != nil && a.svc != nil {
-		rec.Service, rec.Auth = a.svc.name, a.svc.auth
+		rec.Service, rec.Auth, rec.Caller = a.svc.name, a.svc.auth, a.caller.Name
 	}
 	if err != nil {
 		return err
@@ -298,7 +302,7 @@ func (g *Gateway) handle(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Rec
 	case answerToken:
 		return g.mintToken(ctx, a.svc, &in)
 	}
-	return g.forward(ctx, a.svc, a.forward, id, rec)
+	return g.forward(ctx, a.svc, a.forward, &a.caller, id, rec)
 }
 
 // inboundOf reads a fasthttp request into the core's terms, without copying.
@@ -370,13 +374,18 @@ func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service, in *inbound)
 
 // forward sends the request to a replica of the chosen deployment and puts the model's answer in
 // the response. The client's request is reused as the outbound one (no copy of the body; a body
-// over bufferedBodyBytes streams through).
-func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []byte, rec *telemetry.Record) error {
+// over bufferedBodyBytes streams through). A language-model call of an api: openai service
+// (openai.go) is read on its way: its request before it goes, its answer as it comes back.
+func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target []byte, caller *authn.Caller, id []byte, rec *telemetry.Record) error {
 	dep, err := svc.deploymentFor(ctx.Request.Header.Peek(config.DeploymentHeader))
 	if err != nil {
 		return err
 	}
 	req := &ctx.Request
+	var ai *llmCall // nil but for a language-model call
+	if svc.openai {
+		ai = g.newLLMCall(svc, operationOf(req.Header.Method(), target), caller)
+	}
 	g.setTraceContext(&req.Header, rec)
 	var fwdBuf [256]byte
 	if !g.cleanRequest(&req.Header, peerAddr(ctx), ctx.IsTLS(), fwdBuf[:0]) {
@@ -400,7 +409,12 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 	}
 	var body *streamedBody
 	if req.IsBodyStream() {
-		if body, err = prepareBody(req, svc.maxBody); err != nil {
+		if ai != nil {
+			body, err = prepareLLMBody(req, svc.maxBody)
+		} else {
+			body, err = prepareBody(req, svc.maxBody)
+		}
+		if err != nil {
 			return err
 		}
 		defer body.release()
@@ -410,11 +424,20 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 			req.SetBodyStream(trailerDropper{r: body, h: &req.Header}, -1)
 		}
 	}
+	if ai != nil {
+		ai.dep = dep
+		ai.readRequest(req)
+		// From here on the call ends in usageKnown, exactly once (llmCall.end): below, or when
+		// its streamed answer ends.
+	}
 	if svc.mirror != nil {
 		svc.maybeMirror(req)
 	}
 
-	r, err := withReplica(dep, rec, func(r *replica) error { return g.call(ctx, svc, dep, r, rec, stream) }, nil)
+	r, err := withReplica(dep, rec, func(r *replica) error { return g.call(ctx, svc, dep, r, rec, stream, ai) }, nil)
+	if ai != nil && !ai.streamed {
+		g.endLLMCall(ai, &ctx.Response, err, rec)
+	}
 	if r == nil {
 		return err // no replica to be had
 	}
@@ -434,7 +457,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target, id []b
 // of known length is read whole before call returns, so the slot is free before the client reads
 // a byte. A streamed answer (stream.go) is left in the response as a modelStream, which holds r
 // until the stream ends.
-func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, r *replica, rec *telemetry.Record, stream bool) error {
+func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, r *replica, rec *telemetry.Record, stream bool, ai *llmCall) error {
 	held := true
 	defer func() {
 		if held {
@@ -448,12 +471,18 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 		rec.Upstream = r.host
 		rec.UpstreamStart()
 	}
+	if ai != nil {
+		ai.start = time.Now()
+	}
 	ctx.Response.StreamBody = stream // modelTransport decides from the answer's headers
 	err := r.client.DoTimeout(req, &ctx.Response, svc.timeout)
 	ctx.Response.StreamBody = false
 	svc.observe(r, err)
 	if s, ok := ctx.Response.BodyStream().(*modelStream); ok && err == nil {
 		s.adopt(&g.streams, svc, dep, r, ctx.Conn(), g.server.WriteTimeout)
+		if ai != nil {
+			s.meter, ai.streamed = newAnswerMeter(ai, &ctx.Response.Header, true), true
+		}
 		held = false
 		return nil
 	}
@@ -495,12 +524,13 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) (status int) {
 	}()
 	err := checkRequestHeader(&ctx.Request.Header)
 	var svc *service
+	var caller string
 	if err == nil {
 		// admit's steps up to the body; a preflight or a token request is answered after it
 		in := inboundOf(ctx)
 		var a admission
 		a, err = g.admitHTTP(ctx, &in, false)
-		svc = a.svc
+		svc, caller = a.svc, a.caller.Name
 	}
 	if err == nil {
 		return fasthttp.StatusContinue
@@ -509,7 +539,7 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) (status int) {
 	id := requestID(ctx.Request.Header.Peek(HeaderRequestID), idBuf[:0])
 	rec = g.begin(ctx, id)
 	if rec != nil && svc != nil {
-		rec.Service, rec.Auth = svc.name, svc.auth
+		rec.Service, rec.Auth, rec.Caller = svc.name, svc.auth, caller
 	}
 	g.writeError(ctx, err)
 	g.finish(ctx, id, rec)

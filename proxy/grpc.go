@@ -222,7 +222,7 @@ func (g *Gateway) handleGRPC(c *grpcCall) error {
 	}
 	a, err := g.admit(g.routes.Load(), &in, true)
 	if c.rec != nil && a.svc != nil {
-		c.rec.Service, c.rec.Auth = a.svc.name, a.svc.auth
+		c.rec.Service, c.rec.Auth, c.rec.Caller = a.svc.name, a.svc.auth, a.caller.Name
 		c.rec.RPCService, c.rec.RPCMethod = a.rpcService, a.rpcMethod
 	}
 	if err != nil {

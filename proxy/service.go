@@ -29,6 +29,7 @@ import (
 type service struct {
 	name    string
 	auth    string
+	openai  bool // api: openai: its language-model calls are read (openai.go)
 	maxBody int64
 	timeout time.Duration
 	log     *slog.Logger
@@ -77,6 +78,7 @@ func backendSettings(sc config.Service) config.Service {
 	sc.PassiveFailures, sc.EjectionTime = 0, 0
 	sc.TokenLifetime, sc.TokenRefreshAfter, sc.Issuers = 0, 0, nil
 	sc.CORS = config.CORS{}
+	sc.API = ""
 	return sc
 }
 
@@ -87,6 +89,7 @@ func newService(sc config.Service, prev *service, log *slog.Logger) (*service, e
 	svc := &service{
 		name:            sc.Name,
 		auth:            sc.Auth,
+		openai:          sc.API == config.APIOpenAI,
 		maxBody:         sc.MaxBodyBytes,
 		timeout:         sc.ScoringTimeout,
 		log:             log.With("service", sc.Name),

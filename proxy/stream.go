@@ -300,6 +300,9 @@ type modelStream struct {
 	writeTimeout time.Duration // server.write_timeout, for each piece
 	requestID    string
 	rec          *telemetry.Record // nil without telemetry
+	// meter reads a language-model answer (api: openai services), and ends its call when the
+	// stream ends; nil for every other answer.
+	meter *answerMeter
 }
 
 // errStreamTooLarge ends a streamed answer that grew over max_response_bytes.
@@ -325,6 +328,14 @@ func (s *modelStream) record(rec *telemetry.Record, id []byte) {
 }
 
 func (s *modelStream) Read(p []byte) (int, error) {
+	if s.meter != nil {
+		return s.meter.read(s, p) // a language-model answer, read as it passes (openai_answer.go)
+	}
+	return s.readModel(p)
+}
+
+// readModel reads the next piece of the model's answer into p.
+func (s *modelStream) readModel(p []byte) (int, error) {
 	switch {
 	case s.err != nil:
 		return 0, errStreamCut
@@ -422,6 +433,9 @@ func (s *modelStream) CloseWithError(werr error) error {
 		if reason != "ok" {
 			s.log(reason, werr)
 		}
+	}
+	if s.meter != nil {
+		s.meter.c.end(s.meter, whole, s.rec)
 	}
 	if rec := s.rec; rec != nil {
 		s.rec = nil

@@ -30,6 +30,16 @@ func TestOTLPBuildAllocs(t *testing.T) {
 		recs = append(recs, rec)
 		b.add(rec)
 	}
+	// A language-model call of an authenticated caller (issue 22) allocates nothing more.
+	llm := tel.Begin()
+	llm.SetRequest([]byte("POST"), []byte("/api/v1/service/chat/v1/chat/completions"), []byte(testUA), []byte("gw.test:8080"),
+		[]byte(testClient), nil, nil)
+	llm.SetRequestID([]byte("id-llm"))
+	llm.Service, llm.Auth, llm.Reason, llm.Upstream, llm.status = "chat", config.AuthKey, "ok", "127.0.0.1:5001", 200
+	llm.Caller, llm.GenAI = "key:AbCdEf012345", GenAI{Operation: "chat", RequestModel: "gpt-4o-mini", ResponseModel: "gpt-4o-mini-2024-07-18",
+		InputTokens: 12, OutputTokens: 300, Usage: "reported", TimeToFirstToken: 40 * time.Millisecond}
+	recs = append(recs, llm)
+	b.add(llm)
 	b.build(tel) // the first build makes the messages and grows the buffers
 	if n := testing.AllocsPerRun(100, func() { b.build(tel) }); n != 0 {
 		t.Errorf("building a batch of %d spans allocates %v times", len(recs), n)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,7 +21,8 @@ import (
 
 // metrics are the gateway's Prometheus metrics. No label carries a credential, a client address
 // or anything else a client chooses freely: methods are folded to the standard ones, services are
-// the configured names.
+// the configured names, a language-model call's request model labels nothing and its response
+// model is bounded per service (modelLabel).
 //
 // The per-request instruments (durations and rejection counts) are aggregated here, by the
 // recorder goroutine, rather than by the OpenTelemetry SDK: an SDK Record call costs about as much
@@ -40,7 +42,20 @@ type metrics struct {
 	rpc        map[rpcKey]*histSeries
 	rejections map[[2]string]*counterSeries
 	admission  map[[2]string]*counterSeries
+
+	// Language-model calls (recordGenAI).
+	tokens     map[genAIKey]*histSeries
+	firstToken map[genAIKey]*histSeries // the keys' tokenType is ""
+	usage      map[[3]string]*counterSeries
+	// models is, by service, the response models that label its language-model series,
+	// each kept as a copy of its own; any further one is labelled otherLabel.
+	models map[string]map[string]string
 }
+
+// genAIKey labels a language-model call's series: the token type (token usage only), the
+// operation and response model (both bounded: genAIOperation, metrics.modelLabel), the service
+// and the deployment.
+type genAIKey struct{ tokenType, operation, model, service, deployment string }
 
 // rpcKey labels a gRPC call's duration: the service (a configured name) and the call's gRPC
 // status code. The gRPC service and method are left out: a client chooses them freely.
@@ -51,8 +66,24 @@ type rpcKey struct {
 
 type durationKey struct{ method, class, service string }
 
-// durationBounds are the upper bounds, in seconds, of every duration histogram's buckets.
+// durationBounds are the upper bounds, in seconds, of every duration histogram's buckets but the
+// time to first token's.
 var durationBounds = []float64{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60}
+
+// tokenBounds and firstTokenBounds are the OpenTelemetry GenAI conventions' bucket boundaries of
+// gen_ai.client.token.usage (tokens) and gen_ai.server.time_to_first_token (seconds).
+var (
+	tokenBounds      = []float64{1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864}
+	firstTokenBounds = []float64{0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0}
+)
+
+// maxModelsPerService bounds the response models that label a service's language-model series:
+// a model's answer names its model, and a model server may simply echo the request's "model",
+// which the client chooses. Past this many, a service's further models are labelled otherLabel.
+const maxModelsPerService = 16
+
+// otherLabel is the label value of whatever a bound folded away.
+const otherLabel = "_OTHER"
 
 // The per-request instruments, as the OpenTelemetry Prometheus exporter names them: dots become
 // underscores, the unit "s" adds "_seconds" and a counter gets "_total".
@@ -63,15 +94,20 @@ var (
 	rpcInst        = instrument{"rpc.server.duration", "s", "Time to answer a gRPC call, by service and gRPC status code."}
 	rejectionsInst = instrument{"scoregate.auth.rejections", "", "Requests refused by authentication or authorization, by reason."}
 	admissionInst  = instrument{"scoregate.admission.rejections", "", "Requests refused before reaching a model for lack of capacity or rate, by reason (rate_limited, shed, no_healthy_upstream)."}
+	// The unit {token} is an annotation, which adds no suffix: gen_ai_client_token_usage.
+	tokenUsageInst = instrument{"gen_ai.client.token.usage", "{token}", "Tokens a language-model call used, as the model reported them, by token type (input, output)."}
+	firstTokenInst = instrument{"gen_ai.server.time_to_first_token", "s", "Time from the call to the model to the first token of its streamed answer."}
+	genAIUsageInst = instrument{"scoregate.gen_ai.usage", "", "Language-model calls by where their token counts came from: reported by the model, or none because the answer had them missing, unparsable, or was cut."}
 )
 
 type instrument struct{ name, unit, description string }
 
-// histSeries is one histogram time series: the counts of its buckets (durationBounds, then
-// +Inf), their total, sum, minimum and maximum.
+// histSeries is one histogram time series: the counts of its buckets (bounds, then +Inf), their
+// total, sum, minimum and maximum.
 type histSeries struct {
 	attrs    attribute.Set
-	buckets  [17]uint64 // len(durationBounds)+1
+	bounds   []float64  // durationBounds, tokenBounds or firstTokenBounds
+	buckets  [17]uint64 // the first len(bounds)+1; room for the longest bounds and +Inf
 	count    uint64
 	sum      float64
 	min, max float64
@@ -79,7 +115,7 @@ type histSeries struct {
 
 func (s *histSeries) observe(v float64) {
 	i := 0 // the first bucket whose upper bound is v or more, as the SDK counts
-	for i < len(durationBounds) && v > durationBounds[i] {
+	for i < len(s.bounds) && v > s.bounds[i] {
 		i++
 	}
 	s.buckets[i]++
@@ -107,6 +143,10 @@ func newMetrics(t *Telemetry, stateAge func() time.Duration) (*metrics, error) {
 		rpc:        map[rpcKey]*histSeries{},
 		rejections: map[[2]string]*counterSeries{},
 		admission:  map[[2]string]*counterSeries{},
+		tokens:     map[genAIKey]*histSeries{},
+		firstToken: map[genAIKey]*histSeries{},
+		usage:      map[[3]string]*counterSeries{},
+		models:     map[string]map[string]string{},
 	}
 	reg := prometheus.NewRegistry()
 	// The Go runtime's and the process's own metrics (go_goroutines, go_memstats_*,
@@ -176,7 +216,7 @@ func (m *metrics) record(r *Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	dk := durationKey{normalMethod(r.method), class, service}
-	series(m.duration, dk, func() attribute.Set {
+	series(m.duration, dk, durationBounds, func() attribute.Set {
 		return attribute.NewSet(
 			attribute.String("http.request.method", dk.method),
 			attribute.String("http.response.status_class", dk.class),
@@ -184,7 +224,7 @@ func (m *metrics) record(r *Record) {
 	}).observe(r.duration.Seconds())
 	if r.RPCService != "" {
 		rk := rpcKey{service, r.GRPCStatus}
-		series(m.rpc, rk, func() attribute.Set {
+		series(m.rpc, rk, durationBounds, func() attribute.Set {
 			return attribute.NewSet(
 				attribute.String("rpc.system", "grpc"),
 				attribute.Int("rpc.grpc.status_code", rk.code),
@@ -192,15 +232,18 @@ func (m *metrics) record(r *Record) {
 		}).observe(r.duration.Seconds())
 	}
 	if r.Upstream != "" {
-		series(m.upstream, service, func() attribute.Set {
+		series(m.upstream, service, durationBounds, func() attribute.Set {
 			return attribute.NewSet(attribute.String("service", service))
 		}).observe(r.upstreamDur.Seconds())
 	}
 	if r.Deployment != "" {
 		qk := [2]string{service, r.Deployment}
-		series(m.queueWait, qk, func() attribute.Set {
+		series(m.queueWait, qk, durationBounds, func() attribute.Set {
 			return attribute.NewSet(attribute.String("service", qk[0]), attribute.String("deployment", qk[1]))
 		}).observe(r.QueueWait.Seconds())
+	}
+	if r.GenAI.Operation != "" {
+		m.recordGenAI(r)
 	}
 	counters := m.rejections
 	if !authReasons[r.Reason] {
@@ -218,14 +261,124 @@ func (m *metrics) record(r *Record) {
 	c.n++
 }
 
-// series is the histogram series of key in m, made with the attributes attrs gives the first time.
-func series[K comparable](m map[K]*histSeries, key K, attrs func() attribute.Set) *histSeries {
+// series is the histogram series of key in m, made with bounds and the attributes attrs gives
+// the first time.
+func series[K comparable](m map[K]*histSeries, key K, bounds []float64, attrs func() attribute.Set) *histSeries {
 	s, ok := m[key]
 	if !ok {
-		s = &histSeries{attrs: attrs()}
+		s = &histSeries{attrs: attrs(), bounds: bounds}
 		m[key] = s
 	}
 	return s
+}
+
+// recordGenAI counts a language-model call: by where its token counts came from, its tokens when
+// the model reported them, and its time to first token when its answer was streamed. The
+// request's model, which the client chooses freely, labels none of them; the response model
+// does, bounded by modelLabel. m.mu is held.
+func (m *metrics) recordGenAI(r *Record) {
+	g := &r.GenAI
+	op := genAIOperation(g.Operation)
+	usage := genAIUsage(g.Usage)
+	if usage != "" {
+		uk := [3]string{usage, op, r.Service}
+		c, ok := m.usage[uk]
+		if !ok {
+			c = &counterSeries{attrs: attribute.NewSet(attribute.String("usage", uk[0]),
+				attribute.String(attrGenAIOperation, uk[1]), attribute.String("service", uk[2]))}
+			m.usage[uk] = c
+		}
+		c.n++
+	}
+	if usage != usageReported && g.TimeToFirstToken <= 0 {
+		return
+	}
+	key := genAIKey{operation: op, model: m.modelLabel(r.Service, g.ResponseModel), service: r.Service, deployment: r.Deployment}
+	if usage == usageReported {
+		for _, tokens := range [...]struct {
+			typ string
+			n   int64
+		}{{"input", g.InputTokens}, {"output", g.OutputTokens}} {
+			if tokens.n < 0 {
+				continue
+			}
+			key.tokenType = tokens.typ
+			series(m.tokens, key, tokenBounds, key.attrs).observe(float64(tokens.n))
+		}
+	}
+	if g.TimeToFirstToken > 0 {
+		key.tokenType = ""
+		series(m.firstToken, key, firstTokenBounds, key.attrs).observe(g.TimeToFirstToken.Seconds())
+	}
+}
+
+// attrs is the attribute set of k's series.
+func (k genAIKey) attrs() attribute.Set {
+	kvs := make([]attribute.KeyValue, 0, 6)
+	if k.tokenType != "" {
+		kvs = append(kvs, attribute.String("gen_ai.token.type", k.tokenType))
+	}
+	kvs = append(kvs,
+		attribute.String(attrGenAIOperation, k.operation),
+		attribute.String(attrGenAIProvider, providerOpenAI),
+		attribute.String(attrGenAIResponseModel, k.model),
+		attribute.String("service", k.service),
+		attribute.String("deployment", k.deployment))
+	return attribute.NewSet(kvs...)
+}
+
+// modelLabel is the label of the response model of a call to service: the model itself, kept
+// as a copy of its own, for the first maxModelsPerService models the service has seen, and
+// otherLabel for any further one.
+func (m *metrics) modelLabel(service, model string) string {
+	seen := m.models[service]
+	if label, ok := seen[model]; ok {
+		return label
+	}
+	if len(seen) >= maxModelsPerService {
+		return otherLabel
+	}
+	if seen == nil {
+		seen = map[string]string{}
+		m.models[service] = seen
+	}
+	label := strings.Clone(model) // the Record's string may not outlive it
+	seen[label] = label
+	return label
+}
+
+// genAIOperation is the label of a language-model call's operation: one of those the gateway
+// knows, or otherLabel.
+func genAIOperation(op string) string {
+	switch op {
+	case "chat":
+		return "chat"
+	case "text_completion":
+		return "text_completion"
+	case "embeddings":
+		return "embeddings"
+	case "responses":
+		return "responses"
+	}
+	return otherLabel
+}
+
+// genAIUsage is the label of where a call's token counts came from (GenAI.Usage): one of those
+// the gateway knows, otherLabel, or "" when there was no answer to take them from.
+func genAIUsage(usage string) string {
+	switch usage {
+	case "":
+		return ""
+	case usageReported:
+		return usageReported
+	case "missing":
+		return "missing"
+	case "unparsable":
+		return "unparsable"
+	case "cut":
+		return "cut"
+	}
+	return otherLabel
 }
 
 // Produce hands the per-request instruments to the Prometheus exporter (sdkmetric.Producer).
@@ -240,6 +393,9 @@ func (m *metrics) Produce(context.Context) ([]metricdata.ScopeMetrics, error) {
 	out = appendHistogram(out, rpcInst, m.rpc, m.start, now)
 	out = appendCounter(out, rejectionsInst, m.rejections, m.start, now)
 	out = appendCounter(out, admissionInst, m.admission, m.start, now)
+	out = appendHistogram(out, tokenUsageInst, m.tokens, m.start, now)
+	out = appendHistogram(out, firstTokenInst, m.firstToken, m.start, now)
+	out = appendCounter(out, genAIUsageInst, m.usage, m.start, now)
 	return []metricdata.ScopeMetrics{{Scope: instrumentation.Scope{Name: meterName}, Metrics: out}}, nil
 }
 
@@ -256,8 +412,8 @@ func appendHistogram[K comparable](out []metricdata.Metrics, inst instrument, m 
 			StartTime:    start,
 			Time:         now,
 			Count:        s.count,
-			Bounds:       durationBounds,
-			BucketCounts: append([]uint64(nil), s.buckets[:]...),
+			Bounds:       s.bounds,
+			BucketCounts: append([]uint64(nil), s.buckets[:len(s.bounds)+1]...),
 			Min:          metricdata.NewExtrema(s.min),
 			Max:          metricdata.NewExtrema(s.max),
 			Sum:          s.sum,

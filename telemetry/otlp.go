@@ -71,9 +71,14 @@ func (b *otlpBatch) release(t *Telemetry) {
 	b.scope.Spans = nil
 }
 
-// otlpMaxAttrs is the most attributes a span has (span's full list: no high_business_impact, a
-// port, a query, an upstream, a streamed answer, a deployment, an unknown method and a gRPC call).
-const otlpMaxAttrs = 31
+// plainMaxAttrs is the most attributes the span of a request other than a language-model call
+// has (span's full list: no high_business_impact, a port, a query, an upstream, a streamed
+// answer, a deployment, an unknown method, a gRPC call and a caller); otlpMaxAttrs the most any
+// span has, a language-model call's.
+const (
+	plainMaxAttrs = 33
+	otlpMaxAttrs  = plainMaxAttrs + genAIMaxAttrs
+)
 
 // otlpSpan is one span's messages: the span, its status and its attributes, each attribute's
 // KeyValue, AnyValue and oneof wrapper allocated once, in place.
@@ -208,6 +213,13 @@ func (t *Telemetry) fillOTLP(s *otlpSpan, r *Record) {
 		s.str("rpc.service", r.RPCService)
 		s.str("rpc.method", r.RPCMethod)
 		s.int("rpc.grpc.status_code", int64(r.GRPCStatus))
+	}
+	if r.Caller != "" {
+		s.str(attrCaller, r.Caller)
+		s.str(attrEndUser, r.Caller)
+	}
+	if r.GenAI.Operation != "" {
+		s.genAI(&r.GenAI)
 	}
 	if method == "_OTHER" {
 		orig := r.method

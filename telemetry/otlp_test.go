@@ -139,6 +139,26 @@ var otlpCases = []req{
 	{method: "POST", target: "/x", host: "gw.test", traceparent: "00-" + parentTrace + "-" + parentSpan + "-01",
 		tracestate: "a=1,a=2", status: 500, reason: "internal"},
 	{method: "POST", target: "/x", host: "gw.test", traceparent: "00-" + parentTrace + "-" + parentSpan + "-01", status: 200},
+	// Language-model calls and callers (issue 22).
+	{method: "POST", target: "/api/v1/service/iris/score", host: "gw.test", service: "iris", auth: config.AuthKey,
+		caller: "key:AbCdEf012345", status: 200, upstream: "127.0.0.1:9000"},
+	{method: "POST", target: "/api/v1/service/chat/v1/chat/completions", host: "gw.test", service: "chat", auth: config.AuthKey,
+		caller: "key:AbCdEf012345", upstream: "127.0.0.1:9001", deployment: "blue", stream: true, status: 200,
+		genAI: GenAI{Operation: "chat", RequestModel: "gpt-4o-mini", ResponseModel: "gpt-4o-mini-2024-07-18",
+			InputTokens: 12, OutputTokens: 300, Usage: "reported", TimeToFirstToken: 42 * time.Millisecond}},
+	{method: "POST", target: "/api/v1/service/chat/v1/embeddings", host: "gw.test", service: "chat", auth: config.AuthToken,
+		caller: "principal:scoring-team", upstream: "127.0.0.1:9001", status: 200,
+		genAI: GenAI{Operation: "embeddings", RequestModel: "text-embedding-3-small", InputTokens: 1 << 20, Usage: "reported"}},
+	{method: "POST", target: "/api/v1/service/chat/v1/completions", host: "gw.test", service: "chat", caller: "key:AbCdEf012345",
+		upstream: "127.0.0.1:9001", status: 200, genAI: GenAI{Operation: "text_completion", RequestModel: "m", ResponseModel: "m", Usage: "missing"}},
+	{method: "POST", target: "/api/v1/service/chat/v1/responses", host: "gw.test", service: "chat", upstream: "127.0.0.1:9001",
+		status: 502, reason: "upstream_reset", stream: true,
+		genAI: GenAI{Operation: "responses", RequestModel: "m", Usage: "cut", TimeToFirstToken: time.Nanosecond}},
+	{method: "POST", target: "/api/v1/service/chat/v1/chat/completions", host: "gw.test", service: "chat", caller: "key:AbCdEf012345",
+		status: 429, reason: "rate_limited", genAI: GenAI{Operation: "chat", RequestModel: "m"}}, // refused before the model
+	{method: "POST", target: "/api/v1/service/chat/v1/chat/completions", host: "gw.test", service: "chat", upstream: "127.0.0.1:9001",
+		status: 200, genAI: GenAI{Operation: "chat", RequestModel: "model-" + canaryServiceKey, ResponseModel: "m\xff\xfe" + strings.Repeat("é", 200),
+			Usage: "unparsable"}},
 }
 
 // variedCase is the i-th of a long run of requests: otlpCases in turn, each time changed in
@@ -156,6 +176,10 @@ func variedCase(i int) req {
 	case 3:
 		q.userAgent = "naïve-client/1.0 ✓ " + strings.Repeat("x", 150) // lengths past 127
 		q.id = fmt.Sprint("r", i, "-", strings.Repeat("é", 70))
+		if q.genAI.Operation != "" {
+			q.genAI.RequestModel = strings.Repeat("模", 100) // cut at 256 bytes, within a rune
+			q.caller = "principal:" + strings.Repeat("ü", 150)
+		}
 	case 4:
 		q.status, q.reason = 503, "shed"
 	case 5:
@@ -166,6 +190,9 @@ func variedCase(i int) req {
 	case 7:
 		q.service, q.auth, q.reason = "a-much-longer-service-name", config.AuthToken, "upstream_timeout"
 		q.status = 504
+	}
+	if q.caller == "" && i%3 == 1 {
+		q.caller = fmt.Sprint("key:k", i)
 	}
 	return q
 }

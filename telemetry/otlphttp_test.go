@@ -496,6 +496,15 @@ func TestOTLPWireAllocs(t *testing.T) {
 		rec.Service, rec.Auth, rec.Reason, rec.Upstream, rec.status = "iris", config.AuthKey, "ok", "127.0.0.1:5001", 200
 		recs = append(recs, rec)
 	}
+	// A language-model call of an authenticated caller (issue 22) allocates nothing more.
+	llm := tel.Begin()
+	llm.SetRequest([]byte("POST"), []byte("/api/v1/service/chat/v1/chat/completions"), []byte(testUA), []byte("gw.test:8080"),
+		[]byte(testClient), nil, nil)
+	llm.SetRequestID([]byte("id-llm"))
+	llm.Service, llm.Auth, llm.Reason, llm.Upstream, llm.status = "chat", config.AuthKey, "ok", "127.0.0.1:5001", 200
+	llm.Caller, llm.GenAI = "key:AbCdEf012345", GenAI{Operation: "chat", RequestModel: "gpt-4o-mini", ResponseModel: "gpt-4o-mini-2024-07-18",
+		InputTokens: 12, OutputTokens: 300, Usage: "reported", TimeToFirstToken: 40 * time.Millisecond}
+	recs = append(recs, llm)
 	batch := func() {
 		for _, r := range recs {
 			enc.add(tel, r)

@@ -125,6 +125,7 @@ func (e *spanEncoder) reset() {
 
 // add writes r's span: the span t.span(r) makes, field for field and attribute for attribute, in
 // the order proto.Marshal writes them (by field number; zero scalars left out; Status always there).
+// The values a client or a model chose are those boundChosenValues left, valid UTF-8.
 func (e *spanEncoder) add(t *Telemetry, r *Record) {
 	if !validRecord(r) {
 		r = sanitized(r)
@@ -215,6 +216,13 @@ func (e *spanEncoder) add(t *Telemetry, r *Record) {
 		b = appendStringAttr(b, "rpc.service", validUTF8(r.RPCService))
 		b = appendStringAttr(b, "rpc.method", validUTF8(r.RPCMethod))
 		b = appendIntAttr(b, "rpc.grpc.status_code", int64(r.GRPCStatus))
+	}
+	if r.Caller != "" {
+		b = appendStringAttr(b, attrCaller, r.Caller)
+		b = appendStringAttr(b, attrEndUser, r.Caller)
+	}
+	if r.GenAI.Operation != "" {
+		b = appendGenAIWire(b, &r.GenAI)
 	}
 	if method == "_OTHER" {
 		orig := r.method

@@ -73,8 +73,9 @@ type Record struct {
 // GenAI is the usage and models of one language-model call, after the OpenTelemetry GenAI
 // semantic conventions (gen_ai.*).
 type GenAI struct {
-	// Operation is gen_ai.operation.name: "chat", "text_completion", "embeddings" or
-	// "responses"; "" when the request is not a language-model call.
+	// Operation is gen_ai.operation.name: "chat" (chat completions and the Responses API, as
+	// the conventions name both), "text_completion" or "embeddings"; "" when the request is not
+	// a language-model call.
 	Operation string
 	// RequestModel and ResponseModel are gen_ai.request.model (the request body's "model") and
 	// gen_ai.response.model (the answer's).

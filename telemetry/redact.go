@@ -1,6 +1,9 @@
 package telemetry
 
-import "bytes"
+import (
+	"bytes"
+	"unicode/utf8"
+)
 
 // redacted replaces whatever held a credential.
 const redacted = "REDACTED"
@@ -137,3 +140,35 @@ var base64URL = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// maxValueLen bounds a value a client or a model chose (a model name, the caller) in a span, a
+// metric label or an access-log line.
+const maxValueLen = 256
+
+// boundedString is s as telemetry records a value a client or a model chose: REDACTED when s
+// holds a credential (see holdsCredential), otherwise with each run of invalid UTF-8 replaced by
+// U+FFFD and cut to at most maxValueLen bytes, at a rune boundary, so that every exporter can
+// carry it. It allocates only for invalid UTF-8.
+func boundedString(s string) string {
+	if s == "" {
+		return s
+	}
+	if holdsCredential(s) {
+		return redacted
+	}
+	s = validUTF8(cutRunes(s, maxValueLen)) // replacements may make it longer again
+	return cutRunes(s, maxValueLen)
+}
+
+// cutRunes is s cut to at most n bytes, before the rune that would be cut in two, if any.
+func cutRunes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for i := n; i > n-utf8.UTFMax && i > 0; i-- {
+		if utf8.RuneStart(s[i]) {
+			return s[:i]
+		}
+	}
+	return s[:n] // no rune starts there: invalid bytes, which validUTF8 replaces
+}

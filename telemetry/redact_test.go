@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/scoregate/scoregate/config"
 )
@@ -151,5 +152,35 @@ func TestCredentialInTheURLIsNeverRecorded(t *testing.T) {
 	}
 	if bytes.Contains(metrics, []byte("CANARY")) {
 		t.Errorf("/metrics carries a canary:\n%s", metrics)
+	}
+}
+
+// boundedString keeps a value fit to record as it is, and otherwise redacts it, cuts it at a rune
+// boundary or mends its UTF-8, within maxValueLen bytes.
+func TestBoundedString(t *testing.T) {
+	long := strings.Repeat("a", maxValueLen)
+	for _, c := range []struct{ name, in, want string }{
+		{"empty", "", ""},
+		{"a model name, kept", "gpt-4o-mini-2024-07-18", "gpt-4o-mini-2024-07-18"},
+		{"exactly the limit, kept", long, long},
+		{"a key anywhere", "my-model-" + canaryServiceKey, "REDACTED"},
+		{"a JWT", canaryJWT, "REDACTED"},
+		{"a principal key, percent-encoded", "sgp%5Fx", "REDACTED"},
+		{"one byte too long", long + "b", long},
+		{"cut within a rune: before it", long[:maxValueLen-1] + "é", long[:maxValueLen-1]},
+		{"cut within a four-byte rune", long[:maxValueLen-2] + "😀", long[:maxValueLen-2]},
+		{"invalid UTF-8, mended", "m\xff\xfeodel", "m\uFFFDodel"},
+		{"mended past the limit, cut again", strings.Repeat("\xffa", maxValueLen/2), strings.Repeat("\uFFFDa", maxValueLen/4)},
+		{"continuation bytes only", strings.Repeat("\x80", 2*maxValueLen), "\uFFFD"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := boundedString(c.in)
+			if got != c.want {
+				t.Errorf("boundedString(%q) = %q, want %q", c.in, got, c.want)
+			}
+			if len(got) > maxValueLen || !utf8.ValidString(got) {
+				t.Errorf("boundedString(%q): %d bytes, valid UTF-8 %v", c.in, len(got), utf8.ValidString(got))
+			}
+		})
 	}
 }

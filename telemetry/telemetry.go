@@ -1,7 +1,9 @@
 // Package telemetry records every data-plane request as an OpenTelemetry SERVER span carrying both
 // the HTTP semantic-convention attributes and the Application Insights request fields (HTTPMethod,
 // UserAgent, ComputeType, RequestUrl, StatusCode, RequestId, Duration), as Prometheus metrics and,
-// when enabled, as an access-log line. The request path only fills a pooled Record with plain
+// when enabled, as an access-log line; a language-model call's also carry its operation, models,
+// token usage and time to first token after the OpenTelemetry GenAI conventions (gen_ai.*), and an
+// authenticated request's its caller. The request path only fills a pooled Record with plain
 // values and hands it over without blocking; spans, metrics and log lines are built in the
 // background. It redacts credentials and sensitive query values everywhere and never sees an
 // Authorization header. It knows nothing of HTTP servers or of business rules.
@@ -241,6 +243,7 @@ func (t *Telemetry) run() {
 		pending = 0
 	}
 	handle := func(r *Record) {
+		r.boundChosenValues()
 		t.metrics.record(r)
 		t.traffic.record(r)
 		if t.accessLog != nil {
@@ -327,7 +330,11 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 	if query != "" && !t.cfg.HighBusinessImpact {
 		requestURL += "?" + query
 	}
-	attrs := make([]attribute.KeyValue, 0, 24)
+	size := plainMaxAttrs
+	if r.GenAI.Operation != "" {
+		size = otlpMaxAttrs
+	}
+	attrs := make([]attribute.KeyValue, 0, size)
 	attrs = append(attrs,
 		attribute.String("http.request.method", method),
 		attribute.String("url.scheme", scheme),
@@ -382,6 +389,12 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 			attribute.String("rpc.method", r.RPCMethod),
 			attribute.Int("rpc.grpc.status_code", r.GRPCStatus))
 	}
+	if r.Caller != "" {
+		attrs = append(attrs, attribute.String(attrCaller, r.Caller), attribute.String(attrEndUser, r.Caller))
+	}
+	if r.GenAI.Operation != "" {
+		attrs = appendGenAIAttrs(attrs, &r.GenAI)
+	}
 	flags := trace.TraceFlags(0)
 	if r.sampled {
 		flags = trace.FlagsSampled
@@ -425,7 +438,12 @@ func (t *Telemetry) logAccess(r *Record) {
 		return
 	}
 	path, query := splitTarget(r.target)
-	attrs := []slog.Attr{
+	size := 16 // the fields of any request
+	if r.GenAI.Operation != "" {
+		size += 8
+	}
+	attrs := make([]slog.Attr, 0, size)
+	attrs = append(attrs,
 		slog.String("request_id", string(r.requestID)),
 		slog.String("trace_id", fmt.Sprintf("%x", r.traceID)),
 		slog.String("method", normalMethod(r.method)),
@@ -435,9 +453,30 @@ func (t *Telemetry) logAccess(r *Record) {
 		slog.String("service", r.Service),
 		slog.String("outcome", r.Reason),
 		slog.String("compute_type", t.computeType),
-	}
+	)
 	if r.Upstream != "" {
 		attrs = append(attrs, slog.String("upstream", r.Upstream), slog.Float64("upstream_ms", float64(r.upstreamDur.Microseconds())/1000))
+	}
+	if r.Caller != "" {
+		attrs = append(attrs, slog.String("caller", r.Caller))
+	}
+	if g := &r.GenAI; g.Operation != "" {
+		attrs = append(attrs, slog.String("gen_ai_operation", g.Operation))
+		if g.RequestModel != "" {
+			attrs = append(attrs, slog.String("request_model", g.RequestModel))
+		}
+		if g.ResponseModel != "" {
+			attrs = append(attrs, slog.String("response_model", g.ResponseModel))
+		}
+		if g.Usage != "" {
+			attrs = append(attrs, slog.String("usage", g.Usage))
+		}
+		if g.Usage == usageReported {
+			attrs = append(attrs, slog.Int64("input_tokens", g.InputTokens), slog.Int64("output_tokens", g.OutputTokens))
+		}
+		if g.TimeToFirstToken > 0 {
+			attrs = append(attrs, slog.Float64("first_token_ms", float64(g.TimeToFirstToken.Microseconds())/1000))
+		}
 	}
 	if !t.cfg.HighBusinessImpact {
 		if q := t.redactQuery(query); q != "" {

@@ -103,6 +103,8 @@ type req struct {
 	queueWait                       time.Duration
 	tls                             bool
 	stream                          bool // the answer was streamed (with upstream)
+	caller                          string
+	genAI                           GenAI
 	// wait is spent between Begin and End (and inside the upstream call when upstream is set),
 	// so that durations are not zero.
 	wait   time.Duration
@@ -117,6 +119,7 @@ func do(tel *Telemetry, q req) string {
 	rec.SetRequestID([]byte(q.id))
 	rec.Service, rec.Auth, rec.Reason = q.service, q.auth, q.reason
 	rec.Deployment, rec.QueueWait, rec.TLS = q.deployment, q.queueWait, q.tls
+	rec.Caller, rec.GenAI = q.caller, q.genAI
 	if q.upstream != "" {
 		rec.Upstream = q.upstream
 		rec.UpstreamStart()
@@ -1036,6 +1039,10 @@ func recordEveryKind(tel *Telemetry) {
 		upstream: "127.0.0.1:9000", status: 200})
 	do(tel, req{method: "POST", target: "/api/v1/service/iris/score", host: "gw.test", service: "iris", auth: "key",
 		reason: "missing_credential", status: 401})
+	do(tel, req{method: "POST", target: "/api/v1/service/chat/v1/chat/completions", host: "gw.test", service: "chat", auth: "key",
+		upstream: "127.0.0.1:9001", deployment: "blue", stream: true, caller: "key:AbCdEf012345", status: 200,
+		genAI: GenAI{Operation: "chat", RequestModel: "m", ResponseModel: "m", InputTokens: 10, OutputTokens: 20, Usage: "reported",
+			TimeToFirstToken: 20 * time.Millisecond}})
 }
 
 func TestMetrics(t *testing.T) {

@@ -311,7 +311,7 @@ func grepLines(s, sub string) string {
 func TestFinding4EvictionPolicyWarning(t *testing.T) {
 	const warning = "Redis may evict the gateway's keys when it runs out of memory; set maxmemory-policy to noeviction (a lost revocation would be refused as lost data, with 503s)"
 	const user = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
-		"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait"
+		"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
 	for _, tc := range []struct {
 		name  string
 		opts  []redistest.Option

@@ -9,12 +9,17 @@
 // the steady rate. A request is allowed when it does not push the TAT further than one burst
 // window ahead of now.
 //
+// TokenLimiter limits requests of variable cost, a language model's calls, in tokens: a budget
+// per minute (a sliding window) and a quota per hour, day or month, per key. A call's estimate
+// is reserved before it is forwarded and settled by the model's own count once the answer has
+// ended; in Redis (through a Shared, and by its fallback rule) or in memory.
+//
 // Failures counts failed attempts (of authentication) per key in fixed windows, with the same
 // split between Redis and memory, to brake the guessing of credentials; ClientAddr and AddrKey
 // name the client address such counts are kept for.
 //
-// It serves no HTTP: callers pass plain strings and turn a refused Decision into a 429 and a
-// Retry-After header themselves. It does not choose which limit applies to a request, and it
+// It serves no HTTP: callers pass plain strings and turn a refused Decision (or
+// TokenReservation) into a 429 and a Retry-After header themselves. It does not choose which limit applies to a request, and it
 // does not read configuration.
 //
 // Keys are identifiers, never secrets: "key:<key id>" or "principal:<name>", not the service key
