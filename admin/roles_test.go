@@ -67,11 +67,12 @@ func TestRolePermissions(t *testing.T) {
 		"list principals":  {"GET", "/v1/principals", ""},
 		"read activity":    {"GET", "/v1/activity?limit=5", ""},
 		"reload config":    {"POST", "/v1/reload", ""},
+		"read usage":       {"GET", "/v1/usage", ""},
 	}
 	allowed := map[string][]string{
-		"owner":       {"list services", "list keys", "regenerate a key", "mint a token", "revoke a token", "list principals", "read activity", "reload config"},
-		"contributor": {"list services", "list keys", "regenerate a key", "mint a token", "revoke a token", "read activity"},
-		"reader":      {"list services", "list keys", "mint a token", "read activity"},
+		"owner":       {"list services", "list keys", "regenerate a key", "mint a token", "revoke a token", "list principals", "read activity", "reload config", "read usage"},
+		"contributor": {"list services", "list keys", "regenerate a key", "mint a token", "revoke a token", "read activity", "read usage"},
+		"reader":      {"list services", "list keys", "mint a token", "read activity", "read usage"},
 		"auditor":     {"read activity"},
 	}
 	for role, key := range keys {

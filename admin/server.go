@@ -29,6 +29,7 @@ type Server struct {
 	principals *authn.Principals
 	tokens     *authn.Tokens
 	activity   *authn.ActivityLog
+	usage      UsageReader
 	ready      func() (bool, string)
 	fresh      func() bool
 	metrics    http.Handler
@@ -47,6 +48,8 @@ type Deps struct {
 	Principals *authn.Principals
 	Tokens     *authn.Tokens
 	Activity   *authn.ActivityLog
+	// Usage, if set, serves GET /v1/usage: the token usage of language-model services.
+	Usage UsageReader
 	// Ready, if set, reports whether the gateway can decide requests, and why not.
 	Ready func() (bool, string)
 	// Metrics, if set, serves GET /metrics (Prometheus text, no credential needed).
@@ -76,7 +79,7 @@ func New(cfg *config.Config, d Deps) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, ready: d.Ready, fresh: d.Fresh, metrics: d.Metrics,
+	s := &Server{keys: d.Keys, principals: d.Principals, tokens: d.Tokens, activity: d.Activity, usage: d.Usage, ready: d.Ready, fresh: d.Fresh, metrics: d.Metrics,
 		upstreams: d.Upstreams, reload: d.Reload, log: log, guessing: newGuessing(cfg, d.AuthFailures),
 		status: d.Status, sessions: newUISessions()}
 	s.cfg.Store(cfg)
@@ -113,6 +116,9 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("POST /v1/principals", s.authed(authn.PrincipalsManage, authn.OpPrincipalCreate, s.createPrincipal))
 	mux.Handle("DELETE /v1/principals/{name}", s.authed(authn.PrincipalsManage, authn.OpPrincipalDelete, s.deletePrincipal))
 	mux.Handle("GET /v1/activity", s.authed(authn.ActivityRead, authn.OpActivityRead, s.listActivity))
+	if s.usage != nil {
+		mux.Handle("GET /v1/usage", s.authed(authn.UsageRead, authn.OpUsageRead, s.readUsage))
+	}
 	if s.reload != nil {
 		mux.Handle("POST /v1/reload", s.authed(authn.ConfigReload, authn.OpConfigReload, s.reloadConfig))
 	}

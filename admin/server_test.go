@@ -32,6 +32,8 @@ type testEnv struct {
 	reload func(ctx context.Context, initiator string) (ReloadResult, error)
 	// stale makes the shared state's copy not current (Deps.Fresh reports false).
 	stale atomic.Bool
+	// usage is the store GET /v1/usage reads (an embedded store of its own).
+	usage *authn.BoltStore
 }
 
 func newTestServer(t *testing.T) (*Server, *httptest.Server, *authn.Keyring) {
@@ -55,7 +57,13 @@ func newTestEnv(t *testing.T) (*Server, *httptest.Server, *testEnv) {
 	env.reload = func(context.Context, string) (ReloadResult, error) { return ReloadResult{}, nil }
 	reload := func(ctx context.Context, initiator string) (ReloadResult, error) { return env.reload(ctx, initiator) }
 	fresh := func() bool { return !env.stale.Load() }
-	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Reload: reload, Fresh: fresh})
+	usage, err := authn.OpenBolt(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { usage.Close() })
+	env.usage = usage
+	s := New(cfg, Deps{Keys: keys, Principals: principals, Tokens: tokens, Activity: activity, Reload: reload, Fresh: fresh, Usage: usage})
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
 	return s, hs, env

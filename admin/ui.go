@@ -52,6 +52,10 @@ const uiCSP = "default-src 'self'; base-uri 'none'; form-action 'self'; frame-an
 type Status struct {
 	// Traffic reports a service's recent traffic (telemetry.Telemetry.Traffic).
 	Traffic func(service string, end time.Time, step time.Duration, n int) []telemetry.TrafficPoint
+	// Tokens reports the input and output tokens of a language-model service's calls that ended
+	// on this instance in the minute before now (usage.Keeper.TokensPerMinute); ok is false for a
+	// service without such calls, whose figure is then left out.
+	Tokens func(service string, now time.Time) (perMinute int64, ok bool)
 	// Certificates lists the certificates the HTTPS listener serves.
 	Certificates func() []Certificate
 	// SharedState reports the Redis store's state; nil with the embedded store.

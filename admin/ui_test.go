@@ -16,6 +16,7 @@ import (
 	"github.com/scoregate/scoregate/authn"
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/internal/ratelimit"
+	"github.com/scoregate/scoregate/telemetry"
 )
 
 // uiEnv is an admin listener with the status page, over a real embedded store.
@@ -470,5 +471,30 @@ func TestStatusPageShowsStatesAndCertificates(t *testing.T) {
 	}
 	if strings.Index(page, "old.example.com") > strings.Index(page, "scoring.example.com") {
 		t.Error("the certificates are not listed soonest expiry first")
+	}
+}
+
+// A language-model service with calls shows its tokens per minute beside its requests; a service
+// without shows no such figure (issue 22).
+func TestStatusPageShowsTokensPerMinute(t *testing.T) {
+	e := newUIEnv(t, false, func(_ *config.Config, d *Deps) {
+		d.Status.Traffic = func(string, time.Time, time.Duration, int) []telemetry.TrafficPoint { return nil }
+		d.Status.Tokens = func(service string, _ time.Time) (int64, bool) {
+			if service == "fraud" {
+				return 1234, true
+			}
+			return 0, false
+		}
+	})
+	c := e.browser(t)
+	e.login(t, c, ownerKey)
+	page := e.get(t, c, "/ui/").body
+	fraud, iris := page[strings.Index(page, `id="svc-fraud"`):], page[strings.Index(page, `id="svc-iris"`):]
+	fraud, iris = fraud[:strings.Index(fraud, "</article>")], iris[:strings.Index(iris, "</article>")]
+	if !strings.Contains(fraud, `<dd data-figure="tokens">1234<small>/min</small></dd>`) || !strings.Contains(fraud, `class="figures with-tokens"`) {
+		t.Errorf("the fraud service lacks its tokens per minute:\n%s", fraud)
+	}
+	if strings.Contains(iris, `data-figure="tokens"`) || !strings.Contains(iris, `data-figure="rate"`) {
+		t.Errorf("the iris service shows tokens, or no figures:\n%s", iris)
 	}
 }

@@ -88,6 +88,8 @@ type trafficView struct {
 	Rate, ClientRate, ServerRate float64
 	P50, P99                     time.Duration
 	Requests5m, Server5m         int
+	TokensKnown                  bool  // a language-model service with calls: Tokens is shown
+	Tokens                       int64 // input and output tokens in the last minute
 	RateChart, LatencyChart      chartView
 	ErrorChart                   chartView
 }
@@ -204,6 +206,9 @@ func (s *Server) serviceView(svc config.Service, now time.Time) serviceView {
 	}
 	if s.status.Traffic != nil {
 		sv.Traffic = trafficOf(svc.Name, s.status.Traffic(svc.Name, now, chartStep, chartPoints))
+		if s.status.Tokens != nil {
+			sv.Traffic.Tokens, sv.Traffic.TokensKnown = s.status.Tokens(svc.Name, now)
+		}
 	}
 	return sv
 }

@@ -19,6 +19,7 @@ const (
 	OpServicesRead    = "services.read"
 	OpPrincipalsRead  = "principals.read"
 	OpActivityRead    = "activity.read"
+	OpUsageRead       = "usage.read"
 	// OpAuthBlocked: a client address (the initiator) failed too many principal keys and is
 	// refused every one until its window ends.
 	OpAuthBlocked = "auth.blocked"

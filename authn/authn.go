@@ -1,7 +1,8 @@
 // Package authn decides who a caller is and what it may do: it parses the Authorization header,
 // checks service keys (primary and secondary, stored only as keyed hashes), principals and their
 // roles, mints and checks tokens (with signing-key rotation, revocation, external issuers and a
-// verified-token cache), keeps the activity log, and declares the Store its backends satisfy. It
+// verified-token cache), keeps the activity log, and declares the Store its backends satisfy
+// (and the UsageStore in which both backends also keep language-model token usage). It
 // sees a request only as plain values (the service name and the Authorization header values),
 // never as an HTTP server's types, so every listener shares it.
 package authn

@@ -27,6 +27,7 @@ const (
 	PrincipalsManage
 	ActivityRead
 	ConfigReload
+	UsageRead
 )
 
 var permissionNames = map[string]Permission{
@@ -38,6 +39,7 @@ var permissionNames = map[string]Permission{
 	config.PermPrincipalsManage: PrincipalsManage,
 	config.PermActivityRead:     ActivityRead,
 	config.PermConfigReload:     ConfigReload,
+	config.PermUsageRead:        UsageRead,
 }
 
 // Roles maps role names (built-in and custom) to their permissions.

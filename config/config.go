@@ -156,19 +156,21 @@ const (
 	PermPrincipalsManage = "principals:manage"
 	PermActivityRead     = "activity:read"
 	PermConfigReload     = "config:reload"
+	// PermUsageRead reads the token usage of language-model services (GET /v1/usage).
+	PermUsageRead = "usage:read"
 )
 
 // AllPermissions lists every permission.
 var AllPermissions = []string{PermServicesRead, PermServicesCall, PermTokensMint, PermKeysRegenerate,
-	PermTokensRevoke, PermPrincipalsManage, PermActivityRead, PermConfigReload}
+	PermTokensRevoke, PermPrincipalsManage, PermActivityRead, PermConfigReload, PermUsageRead}
 
 // BuiltinRoles are the roles every installation has, after Azure ML's role table: all three may
-// call services, mint tokens and read services and the activity log; contributor and owner may
-// also regenerate keys and revoke tokens; only owner manages principals and reloads the
-// configuration.
+// call services, mint tokens and read services, the activity log and token usage; contributor
+// and owner may also regenerate keys and revoke tokens; only owner manages principals and reloads
+// the configuration.
 var BuiltinRoles = map[string][]string{
-	"reader":      {PermServicesRead, PermServicesCall, PermTokensMint, PermActivityRead},
-	"contributor": {PermServicesRead, PermServicesCall, PermTokensMint, PermActivityRead, PermKeysRegenerate, PermTokensRevoke},
+	"reader":      {PermServicesRead, PermServicesCall, PermTokensMint, PermActivityRead, PermUsageRead},
+	"contributor": {PermServicesRead, PermServicesCall, PermTokensMint, PermActivityRead, PermUsageRead, PermKeysRegenerate, PermTokensRevoke},
 	"owner":       AllPermissions,
 }
 

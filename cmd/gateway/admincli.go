@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/scoregate/scoregate/admin"
 )
@@ -109,4 +111,80 @@ func cmdActivity(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	return printJSON(stdout, out)
+}
+
+func cmdUsage(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var service, principal, key, since, until string
+	var asJSON bool
+	c, pos, err := adminCommand("usage", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&service, "service", "", "only this `service`")
+		fs.StringVar(&principal, "principal", "", "only the calls made with tokens of this principal (its `name`)")
+		fs.StringVar(&key, "key", "", "only the calls made with this service key (its `id`, as gateway keys list shows it)")
+		fs.StringVar(&since, "since", "24h", "from this `time` (RFC 3339) or this long ago (90m, 24h, 7d); usage is kept 31 days")
+		fs.StringVar(&until, "until", "", "up to this `time` (RFC 3339) or this long ago; default now")
+		fs.BoolVar(&asJSON, "json", false, "print the admin API's JSON answer instead of a table")
+	})
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || (principal != "" && key != "") {
+		return usagef("usage: gateway usage [-service S] [-principal NAME | -key KEY_ID] [-since 24h] [-until TIME] [-json]")
+	}
+	q := url.Values{}
+	for name, v := range map[string]string{"service": service, "principal": principal, "key": key, "since": since, "until": until} {
+		if v != "" {
+			q.Set(name, v)
+		}
+	}
+	var out admin.UsageAnswer
+	if err := c.Do(ctx, http.MethodGet, "/v1/usage?"+q.Encode(), nil, &out); err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(stdout, out)
+	}
+	printUsage(stdout, out)
+	return nil
+}
+
+// printUsage prints a usage answer as a table: a row per hour, service, caller and model, then
+// the totals.
+func printUsage(w io.Writer, u admin.UsageAnswer) {
+	const stamp = "2006-01-02 15:04"
+	fmt.Fprintf(w, "Token usage from %s to %s UTC\n", u.Since.UTC().Format(stamp), u.Until.UTC().Format(stamp))
+	if len(u.Rows) == 0 {
+		fmt.Fprintln(w, "none recorded")
+		return
+	}
+	table := [][]string{{"HOUR (UTC)", "SERVICE", "CALLER", "MODEL", "INPUT", "OUTPUT", "CALLS"}}
+	for _, r := range u.Rows {
+		table = append(table, []string{r.Hour.UTC().Format(stamp), r.Service, r.Caller, r.Model,
+			strconv.FormatInt(r.InputTokens, 10), strconv.FormatInt(r.OutputTokens, 10), strconv.FormatInt(r.Calls, 10)})
+	}
+	table = append(table, []string{"TOTAL", "", "", "", strconv.FormatInt(u.Totals.InputTokens, 10),
+		strconv.FormatInt(u.Totals.OutputTokens, 10), strconv.FormatInt(u.Totals.Calls, 10)})
+	width := make([]int, len(table[0]))
+	for _, row := range table {
+		for i, cell := range row {
+			width[i] = max(width[i], utf8.RuneCountInString(cell))
+		}
+	}
+	for _, row := range table {
+		var line strings.Builder
+		for i, cell := range row {
+			pad := strings.Repeat(" ", width[i]-utf8.RuneCountInString(cell))
+			switch {
+			case i >= 4: // numbers, aligned right
+				line.WriteString("  " + pad + cell)
+			case i == 0:
+				line.WriteString(cell + pad)
+			default:
+				line.WriteString("  " + cell + pad)
+			}
+		}
+		fmt.Fprintln(w, strings.TrimRight(line.String(), " "))
+	}
+	if u.Truncated {
+		fmt.Fprintf(w, "(only the first %d rows and their totals: narrow the query with -service, -principal, -key, -since or -until)\n", len(u.Rows))
+	}
 }

@@ -50,6 +50,7 @@ Usage:
   gateway token SERVICE
   gateway revoke -token JWT | -jti ID -exp UNIX_SECONDS
   gateway activity [-limit N]
+  gateway usage [-service S] [-principal NAME | -key KEY_ID] [-since 24h] [-until TIME] [-json]
   gateway version
 `
 
@@ -100,6 +101,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cmdRevoke(ctx, args, stdout, stderr)
 	case "activity":
 		return cmdActivity(ctx, args, stdout, stderr)
+	case "usage":
+		return cmdUsage(ctx, args, stdout, stderr)
 	case "store":
 		return cmdStore(ctx, args, stdout, stderr)
 	case "version":

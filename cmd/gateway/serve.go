@@ -32,6 +32,7 @@ import (
 	"github.com/scoregate/scoregate/internal/certstore"
 	"github.com/scoregate/scoregate/internal/heapgoal"
 	"github.com/scoregate/scoregate/internal/ratelimit"
+	tokenusage "github.com/scoregate/scoregate/internal/usage"
 	"github.com/scoregate/scoregate/proxy"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -122,6 +123,30 @@ const keyFlushInterval = 30 * time.Second
 // revocations dropped.
 const tokenMaintenanceInterval = time.Minute
 
+// usageFlushTimeout bounds the last flush of token usage to the store at shutdown.
+const usageFlushTimeout = 5 * time.Second
+
+// closeKeeper stops the keeper's flushing and saves the usage it still holds, within
+// usageFlushTimeout; what the store does not take then is lost, and logged.
+func closeKeeper(k *tokenusage.Keeper, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), usageFlushTimeout)
+	defer cancel()
+	if err := k.Close(ctx); err != nil {
+		log.Warn("saving the last token usage at shutdown", "err", err)
+	}
+}
+
+// registerUsageMetrics adds the count of calls whose token usage was dropped to /metrics.
+func registerUsageMetrics(m metric.Meter, k *tokenusage.Keeper) error {
+	_, err := m.Int64ObservableCounter("scoregate.usage.dropped",
+		metric.WithDescription("Language-model calls whose token usage was not kept: the usage waiting for the store reached its bound (the store failing for long)."),
+		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+			o.Observe(k.Dropped())
+			return nil
+		}))
+	return err
+}
+
 // telemetryFlushTimeout bounds the last flush of spans and metrics at shutdown, which follows the
 // drain (server.shutdown_timeout) rather than sharing its deadline.
 const telemetryFlushTimeout = 5 * time.Second
@@ -145,6 +170,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		defer signal.Stop(hup)
 	}
 	var store authn.Store
+	var usageStore authn.UsageStore // the same store, where token usage is kept
 	var redisStore *authn.RedisStore
 	if cfg.Store.Shared() {
 		authn.SetRedisLogger(log)
@@ -153,13 +179,13 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 			return err
 		}
 		checkRedisStore(ctx, redisStore, log)
-		store = redisStore
+		store, usageStore = redisStore, redisStore
 	} else {
 		bolt, err := authn.OpenBolt(cfg.Store.Dir)
 		if err != nil {
 			return err
 		}
-		store = bolt
+		store, usageStore = bolt, bolt
 	}
 	defer store.Close()
 	keys, err := authn.NewKeyring(ctx, store, log)
@@ -241,11 +267,20 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	var adm *admin.Server
 	gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter), proxy.WithAuthFailures(failures, cfg.AdminAuthFailureLimit,
 		func(client netip.Addr) { adm.RecordBlocked(context.Background(), client, "token endpoint") }))
+	// Token usage of language-model calls: summed in memory, added to the store every few
+	// seconds, and once more at shutdown once the data plane has drained.
+	keeper := tokenusage.NewKeeper(usageStore, tokenusage.WithLogger(log))
+	defer closeKeeper(keeper, log) // on the way out early (it closes once)
+	deps.Usage = keeper
+	// wire: proxy.WithUsageSink(keeper)
 	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log, gwOpts...)
 	if err != nil {
 		return err
 	}
 	if err := registerMetrics(tel.Meter(), gw, limiter, certMgr, replica); err != nil {
+		return err
+	}
+	if err := registerUsageMetrics(tel.Meter(), keeper); err != nil {
 		return err
 	}
 	deps.Upstreams = func(service string) []admin.UpstreamInfo {
@@ -258,6 +293,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 		return out
 	}
 	deps.Status = statusSources(tel, certMgr, limiter, replica, cfg.Store.StalenessBound)
+	deps.Status.Tokens = keeper.TokensPerMinute
 	var rl *reloader
 	if src.path != "" {
 		rl = &reloader{src: src, started: cfg, gw: gw, keys: keys, activity: activity, log: log}
@@ -367,6 +403,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	if err := gw.Shutdown(sctx); err != nil {
 		log.Warn("data plane did not drain in time; open connections were closed", "err", err)
 	}
+	closeKeeper(keeper, log) // the usage of the last calls, now that none is running
 	// The spans of requests the drain cut at its deadline are flushed after it: the flush has a
 	// bound of its own, not what is left of the drain's.
 	fctx, fcancel := context.WithTimeout(context.Background(), telemetryFlushTimeout)

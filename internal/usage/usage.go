@@ -1,6 +1,8 @@
 // Package usage carries the token usage of language-model calls (services with api: openai) from
 // the gateway's data plane to whatever keeps it: the hourly totals in the store that
-// GET /v1/usage and `gateway usage` read.
+// GET /v1/usage and `gateway usage` read. Keeper is the Sink that sums calls in memory and adds
+// the sums to the store in the background; it does not measure usage (the data plane does) nor
+// serve it (the admin API does).
 package usage
 
 import "time"
