@@ -87,6 +87,7 @@ func TestOpenAINodeClient(t *testing.T) {
 	baseURL := find(`base_url     (http://\S+/api/v1/service/demo/v1) `)
 	key := find(`primary key  (\S+)`)
 	adminURL := find(`admin API    (http://\S+) `)
+	ownerKeyPath := find(`\(Owner key in (\S+)\)`)
 
 	var got struct {
 		Chat struct {
@@ -213,6 +214,32 @@ func TestOpenAINodeClient(t *testing.T) {
 		if sums[k] != v {
 			t.Errorf("gen_ai_client_token_usage sum for %s is %v, want %v (all: %v)", k, sums[k], v, sums)
 		}
+	}
+
+	// `gateway usage` reads the hourly totals: three calls' tokens, as the model counted them.
+	owner, err := os.ReadFile(ownerKeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(gatewayBin, "usage", "-admin", adminURL, "-service", "demo", "-json")
+	cmd.Env = append(os.Environ(), "GATEWAY_ADMIN_KEY="+strings.TrimSpace(string(owner)))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("gateway usage: %v\n%s", err, out)
+	}
+	var read struct {
+		Totals struct {
+			InputTokens  int64 `json:"input_tokens"`
+			OutputTokens int64 `json:"output_tokens"`
+			Calls        int64 `json:"calls"`
+		} `json:"totals"`
+	}
+	if err := json.Unmarshal(out, &read); err != nil {
+		t.Fatalf("gateway usage -json printed %q: %v", out, err)
+	}
+	wantIn := 2*want.Usage.PromptTokens + wantEmb.Usage.PromptTokens
+	if read.Totals.InputTokens != wantIn || read.Totals.OutputTokens != 2*want.Usage.CompletionTokens || read.Totals.Calls != 3 {
+		t.Errorf("gateway usage totals %+v, want %d input and %d output tokens in 3 calls", read.Totals, wantIn, 2*want.Usage.CompletionTokens)
 	}
 }
 

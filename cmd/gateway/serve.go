@@ -272,7 +272,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	keeper := tokenusage.NewKeeper(usageStore, tokenusage.WithLogger(log))
 	defer closeKeeper(keeper, log) // on the way out early (it closes once)
 	deps.Usage = keeper
-	// wire: proxy.WithUsageSink(keeper)
+	gwOpts = append(gwOpts, proxy.WithUsageSink(keeper))
 	gw, err := proxy.New(cfg, authn.NewAuthenticator(keys, authOpts...), log, gwOpts...)
 	if err != nil {
 		return err
