@@ -662,7 +662,7 @@ func TestOpenAILargeRequestBody(t *testing.T) {
 
 // An HTTP/1.0 client gets the answer read whole: the stream it asked for, with its
 // Content-Length, and without what the gateway asked for.
-func TestOpenAIStreamToHTTP10Client(t *testing.T) {
+func TestOpenAIStreamToAnOldHTTPClient(t *testing.T) {
 	e := newLLMEnv(t)
 	body := chatBody + `,"stream":true}`
 	conn, err := net.Dial("tcp", e.addr)
