@@ -29,6 +29,12 @@ var docGuides = []guideRun{
 		tools: []string{"bash", "curl", "jq", "go"},
 		logs:  []string{"gateway.log", "model.log"},
 	},
+	{
+		path:  filepath.Join("..", "..", "docs", "language-models.md"),
+		name:  "docs/language-models.md",
+		tools: []string{"bash", "curl", "jq", "node"},
+		logs:  []string{"quickstart.out", "quickstart.log"},
+	},
 }
 
 // runByTests are the documents whose commands a test runs.
