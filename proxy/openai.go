@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/internal/ratelimit"
 	"github.com/scoregate/scoregate/internal/usage"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -104,6 +105,9 @@ type openaiRequest struct {
 	// MaxTokens is the most tokens the client let the model write: max_completion_tokens, else
 	// max_tokens, else max_output_tokens (the Responses API's); 0 when the body sets none.
 	MaxTokens int64
+	// Choices is how many completions the model is asked to write: n, or a text completion's
+	// best_of when larger; 0 when the body sets neither above 1.
+	Choices int64
 	// BodyBytes is the length of the body as the client sent it: -1 when it streamed through
 	// unread without a Content-Length.
 	BodyBytes int64
@@ -127,6 +131,14 @@ type llmCall struct {
 	streamed bool
 	genAI    telemetry.GenAI
 	ended    bool
+
+	// Token limits (openai_tokens.go): the reservation taken before the call was forwarded
+	// (reserved until it is settled), the model's answer status (0 without an answer), and
+	// whether the call failed before it could reach the model.
+	tokens   ratelimit.TokenReservation
+	reserved bool
+	status   int
+	unsent   bool
 }
 
 // newLLMCall begins the call of op on svc by caller: nil when op is opNone.
@@ -195,6 +207,13 @@ func parseOpenAIRequest(body []byte, t *jsonTop) openaiRequest {
 			if n, err := strconv.ParseInt(string(m.value(body)), 10, 64); err == nil && n > 0 {
 				r.MaxTokens = n
 				break
+			}
+		}
+	}
+	for _, name := range [...]string{"n", "best_of"} {
+		if m, ok := lastMember(members, body, name); ok {
+			if n, err := strconv.ParseInt(string(m.value(body)), 10, 64); err == nil && n > 1 {
+				r.Choices = max(r.Choices, n)
 			}
 		}
 	}
@@ -326,9 +345,10 @@ const (
 // for an answer read whole, once it is read; for a streamed one, when the stream ends (written
 // whole, cut, or the client gone); for a call that got no answer, when it failed. c.genAI.Usage
 // says whether counts exist ("reported") or why not; c.caller, c.svc and c.dep say whose call it
-// was and where it went, c.req what was asked (the model, MaxTokens, the body's size). A settlement
-// of token limits belongs here. Reported usage goes to the usage sink.
+// was and where it went, c.req what was asked (the model, MaxTokens, the body's size). The call's
+// token-limit reservation is settled here (settleTokens). Reported usage goes to the usage sink.
 func (g *Gateway) usageKnown(c *llmCall) {
+	g.settleTokens(c)
 	if g.llmObserver != nil {
 		g.llmObserver(c)
 	}

@@ -144,6 +144,9 @@ func TestParseOpenAIRequest(t *testing.T) {
 		{`{"max_output_tokens":9,"stream":false}`, openaiRequest{Read: true, MaxTokens: 9}},
 		{`{"model":1,"stream":"yes","max_tokens":-1}`, openaiRequest{Read: true}},
 		{`{"stream":false,"stream":true}`, openaiRequest{Read: true, Stream: true}},
+		{`{"n":3,"max_tokens":5}`, openaiRequest{Read: true, MaxTokens: 5, Choices: 3}},
+		{`{"n":2,"best_of":4}`, openaiRequest{Read: true, Choices: 4}},
+		{`{"n":1,"best_of":"x"}`, openaiRequest{Read: true}},
 		{`[1,2]`, openaiRequest{}},
 		{``, openaiRequest{}},
 	} {
