@@ -438,8 +438,11 @@ func TestTokenLimitSharedThroughRedis(t *testing.T) {
 	}
 	e.ended(t, 1)
 	used := int64(llmPrompt + llmCompletion)
-	body, est = chatWith(180, false)
-	resp, got := post(t, b, "llm", e.key, "/v1/chat/completions", body)
+	over, overEst := chatWith(180, false)
+	if overEst <= limit-used {
+		t.Fatalf("the test's numbers: estimate %d", overEst)
+	}
+	resp, got := post(t, b, "llm", e.key, "/v1/chat/completions", over)
 	checkRefused(t, resp, got, limit, limit-used)
 	body, est = chatWith(100, true)
 	if resp, got := post(t, b, "llm", e.key, "/v1/chat/completions", body); resp.StatusCode != 200 || tokenHeadersOf(t, resp).remaining != limit-used-est {
