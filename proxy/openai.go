@@ -62,7 +62,9 @@ func (o operation) name() string {
 // operationOf is the operation of a request to an api: openai service, from its method and the
 // target forwarded to the model (its path's ending; the query is not looked at): only POSTs are
 // operations. /v1/chat/completions and an Azure-style /openai/deployments/d/chat/completions are
-// both chat.
+// both chat. The ending is matched as a model's server may read it: percent-decoded, in any case
+// and with a slash after it (/v1/Chat/c%6Fmpletions/ is chat), so that no spelling of an
+// operation the model would serve passes unread, and untaken by token limits.
 func operationOf(method, target []byte) operation {
 	if string(method) != fasthttp.MethodPost {
 		return opNone
@@ -70,17 +72,40 @@ func operationOf(method, target []byte) operation {
 	if q := bytes.IndexByte(target, '?'); q >= 0 {
 		target = target[:q]
 	}
+	var buf [32]byte
+	tail := pathEnding(&buf, target)
 	switch {
-	case bytes.HasSuffix(target, []byte("/chat/completions")):
+	case bytes.HasSuffix(tail, []byte("/chat/completions")):
 		return opChat
-	case bytes.HasSuffix(target, []byte("/completions")):
+	case bytes.HasSuffix(tail, []byte("/completions")):
 		return opTextCompletion
-	case bytes.HasSuffix(target, []byte("/embeddings")):
+	case bytes.HasSuffix(tail, []byte("/embeddings")):
 		return opEmbeddings
-	case bytes.HasSuffix(target, []byte("/responses")):
+	case bytes.HasSuffix(tail, []byte("/responses")):
 		return opResponses
 	}
 	return opNone
+}
+
+// pathEnding returns the end of path (up to len(buf) bytes, written at the end of buf) as a
+// model's server may read it: percent-decoded, in lower case, without a trailing slash. (Route
+// checks have refused encoded slashes, dots and percent signs, and bare percent signs.)
+func pathEnding(buf *[32]byte, path []byte) []byte {
+	path = bytes.TrimSuffix(path, []byte("/"))
+	k := len(buf)
+	for i := len(path) - 1; i >= 0 && k > 0; i-- {
+		c := path[i]
+		if i >= 2 && path[i-2] == '%' && isHex(path[i-1]) && isHex(c) {
+			c = unhex(path[i-1])<<4 | unhex(c)
+			i -= 2
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		k--
+		buf[k] = c
+	}
+	return buf[k:]
 }
 
 // openAIBodyBytes bounds the request body the gateway reads for a language-model call. A body up

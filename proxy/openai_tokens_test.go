@@ -349,6 +349,12 @@ func TestTokenQuotaSpent(t *testing.T) {
 	if !strings.HasPrefix(msg, prefix) || err != nil || !renews.Equal(nextHour) && !renews.Equal(nextHour.Add(time.Hour)) {
 		t.Errorf("message %q; want it to renew at %s", msg, nextHour.Format(time.RFC3339))
 	}
+	// however the path is spelt for the model's server to read it as chat
+	for _, path := range []string{"/v1/chat/c%6Fmpletions", "/v1/Chat/Completions", "/v1/chat/completions/"} {
+		if resp, got := post(t, addr, "llm", e.key, path, body); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s: %d %s", path, resp.StatusCode, got)
+		}
+	}
 	if got := e.modelCalls(); got != 2 {
 		t.Errorf("the model got %d calls, want 2", got)
 	}
