@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/scoregate/scoregate/internal/ratelimit"
 )
 
 // Error is a request failure as the client sees it: a status, a stable code and a client-safe
@@ -30,6 +32,9 @@ type Error struct {
 	Close bool
 	// Cause is the internal detail, for the log only.
 	Cause error
+
+	// tokenLimit, when set, is a token limit's refusal: its x-ratelimit-*-tokens headers are sent.
+	tokenLimit *ratelimit.TokenReservation
 
 	body []byte
 }
@@ -138,6 +143,9 @@ func (g *Gateway) writeError(ctx *fasthttp.RequestCtx, err error) {
 	}
 	if e.Allow != "" {
 		resp.Header.Set("Allow", e.Allow)
+	}
+	if e.tokenLimit != nil {
+		setTokenHeaders(&resp.Header, e.tokenLimit)
 	}
 	if e.Close {
 		resp.SetConnectionClose()

@@ -49,6 +49,7 @@ type Gateway struct {
 	tel            *telemetry.Telemetry
 	challenge      fasthttp.RequestHandler // ACME HTTP-01 answers, or nil
 	limiter        ratelimit.Limiter       // per-key and per-principal rates, or nil
+	tokenLimiter   *ratelimit.TokenLimiter // token limits of api: openai services (openai_tokens.go)
 	usageSink      usage.Sink              // language-model usage (openai.go), or nil
 	llmObserver    func(*llmCall)          // tests: sees every language-model call end (export_test.go)
 	authFail       *authFailures           // the brake on guessing credentials, or nil
@@ -93,6 +94,9 @@ func New(cfg *config.Config, auth Authenticator, log *slog.Logger, opts ...Optio
 	}
 	for _, o := range opts {
 		o(g)
+	}
+	if g.tokenLimiter == nil {
+		g.tokenLimiter = ratelimit.NewLocalTokenLimiter()
 	}
 	for _, p := range cfg.Server.TrustedProxies {
 		prefix, err := config.ParsePrefix(p)
@@ -427,6 +431,9 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target []byte,
 	if ai != nil {
 		ai.dep = dep
 		ai.readRequest(req)
+		if err := g.reserveTokens(ai); err != nil {
+			return err // refused by a token limit: the model never sees it
+		}
 		// From here on the call ends in usageKnown, exactly once (llmCall.end): below, or when
 		// its streamed answer ends.
 	}
@@ -436,6 +443,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target []byte,
 
 	r, err := withReplica(dep, rec, func(r *replica) error { return g.call(ctx, svc, dep, r, rec, stream, ai) }, nil)
 	if ai != nil && !ai.streamed {
+		ai.unsent = err != nil && unsentError(r, err)
 		g.endLLMCall(ai, &ctx.Response, err, rec)
 	}
 	if r == nil {
@@ -448,6 +456,9 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target []byte,
 		return upstreamError(r.upstream, err)
 	}
 	cleanResponse(&ctx.Response.Header)
+	if ai != nil {
+		setTokenHeaders(&ctx.Response.Header, &ai.tokens)
+	}
 	return nil
 }
 
@@ -478,6 +489,9 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 	err := r.client.DoTimeout(req, &ctx.Response, svc.timeout)
 	ctx.Response.StreamBody = false
 	svc.observe(r, err)
+	if ai != nil && err == nil {
+		ai.status = ctx.Response.StatusCode()
+	}
 	if s, ok := ctx.Response.BodyStream().(*modelStream); ok && err == nil {
 		s.adopt(&g.streams, svc, dep, r, ctx.Conn(), g.server.WriteTimeout)
 		if ai != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/scoregate/scoregate/authn"
+	"github.com/scoregate/scoregate/internal/ratelimit"
 	"github.com/scoregate/scoregate/internal/usage"
 	"github.com/scoregate/scoregate/telemetry"
 )
@@ -61,7 +62,9 @@ func (o operation) name() string {
 // operationOf is the operation of a request to an api: openai service, from its method and the
 // target forwarded to the model (its path's ending; the query is not looked at): only POSTs are
 // operations. /v1/chat/completions and an Azure-style /openai/deployments/d/chat/completions are
-// both chat.
+// both chat. The ending is matched as a model's server may read it: percent-decoded, in any case
+// and with a slash after it (/v1/Chat/c%6Fmpletions/ is chat), so that no spelling of an
+// operation the model would serve passes unread, and untaken by token limits.
 func operationOf(method, target []byte) operation {
 	if string(method) != fasthttp.MethodPost {
 		return opNone
@@ -69,17 +72,40 @@ func operationOf(method, target []byte) operation {
 	if q := bytes.IndexByte(target, '?'); q >= 0 {
 		target = target[:q]
 	}
+	var buf [32]byte
+	tail := pathEnding(&buf, target)
 	switch {
-	case bytes.HasSuffix(target, []byte("/chat/completions")):
+	case bytes.HasSuffix(tail, []byte("/chat/completions")):
 		return opChat
-	case bytes.HasSuffix(target, []byte("/completions")):
+	case bytes.HasSuffix(tail, []byte("/completions")):
 		return opTextCompletion
-	case bytes.HasSuffix(target, []byte("/embeddings")):
+	case bytes.HasSuffix(tail, []byte("/embeddings")):
 		return opEmbeddings
-	case bytes.HasSuffix(target, []byte("/responses")):
+	case bytes.HasSuffix(tail, []byte("/responses")):
 		return opResponses
 	}
 	return opNone
+}
+
+// pathEnding returns the end of path (up to len(buf) bytes, written at the end of buf) as a
+// model's server may read it: percent-decoded, in lower case, without a trailing slash. (Route
+// checks have refused encoded slashes, dots and percent signs, and bare percent signs.)
+func pathEnding(buf *[32]byte, path []byte) []byte {
+	path = bytes.TrimSuffix(path, []byte("/"))
+	k := len(buf)
+	for i := len(path) - 1; i >= 0 && k > 0; i-- {
+		c := path[i]
+		if i >= 2 && path[i-2] == '%' && isHex(path[i-1]) && isHex(c) {
+			c = unhex(path[i-1])<<4 | unhex(c)
+			i -= 2
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		k--
+		buf[k] = c
+	}
+	return buf[k:]
 }
 
 // openAIBodyBytes bounds the request body the gateway reads for a language-model call. A body up
@@ -104,6 +130,9 @@ type openaiRequest struct {
 	// MaxTokens is the most tokens the client let the model write: max_completion_tokens, else
 	// max_tokens, else max_output_tokens (the Responses API's); 0 when the body sets none.
 	MaxTokens int64
+	// Choices is how many completions the model is asked to write: n, or a text completion's
+	// best_of when larger; 0 when the body sets neither above 1.
+	Choices int64
 	// BodyBytes is the length of the body as the client sent it: -1 when it streamed through
 	// unread without a Content-Length.
 	BodyBytes int64
@@ -127,6 +156,14 @@ type llmCall struct {
 	streamed bool
 	genAI    telemetry.GenAI
 	ended    bool
+
+	// Token limits (openai_tokens.go): the reservation taken before the call was forwarded
+	// (reserved until it is settled), the model's answer status (0 without an answer), and
+	// whether the call failed before it could reach the model.
+	tokens   ratelimit.TokenReservation
+	reserved bool
+	status   int
+	unsent   bool
 }
 
 // newLLMCall begins the call of op on svc by caller: nil when op is opNone.
@@ -195,6 +232,13 @@ func parseOpenAIRequest(body []byte, t *jsonTop) openaiRequest {
 			if n, err := strconv.ParseInt(string(m.value(body)), 10, 64); err == nil && n > 0 {
 				r.MaxTokens = n
 				break
+			}
+		}
+	}
+	for _, name := range [...]string{"n", "best_of"} {
+		if m, ok := lastMember(members, body, name); ok {
+			if n, err := strconv.ParseInt(string(m.value(body)), 10, 64); err == nil && n > 1 {
+				r.Choices = max(r.Choices, n)
 			}
 		}
 	}
@@ -326,9 +370,10 @@ const (
 // for an answer read whole, once it is read; for a streamed one, when the stream ends (written
 // whole, cut, or the client gone); for a call that got no answer, when it failed. c.genAI.Usage
 // says whether counts exist ("reported") or why not; c.caller, c.svc and c.dep say whose call it
-// was and where it went, c.req what was asked (the model, MaxTokens, the body's size). A settlement
-// of token limits belongs here. Reported usage goes to the usage sink.
+// was and where it went, c.req what was asked (the model, MaxTokens, the body's size). The call's
+// token-limit reservation is settled here (settleTokens). Reported usage goes to the usage sink.
 func (g *Gateway) usageKnown(c *llmCall) {
+	g.settleTokens(c)
 	if g.llmObserver != nil {
 		g.llmObserver(c)
 	}

@@ -44,6 +44,7 @@ type service struct {
 
 	perKey, perPrincipal ratelimit.Limit
 	keyLimitKeys         map[string]string // key slot → rate-limit key, built once
+	tokens               tokenLimits       // token_limit (openai_tokens.go)
 
 	mirror        *deployment
 	mirrorPercent float64
@@ -74,7 +75,7 @@ func backendSettings(sc config.Service) config.Service {
 	}
 	sc.Upstreams, sc.Deployments = nil, deps
 	sc.Auth, sc.MaxBodyBytes, sc.BlockedPaths = "", 0, nil
-	sc.RateLimit, sc.Mirror = config.RateLimit{}, config.Mirror{}
+	sc.RateLimit, sc.Mirror, sc.TokenLimit = config.RateLimit{}, config.Mirror{}, config.TokenLimit{}
 	sc.PassiveFailures, sc.EjectionTime = 0, 0
 	sc.TokenLifetime, sc.TokenRefreshAfter, sc.Issuers = 0, 0, nil
 	sc.CORS = config.CORS{}
@@ -100,6 +101,7 @@ func newService(sc config.Service, prev *service, log *slog.Logger) (*service, e
 		ejectionTime:    sc.EjectionTime,
 		mirrorTimeout:   sc.ScoringTimeout,
 		cors:            newCORSPolicy(sc.CORS),
+		tokens:          newTokenLimits(sc),
 	}
 	settings := backendSettings(sc)
 	if prev != nil && reflect.DeepEqual(prev.settings, settings) {

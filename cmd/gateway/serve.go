@@ -265,7 +265,7 @@ func serve(ctx context.Context, cfg *config.Config, src configSource, log *slog.
 	failures := authFailures(limiter)
 	deps.AuthFailures = failures
 	var adm *admin.Server
-	gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter), proxy.WithAuthFailures(failures, cfg.AdminAuthFailureLimit,
+	gwOpts = append(gwOpts, proxy.WithRateLimiter(limiter), proxy.WithTokenLimiter(tokenLimiter(limiter)), proxy.WithAuthFailures(failures, cfg.AdminAuthFailureLimit,
 		func(client netip.Addr) { adm.RecordBlocked(context.Background(), client, "token endpoint") }))
 	// Token usage of language-model calls: summed in memory, added to the store every few
 	// seconds, and once more at shutdown once the data plane has drained.
@@ -574,6 +574,16 @@ func authFailures(limiter ratelimit.Limiter) *ratelimit.Failures {
 		return ratelimit.NewSharedFailures(shared)
 	}
 	return ratelimit.NewLocalFailures()
+}
+
+// tokenLimiter counts the services' token limits with the rate limits: in Redis when they are
+// (every instance counts together; each counts alone while Redis is away, by the same rule), in
+// memory otherwise.
+func tokenLimiter(limiter ratelimit.Limiter) *ratelimit.TokenLimiter {
+	if shared, ok := limiter.(*ratelimit.Shared); ok {
+		return ratelimit.NewSharedTokenLimiter(shared)
+	}
+	return ratelimit.NewLocalTokenLimiter()
 }
 
 // certStorage is where certificates and ACME state are kept: in tls.storage_redis_url when set
