@@ -61,6 +61,8 @@ func TestMetricsGenAI(t *testing.T) {
 	do(tel, req{method: "POST", service: "chat", upstream: "127.0.0.1:9001", deployment: "blue", status: 200,
 		genAI: GenAI{Operation: "chat", ResponseModel: "m-1", Usage: "missing"}})
 	do(tel, req{method: "POST", service: "chat", status: 429, reason: "rate_limited", genAI: GenAI{Operation: "chat"}})
+	do(tel, req{method: "POST", service: "chat", status: 429, reason: "token_rate_limited"})
+	do(tel, req{method: "POST", service: "chat", status: 403, reason: "token_quota_exceeded"})
 	do(tel, req{method: "POST", service: "iris", upstream: "127.0.0.1:9000", status: 200, caller: "key:AbCdEf012345"})
 	shutdown(t, tel)
 
@@ -75,6 +77,9 @@ func TestMetricsGenAI(t *testing.T) {
 		"# TYPE scoregate_gen_ai_usage_total counter",
 		`scoregate_gen_ai_usage_total{gen_ai_operation_name="chat",service="chat",usage="reported"} 2`,
 		`scoregate_gen_ai_usage_total{gen_ai_operation_name="chat",service="chat",usage="missing"} 1`,
+		// Token limits' refusals are admission rejections, as the request-rate limit's are.
+		`scoregate_admission_rejections_total{reason="token_rate_limited",service="chat"} 1`,
+		`scoregate_admission_rejections_total{reason="token_quota_exceeded",service="chat"} 1`,
 	} {
 		if !strings.Contains(text, line+"\n") {
 			t.Errorf("/metrics lacks the line\n\t%s", line)

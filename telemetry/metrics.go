@@ -93,7 +93,7 @@ var (
 	queueWaitInst  = instrument{"scoregate.queue.wait", "s", "Time forwarded requests waited for a replica, by service and deployment."}
 	rpcInst        = instrument{"rpc.server.duration", "s", "Time to answer a gRPC call, by service and gRPC status code."}
 	rejectionsInst = instrument{"scoregate.auth.rejections", "", "Requests refused by authentication or authorization, by reason."}
-	admissionInst  = instrument{"scoregate.admission.rejections", "", "Requests refused before reaching a model for lack of capacity or rate, by reason (rate_limited, shed, no_healthy_upstream)."}
+	admissionInst  = instrument{"scoregate.admission.rejections", "", "Requests refused before reaching a model for lack of capacity or rate, by reason (rate_limited, shed, no_healthy_upstream, token_rate_limited, token_quota_exceeded)."}
 	// The unit {token} is an annotation, which adds no suffix: gen_ai_client_token_usage.
 	tokenUsageInst = instrument{"gen_ai.client.token.usage", "{token}", "Tokens a language-model call used, as the model reported them, by token type (input, output)."}
 	firstTokenInst = instrument{"gen_ai.server.time_to_first_token", "s", "Time from the call to the model to the first token of its streamed answer."}
@@ -204,7 +204,10 @@ var authReasons = map[string]bool{
 }
 
 // admissionReasons are the outcomes counted as admission rejections.
-var admissionReasons = map[string]bool{"rate_limited": true, "shed": true, "no_healthy_upstream": true}
+var admissionReasons = map[string]bool{
+	"rate_limited": true, "shed": true, "no_healthy_upstream": true,
+	"token_rate_limited": true, "token_quota_exceeded": true,
+}
 
 // record counts one request in the per-request instruments.
 func (m *metrics) record(r *Record) {
