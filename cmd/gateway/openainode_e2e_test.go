@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -253,5 +255,79 @@ func postJSON(t *testing.T, url, body string, out any) {
 	b, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != 200 || json.Unmarshal(b, out) != nil {
 		t.Fatalf("POST %s: %d %s", url, resp.StatusCode, b)
+	}
+}
+
+// Issue 22, acceptance 3's last part: the official OpenAI client for Node, over a key whose
+// minute's budget is spent, gets 429 with Retry-After and waits what the gateway says before it
+// tries again (its own back-off would wait seconds, not most of a minute); the refused call never
+// reaches the model.
+func TestOpenAINodeClientHonoursRetryAfter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a token limit's minute")
+	}
+	t.Parallel()
+	node := requireNodeClient(t)
+	var calls atomic.Int64
+	chat := chatmodel.New(chatmodel.Options{})
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost {
+			calls.Add(1)
+		}
+		chat.ServeHTTP(w, r)
+	}))
+	t.Cleanup(upstream.Close)
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "gateway.yaml")
+	// One streamed call (about 40 tokens used, 70 estimated) fits the budget; the next one's
+	// estimate does not, until the first call's tokens leave the minute's window.
+	cfg := fmt.Sprintf(`listen: "127.0.0.1:0"
+admin_listen: "127.0.0.1:0"
+store:
+  dir: %q
+services:
+  - name: chat
+    auth: key
+    api: openai
+    upstreams: [%q]
+    token_limit:
+      per_key:
+        tokens_per_minute: 100
+`, filepath.Join(dir, "data"), upstream.URL)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := start(t, []string{"GATEWAY_ADMIN_KEY=" + sharedOwnerKey}, "serve", "-config", cfgPath)
+	var k struct{ Key string }
+	if s := adminCall(t, p, "POST", "/v1/services/chat/keys/primary/regenerate", "", &k); s != 200 {
+		t.Fatalf("regenerate: %d", s)
+	}
+
+	began := time.Now()
+	var got struct {
+		Streams []struct {
+			Ms          int64
+			Chunks      int
+			UsageChunks int
+		}
+	}
+	nodeCheck(t, node, p.dataURL+"/api/v1/service/chat/v1", k.Key, []string{"OPENAI_MAX_TOKENS=32", "OPENAI_MAX_RETRIES=1"}, &got, "stream", "2")
+	took := time.Since(began)
+	if len(got.Streams) != 2 {
+		t.Fatalf("node printed %+v", got)
+	}
+	// The second call was refused with Retry-After of most of a minute (the first call's tokens
+	// leave the window 61 s after it), and the client waited it out: its own back-off, with one
+	// retry, would have waited under a second.
+	if second := time.Duration(got.Streams[1].Ms) * time.Millisecond; second < 40*time.Second {
+		t.Errorf("the second call took %v (the whole run %v): the client did not wait for Retry-After", second, took)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("the model got %d calls, want 2 (the refused one never reaches it)", n)
+	}
+	for i, s := range got.Streams {
+		if s.UsageChunks != 0 || s.Chunks == 0 {
+			t.Errorf("stream %d: %+v", i, s)
+		}
 	}
 }

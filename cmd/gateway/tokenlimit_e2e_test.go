@@ -95,6 +95,7 @@ func TestTokenLimitAcrossTwoInstances(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs for 60 s")
 	}
+	t.Parallel() // beside the other minute-long token-limit test
 	const (
 		limit     = 2000
 		maxTokens = 60
