@@ -19,10 +19,9 @@ const (
 	attrGenAIOutputTokens  = "gen_ai.usage.output_tokens"
 	attrGenAIFirstChunk    = "gen_ai.response.time_to_first_chunk"
 
-	// attrCaller and attrEndUser name who called (Record.Caller) on every authenticated
-	// request's span: the gateway's own name, and the conventions' enduser.id, which the Azure
-	// Monitor exporter makes the request's user_Id in Application Insights.
-	attrCaller  = "scoregate.caller"
+	// attrEndUser names who called (Record.Caller) on every authenticated request's span: the
+	// conventions' enduser.id, which the Azure Monitor exporter makes the request's user_Id in
+	// Application Insights. Once: a second name for it would cost every span its bytes.
 	attrEndUser = "enduser.id"
 
 	// genAIMaxAttrs is the most attributes a language-model call adds.

@@ -31,7 +31,7 @@ import (
 
 // genAIKeys are the attributes a language-model call or a caller adds to a span.
 var genAIKeys = []string{attrGenAIOperation, attrGenAIProvider, attrGenAIRequestModel, attrGenAIResponseModel,
-	attrGenAIUsage, attrGenAIInputTokens, attrGenAIOutputTokens, attrGenAIFirstChunk, attrCaller, attrEndUser}
+	attrGenAIUsage, attrGenAIInputTokens, attrGenAIOutputTokens, attrGenAIFirstChunk, attrEndUser}
 
 // genAIOnly is the part of a span's attributes that genAIKeys name.
 func genAIOnly(a map[string]any) map[string]any {
@@ -59,7 +59,7 @@ var genAISpanCases = []struct {
 				InputTokens: 12, OutputTokens: 300, Usage: "reported", TimeToFirstToken: 42 * time.Millisecond}},
 		want: map[string]any{attrGenAIOperation: "chat", attrGenAIProvider: "openai", attrGenAIRequestModel: "gpt-4o-mini",
 			attrGenAIResponseModel: "gpt-4o-mini-2024-07-18", attrGenAIUsage: "reported", attrGenAIInputTokens: int64(12),
-			attrGenAIOutputTokens: int64(300), attrGenAIFirstChunk: 0.042, attrCaller: "key:AbCdEf012345", attrEndUser: "key:AbCdEf012345"},
+			attrGenAIOutputTokens: int64(300), attrGenAIFirstChunk: 0.042, attrEndUser: "key:AbCdEf012345"},
 	},
 	{
 		name: "usage missing: no token counts, never a zero, but the usage source says so",
@@ -67,14 +67,14 @@ var genAISpanCases = []struct {
 			upstream: "127.0.0.1:9001", status: 200, caller: "principal:scoring-team",
 			genAI: GenAI{Operation: "text_completion", RequestModel: "m", ResponseModel: "m", Usage: "missing"}},
 		want: map[string]any{attrGenAIOperation: "text_completion", attrGenAIProvider: "openai", attrGenAIRequestModel: "m",
-			attrGenAIResponseModel: "m", attrGenAIUsage: "missing", attrCaller: "principal:scoring-team", attrEndUser: "principal:scoring-team"},
+			attrGenAIResponseModel: "m", attrGenAIUsage: "missing", attrEndUser: "principal:scoring-team"},
 	},
 	{
 		name: "refused before the model: the operation and request model, no response model, no usage source",
 		req: req{method: "POST", target: "/api/v1/service/chat/v1/chat/completions", host: "gw.test", service: "chat",
 			status: 429, reason: "rate_limited", caller: "key:AbCdEf012345", genAI: GenAI{Operation: "chat", RequestModel: "m"}},
 		want: map[string]any{attrGenAIOperation: "chat", attrGenAIProvider: "openai", attrGenAIRequestModel: "m",
-			attrCaller: "key:AbCdEf012345", attrEndUser: "key:AbCdEf012345"},
+			attrEndUser: "key:AbCdEf012345"},
 	},
 	{
 		name: "a key in the request model, a long and broken response model: REDACTED, cut to 256 bytes of valid UTF-8",
@@ -89,7 +89,7 @@ var genAISpanCases = []struct {
 		name: "plain request of an authenticated caller: the caller, nothing of gen_ai",
 		req: req{method: "POST", target: "/api/v1/service/iris/score", host: "gw.test", service: "iris", auth: config.AuthKey,
 			upstream: "127.0.0.1:9000", status: 200, caller: "key:AbCdEf012345"},
-		want: map[string]any{attrCaller: "key:AbCdEf012345", attrEndUser: "key:AbCdEf012345"},
+		want: map[string]any{attrEndUser: "key:AbCdEf012345"},
 	},
 	{
 		name: "plain request, no caller: none of these attributes",

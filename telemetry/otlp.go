@@ -215,7 +215,6 @@ func (t *Telemetry) fillOTLP(s *otlpSpan, r *Record) {
 		s.int("rpc.grpc.status_code", int64(r.GRPCStatus))
 	}
 	if r.Caller != "" {
-		s.str(attrCaller, r.Caller)
 		s.str(attrEndUser, r.Caller)
 	}
 	if r.GenAI.Operation != "" {

@@ -218,7 +218,6 @@ func (e *spanEncoder) add(t *Telemetry, r *Record) {
 		b = appendIntAttr(b, "rpc.grpc.status_code", int64(r.GRPCStatus))
 	}
 	if r.Caller != "" {
-		b = appendStringAttr(b, attrCaller, r.Caller)
 		b = appendStringAttr(b, attrEndUser, r.Caller)
 	}
 	if r.GenAI.Operation != "" {

@@ -390,7 +390,7 @@ func (t *Telemetry) span(r *Record) sdktrace.ReadOnlySpan {
 			attribute.Int("rpc.grpc.status_code", r.GRPCStatus))
 	}
 	if r.Caller != "" {
-		attrs = append(attrs, attribute.String(attrCaller, r.Caller), attribute.String(attrEndUser, r.Caller))
+		attrs = append(attrs, attribute.String(attrEndUser, r.Caller))
 	}
 	if r.GenAI.Operation != "" {
 		attrs = appendGenAIAttrs(attrs, &r.GenAI)

@@ -158,11 +158,11 @@ func TestOpenAINodeClient(t *testing.T) {
 			}
 			if a["gen_ai.usage.input_tokens"] != w.in || a["gen_ai.usage.output_tokens"] != w.out ||
 				a["scoregate.gen_ai.usage"] != "reported" || a["gen_ai.response.model"] != chatmodel.DefaultModelName ||
-				!strings.HasPrefix(a["scoregate.caller"].(string), "key:") {
+				!strings.HasPrefix(a["enduser.id"].(string), "key:") {
 				t.Errorf("%s span: %v, want %d input and %d output tokens", op, a, w.in, w.out)
 			}
-			if strings.Contains(a["scoregate.caller"].(string), key) {
-				t.Errorf("the span names the key itself: %v", a["scoregate.caller"])
+			if strings.Contains(a["enduser.id"].(string), key) {
+				t.Errorf("the span names the key itself: %v", a["enduser.id"])
 			}
 			if op == "chat" {
 				chats++
