@@ -643,6 +643,9 @@ func TestOperationsGuide(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the whole operations guide: Redis, three gateways, a release build")
 	}
+	// Beside the minute-long token-limit tests, which mostly wait: its release build is most of
+	// its time. Its ports and folder are its own.
+	t.Parallel()
 	runGuide(t, guideRun{
 		path:  guidePath,
 		name:  "docs/operations.md",
