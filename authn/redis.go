@@ -579,6 +579,12 @@ func (s *RedisStore) write(ctx context.Context, kind, detail string, fn func(p r
 	if err != nil {
 		return err
 	}
+	return s.announce(ctx, gen.Val(), kind, detail)
+}
+
+// announce publishes the change notice of a write that made generation gen; with Sentinel it
+// first waits for a replica to have the write (see write).
+func (s *RedisStore) announce(ctx context.Context, gen int64, kind, detail string) error {
 	if s.sentinel {
 		// A write no replica has seen can vanish in a failover (or have gone to a master that
 		// was just demoted): report it as failed, so the caller tries again.
@@ -587,7 +593,7 @@ func (s *RedisStore) write(ctx context.Context, kind, detail string, fn func(p r
 			return ErrNotReplicated
 		}
 	}
-	msg := strconv.FormatInt(gen.Val(), 10) + " " + kind
+	msg := strconv.FormatInt(gen, 10) + " " + kind
 	if detail != "" {
 		msg += " " + detail
 	}
@@ -785,6 +791,57 @@ func (s *RedisStore) PutSigningKey(ctx context.Context, rec SigningKeyRecord) er
 		return err
 	}
 	return s.write(ctx, "signing", "", func(p redis.Pipeliner) { p.HSet(ctx, s.key("signing-keys"), rec.KID, v) })
+}
+
+// addSigningKeyScript saves a new signing key unless the store holds one that the caller does not
+// know of, and bumps the generation. KEYS: the marker, signing-keys, the generation. ARGV: the
+// store id, the new key's kid, its record, then the kids the caller knows. Returns the new
+// generation, 0 when another key was there, or "lost" (see guardLua).
+var addSigningKeyScript = redis.NewScript(guardLua + `
+local known = {}
+for i = 4, #ARGV do known[ARGV[i]] = true end
+for _, kid in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if kid ~= '' and not known[kid] then return 0 end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return redis.call('INCR', KEYS[3])`)
+
+// AddSigningKey saves rec as a new signing key unless the store holds a signing key whose kid is
+// not in known, that is, unless another instance made one meanwhile: then nothing is saved and
+// it reports false. Instances that start together, or rotate together, so agree on one new key.
+func (s *RedisStore) AddSigningKey(ctx context.Context, rec SigningKeyRecord, known []string) (bool, error) {
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return false, err
+	}
+	if err := s.errLost(); err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*s.timeout) // the script, WAIT and PUBLISH
+	defer cancel()
+	args := append([]any{s.id, rec.KID, v}, anySlice(known)...)
+	res, err := addSigningKeyScript.Run(ctx, s.client, []string{s.key(markerKey), s.key("signing-keys"), s.key(genKey)}, args...).Result()
+	if err != nil {
+		return false, err
+	}
+	switch gen := res.(type) {
+	case string:
+		return false, s.refusedAsLost(ctx)
+	case int64:
+		if gen == 0 {
+			return false, nil
+		}
+		return true, s.announce(ctx, gen, "signing", "")
+	}
+	return false, fmt.Errorf("adding a signing key: unexpected answer %v", res)
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
 }
 
 // DeleteSigningKey implements Store.
