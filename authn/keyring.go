@@ -233,10 +233,12 @@ func (k *Keyring) Flush(ctx context.Context) error {
 	return nil
 }
 
-// RunFlusher flushes last-use times every interval until ctx ends, then once more.
+// RunFlusher flushes last-use times every interval until ctx ends, then once more. Once the
+// store has lost data (ErrStoreLost), the times stay in memory and the loss is logged once.
 func (k *Keyring) RunFlusher(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	loggedLost := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -247,7 +249,15 @@ func (k *Keyring) RunFlusher(ctx context.Context, interval time.Duration) {
 			}
 			return
 		case <-t.C:
-			if err := k.Flush(ctx); err != nil {
+			err := k.Flush(ctx)
+			switch {
+			case err == nil:
+			case errors.Is(err, ErrStoreLost):
+				if !loggedLost {
+					loggedLost = true
+					k.log.Warn("recording key use: the store lost data; last-use times are kept in memory", "err", err)
+				}
+			default:
 				k.log.Warn("recording key use", "err", err)
 			}
 		}

@@ -38,6 +38,9 @@ import (
 // one this instance knows, or the generation going back, means Redis lost data: the store is then
 // lost for good in this process (see Lost), no instance makes a new secret, and the gateway
 // answers 503 until an operator restores Redis or re-initialises the store (ReinitRedis).
+// Nothing is written into a store that lost data: the writes outside its transactions (last-use
+// times, the activity log, token usage) check the marker in the same script, so that even those
+// made before an instance noticed the loss write nothing.
 type RedisStore struct {
 	client   redis.UniversalClient
 	prefix   string
@@ -576,6 +579,12 @@ func (s *RedisStore) write(ctx context.Context, kind, detail string, fn func(p r
 	if err != nil {
 		return err
 	}
+	return s.announce(ctx, gen.Val(), kind, detail)
+}
+
+// announce publishes the change notice of a write that made generation gen; with Sentinel it
+// first waits for a replica to have the write (see write).
+func (s *RedisStore) announce(ctx context.Context, gen int64, kind, detail string) error {
 	if s.sentinel {
 		// A write no replica has seen can vanish in a failover (or have gone to a master that
 		// was just demoted): report it as failed, so the caller tries again.
@@ -584,7 +593,7 @@ func (s *RedisStore) write(ctx context.Context, kind, detail string, fn func(p r
 			return ErrNotReplicated
 		}
 	}
-	msg := strconv.FormatInt(gen.Val(), 10) + " " + kind
+	msg := strconv.FormatInt(gen, 10) + " " + kind
 	if detail != "" {
 		msg += " " + detail
 	}
@@ -645,13 +654,37 @@ func (s *RedisStore) PutKey(ctx context.Context, rec KeyRecord) error {
 	return nil
 }
 
-// touchScript records a last-use time only when it is later than the one stored.
-var touchScript = redis.NewScript(`
-for i = 1, #ARGV, 2 do
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
-  if tonumber(ARGV[i+1]) > cur then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i+1]) end
+// guardLua starts a script that writes outside the store's transactions (last-use times, the
+// activity log, token usage): it writes nothing, and answers "lost", unless the marker (KEYS[1])
+// names the store this instance knows (ARGV[1]) and does not say that it is lost. A Redis that
+// lost the gateway's data so gets nothing of it back, even before an instance has noticed.
+const guardLua = `
+if redis.call('HGET', KEYS[1], 'id') ~= ARGV[1] or redis.call('HEXISTS', KEYS[1], 'lost') == 1 then return 'lost' end
+`
+
+// refusedAsLost makes the store lost after a guarded script refused to write, and returns the
+// error: the reason is the one the store's keys show, when they show one.
+func (s *RedisStore) refusedAsLost(ctx context.Context) error {
+	ctx, cancel := s.call(context.WithoutCancel(ctx))
+	defer cancel()
+	why := fmt.Sprintf("its marker %s is gone, names another store than %s or says that it is lost", s.key(markerKey), s.id)
+	if st, err := s.inspect(ctx); err == nil {
+		if r := st.lossReason(s.key(markerKey), s.id); r != "" {
+			why = r
+		}
+	}
+	s.markLost(ctx, why)
+	return s.errLost()
+}
+
+// touchScript records a last-use time only when it is later than the one stored. KEYS: the
+// marker, keys-used. ARGV: the store id, then (key id, time) pairs.
+var touchScript = redis.NewScript(guardLua + `
+for i = 2, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '0')
+  if tonumber(ARGV[i+1]) > cur then redis.call('HSET', KEYS[2], ARGV[i], ARGV[i+1]) end
 end
-return 0`)
+return 'ok'`)
 
 // TouchKeys implements Store. Last-use times live beside the key records, so that recording one
 // can never write back a key record that was replaced meanwhile.
@@ -664,12 +697,17 @@ func (s *RedisStore) TouchKeys(ctx context.Context, used map[string]time.Time) e
 	}
 	ctx, cancel := s.call(ctx)
 	defer cancel()
-	args := make([]any, 0, 2*len(used))
+	args := make([]any, 0, 1+2*len(used))
+	args = append(args, s.id)
 	for id, t := range used {
 		args = append(args, id, strconv.FormatInt(t.UnixNano(), 10))
 	}
-	if err := touchScript.Run(ctx, s.client, []string{s.key("keys-used")}, args...).Err(); err != nil && !errors.Is(err, redis.Nil) {
+	res, err := touchScript.Run(ctx, s.client, []string{s.key(markerKey), s.key("keys-used")}, args...).Text()
+	if err != nil {
 		return fmt.Errorf("recording key use: %w", err)
+	}
+	if res == "lost" {
+		return fmt.Errorf("recording key use: %w", s.refusedAsLost(ctx))
 	}
 	return nil
 }
@@ -755,6 +793,57 @@ func (s *RedisStore) PutSigningKey(ctx context.Context, rec SigningKeyRecord) er
 	return s.write(ctx, "signing", "", func(p redis.Pipeliner) { p.HSet(ctx, s.key("signing-keys"), rec.KID, v) })
 }
 
+// addSigningKeyScript saves a new signing key unless the store holds one that the caller does not
+// know of, and bumps the generation. KEYS: the marker, signing-keys, the generation. ARGV: the
+// store id, the new key's kid, its record, then the kids the caller knows. Returns the new
+// generation, 0 when another key was there, or "lost" (see guardLua).
+var addSigningKeyScript = redis.NewScript(guardLua + `
+local known = {}
+for i = 4, #ARGV do known[ARGV[i]] = true end
+for _, kid in ipairs(redis.call('HKEYS', KEYS[2])) do
+  if kid ~= '' and not known[kid] then return 0 end
+end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+return redis.call('INCR', KEYS[3])`)
+
+// AddSigningKey saves rec as a new signing key unless the store holds a signing key whose kid is
+// not in known, that is, unless another instance made one meanwhile: then nothing is saved and
+// it reports false. Instances that start together, or rotate together, so agree on one new key.
+func (s *RedisStore) AddSigningKey(ctx context.Context, rec SigningKeyRecord, known []string) (bool, error) {
+	v, err := json.Marshal(rec)
+	if err != nil {
+		return false, err
+	}
+	if err := s.errLost(); err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*s.timeout) // the script, WAIT and PUBLISH
+	defer cancel()
+	args := append([]any{s.id, rec.KID, v}, anySlice(known)...)
+	res, err := addSigningKeyScript.Run(ctx, s.client, []string{s.key(markerKey), s.key("signing-keys"), s.key(genKey)}, args...).Result()
+	if err != nil {
+		return false, err
+	}
+	switch gen := res.(type) {
+	case string:
+		return false, s.refusedAsLost(ctx)
+	case int64:
+		if gen == 0 {
+			return false, nil
+		}
+		return true, s.announce(ctx, gen, "signing", "")
+	}
+	return false, fmt.Errorf("adding a signing key: unexpected answer %v", res)
+}
+
+func anySlice(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
 // DeleteSigningKey implements Store.
 func (s *RedisStore) DeleteSigningKey(ctx context.Context, kid string) error {
 	return s.write(ctx, "signing", "", func(p redis.Pipeliner) { p.HDel(ctx, s.key("signing-keys"), kid) })
@@ -807,21 +896,30 @@ func (s *RedisStore) PutRevocation(ctx context.Context, r Revocation) error {
 // redisActivityLimit bounds the shared activity log.
 const redisActivityLimit = 100000
 
+// appendActivityScript adds a record to the activity log and trims it. KEYS: the marker, the
+// log. ARGV: the store id, the record, the log's bound.
+var appendActivityScript = redis.NewScript(guardLua + `
+redis.call('LPUSH', KEYS[2], ARGV[2])
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+return 'ok'`)
+
 // AppendActivity implements Store.
 func (s *RedisStore) AppendActivity(ctx context.Context, a Activity) error {
 	v, err := json.Marshal(a)
 	if err != nil {
 		return err
 	}
+	if err := s.errLost(); err != nil {
+		return fmt.Errorf("recording activity: %w", err)
+	}
 	ctx, cancel := s.call(ctx)
 	defer cancel()
-	_, err = s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.LPush(ctx, s.key("activity"), v)
-		p.LTrim(ctx, s.key("activity"), 0, redisActivityLimit-1)
-		return nil
-	})
+	res, err := appendActivityScript.Run(ctx, s.client, []string{s.key(markerKey), s.key("activity")}, s.id, v, redisActivityLimit).Text()
 	if err != nil {
 		return fmt.Errorf("recording activity: %w", err)
+	}
+	if res == "lost" {
+		return fmt.Errorf("recording activity: %w", s.refusedAsLost(ctx))
 	}
 	return nil
 }

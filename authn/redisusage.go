@@ -26,22 +26,25 @@ import (
 //
 // The keys carry the store's prefix, whose hash tag keeps them in the store's one Cluster slot,
 // as the script that adds a batch part needs. A usage hash that is gone is not data loss: the
-// loss detection (see RedisStore) does not look at these keys.
+// loss detection (see RedisStore) does not look at these keys. Usage is added only while the
+// store's marker names the store this instance knows (see guardLua): nothing goes into a Redis
+// that lost the gateway's data.
 
 // usageChunk bounds the rows one script call adds, so that Redis is never busy long with one.
 const usageChunk = 500
 
-// addUsageScript adds one part of a batch unless it was added before. KEYS[1]: the part's
-// marker; KEYS[2..n]: the hours' hashes. ARGV[1]: the marker's lifetime (s); ARGV[i] for i in
-// 2..n: when KEYS[i] expires (Unix s); then (hash index in KEYS, field, increment) triples.
-// Returns 1 when added, 0 when it had been.
-var addUsageScript = redis.NewScript(`
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+// addUsageScript adds one part of a batch unless it was added before, and only to the store this
+// instance knows (see guardLua). KEYS[1]: the store's marker; KEYS[2]: the part's marker;
+// KEYS[3..n]: the hours' hashes. ARGV[1]: the store id; ARGV[2]: the part marker's lifetime (s);
+// ARGV[i] for i in 3..n: when KEYS[i] expires (Unix s); then (hash index in KEYS, field,
+// increment) triples. Returns "added", "repeated" (it had been added) or "lost".
+var addUsageScript = redis.NewScript(guardLua + `
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[2]) then return 'repeated' end
 for i = #KEYS + 1, #ARGV, 3 do
   redis.call('HINCRBY', KEYS[tonumber(ARGV[i])], ARGV[i+1], ARGV[i+2])
 end
-for i = 2, #KEYS do redis.call('EXPIREAT', KEYS[i], ARGV[i]) end
-return 1`)
+for i = 3, #KEYS do redis.call('EXPIREAT', KEYS[i], ARGV[i]) end
+return 'added'`)
 
 func (s *RedisStore) usageKey(hour time.Time) string {
 	return s.key("usage:" + hour.UTC().Format("2006010215"))
@@ -55,6 +58,9 @@ var usageKinds = [3]string{"in", "out", "calls"}
 // batch is repeated. With Sentinel it does not wait for a replica: a failover may lose the last
 // seconds of usage, never a credential's state.
 func (s *RedisStore) AddUsage(ctx context.Context, b UsageBatch) error {
+	if err := s.errLost(); err != nil {
+		return fmt.Errorf("saving token usage: %w", err)
+	}
 	id := b.ID
 	if id == "" {
 		var r [12]byte
@@ -65,8 +71,8 @@ func (s *RedisStore) AddUsage(ctx context.Context, b UsageBatch) error {
 	cutoff := usageCutoff(time.Now())
 	for part := 0; part*usageChunk < len(rows); part++ {
 		chunk := rows[part*usageChunk : min((part+1)*usageChunk, len(rows))]
-		keys := []string{s.key("usage-batch:" + id + ":" + strconv.Itoa(part))}
-		args := []any{int64(UsageBatchMemory / time.Second)}
+		keys := []string{s.key(markerKey), s.key("usage-batch:" + id + ":" + strconv.Itoa(part))}
+		args := []any{s.id, int64(UsageBatchMemory / time.Second)}
 		index := map[int64]int{} // hour → its index in keys
 		var incr []any
 		for _, r := range chunk {
@@ -91,10 +97,13 @@ func (s *RedisStore) AddUsage(ctx context.Context, b UsageBatch) error {
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, 3*s.timeout)
-		err := addUsageScript.Run(cctx, s.client, keys, append(args, incr...)...).Err()
+		res, err := addUsageScript.Run(cctx, s.client, keys, append(args, incr...)...).Text()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("saving token usage: %w", err)
+		}
+		if res == "lost" {
+			return fmt.Errorf("saving token usage: %w", s.refusedAsLost(ctx))
 		}
 	}
 	return nil

@@ -34,7 +34,8 @@ type Replica struct {
 	syncedAt atomic.Int64 // unix nanoseconds when the copy was last known current
 	problem  atomic.Pointer[string]
 	resyncs  atomic.Int64
-	loggedAt atomic.Int64 // unix nanoseconds of the last "not current" log line
+	reloads  [len(ReloadReasons)]atomic.Int64 // full reloads begun, by reason
+	loggedAt atomic.Int64                     // unix nanoseconds of the last "not current" log line
 	// loggedStale is whether the log has said that the copy is past the staleness bound.
 	loggedStale atomic.Bool
 	loggedLost  atomic.Bool // whether the log has said that the store lost data
@@ -76,8 +77,40 @@ func (r *Replica) Problem() string {
 	return ""
 }
 
-// Resyncs counts full reloads (for tests and metrics).
+// Resyncs counts full reloads that completed (for tests).
 func (r *Replica) Resyncs() int64 { return r.resyncs.Load() }
+
+// Why a full reload (every key, principal, signing key and revocation read again) happened.
+const (
+	// ReloadStart: the first subscription to change notices; notices sent while the instance
+	// was loading its copy are not received, so the copy is read once more.
+	ReloadStart = "start"
+	// ReloadReconnect: the subscription's connection dropped and was made again; notices sent
+	// meanwhile are lost.
+	ReloadReconnect = "reconnect"
+	// ReloadGap: a notice's generation did not follow the one applied: one was not received.
+	ReloadGap = "gap"
+	// ReloadCheck: the periodic generation check found changes that no notice brought within
+	// a short wait.
+	ReloadCheck = "check"
+	// ReloadNotice: a notice that could not be applied by itself (unreadable or of an unknown
+	// kind).
+	ReloadNotice = "notice"
+)
+
+// ReloadReasons lists every reason of a full reload, in a fixed order.
+var ReloadReasons = [...]string{ReloadStart, ReloadReconnect, ReloadGap, ReloadCheck, ReloadNotice}
+
+// FullReloads counts the full reloads begun for reason (one of ReloadReasons) since start,
+// whether or not they completed: each reads the whole shared state from Redis.
+func (r *Replica) FullReloads(reason string) int64 {
+	for i, why := range ReloadReasons {
+		if why == reason {
+			return r.reloads[i].Load()
+		}
+	}
+	return 0
+}
 
 // setProblem records why the copy is not current ("" once it is again). It logs when the trouble
 // starts, every 30 seconds while it lasts, and when it ends.
@@ -118,17 +151,22 @@ func (r *Replica) reportLost() {
 		"reason", r.store.Lost(), "store_id", r.store.ID())
 }
 
-// Resync reloads everything from the store.
-func (r *Replica) Resync(ctx context.Context) error {
+// resync reloads everything from the store, counted under reason.
+func (r *Replica) resync(ctx context.Context, reason string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.resyncLocked(ctx)
+	return r.resyncLocked(ctx, reason)
 }
 
-func (r *Replica) resyncLocked(ctx context.Context) error {
+func (r *Replica) resyncLocked(ctx context.Context, reason string) error {
 	gen, err := r.store.Generation(ctx, r.applied.Load()) // ErrStoreLost when the counter went back
 	if err != nil {
 		return err
+	}
+	for i, why := range ReloadReasons {
+		if why == reason {
+			r.reloads[i].Add(1)
+		}
 	}
 	if err := r.keys.Reload(ctx); err != nil {
 		return err
@@ -146,21 +184,35 @@ func (r *Replica) resyncLocked(ctx context.Context) error {
 	return nil
 }
 
-// check reads the generation: when the copy already reflects it, the copy is current now;
-// otherwise it is reloaded.
+// noticeGrace is how long the generation check waits for the notices of changes it sees but the
+// copy does not reflect yet: a change's notice is published just after its generation is bumped.
+const noticeGrace = 100 * time.Millisecond
+
+// check reads the generation: when the copy reflects it (at once, or after notices in flight
+// have arrived), the copy was current when it was read; otherwise it is reloaded.
 func (r *Replica) check(ctx context.Context) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	read := time.Now()
 	gen, err := r.store.Generation(ctx, r.applied.Load())
 	if err != nil {
 		return err
 	}
-	if gen == r.applied.Load() {
-		r.syncedAt.Store(time.Now().UnixNano())
+	for wait := time.Duration(0); r.applied.Load() < gen && wait < min(noticeGrace, r.interval/2); wait += 5 * time.Millisecond {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.applied.Load() >= gen {
+		if read.UnixNano() > r.syncedAt.Load() {
+			r.syncedAt.Store(read.UnixNano())
+		}
 		r.setProblem("")
 		return nil
 	}
-	return r.resyncLocked(ctx)
+	return r.resyncLocked(ctx, ReloadCheck)
 }
 
 // apply handles one change notice: "<generation> <kind> [<detail>]". A notice that does not
@@ -182,7 +234,7 @@ func (r *Replica) apply(ctx context.Context, payload string) {
 		return // already reflected by a reload
 	}
 	if gen != applied+1 {
-		if err := r.resyncLocked(ctx); err != nil {
+		if err := r.resyncLocked(ctx, ReloadGap); err != nil {
 			r.setProblem("reloading after a missed change: " + err.Error())
 		}
 		return
@@ -193,7 +245,7 @@ func (r *Replica) apply(ctx context.Context, payload string) {
 		iss, jti, ok := strings.Cut(member, "\x00")
 		exp, err := strconv.ParseInt(expStr, 10, 64)
 		if !ok || err != nil {
-			err = r.resyncLocked(ctx)
+			err = r.resyncLocked(ctx, ReloadNotice)
 			if err != nil {
 				r.setProblem("reloading: " + err.Error())
 			}
@@ -207,7 +259,7 @@ func (r *Replica) apply(ctx context.Context, payload string) {
 	case "signing":
 		err = r.tokens.Reload(ctx)
 	default:
-		err = r.resyncLocked(ctx)
+		err = r.resyncLocked(ctx, ReloadNotice)
 	}
 	if err != nil {
 		r.setProblem("applying a change: " + err.Error())
@@ -248,6 +300,7 @@ func (r *Replica) Run(ctx context.Context) {
 func (r *Replica) listen(ctx context.Context) {
 	ps := r.store.subscribe(ctx)
 	defer ps.Close()
+	reason := ReloadStart // then ReloadReconnect for every later subscription
 	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, r.interval)
 		if err != nil {
@@ -270,10 +323,11 @@ func (r *Replica) listen(ctx context.Context) {
 		case *redis.Subscription:
 			if m.Kind == "subscribe" {
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := r.Resync(cctx); err != nil {
+				if err := r.resync(cctx, reason); err != nil {
 					r.setProblem("reloading after subscribing: " + err.Error())
 				}
 				cancel()
+				reason = ReloadReconnect
 			}
 		case *redis.Message:
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)

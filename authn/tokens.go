@@ -234,6 +234,12 @@ func (t *Tokens) setSigningKeys(recs []SigningKeyRecord) error {
 	return nil
 }
 
+// signingKeyAdder is a store shared by several instances, which makes a new signing key only when
+// no other instance made one meanwhile (RedisStore).
+type signingKeyAdder interface {
+	AddSigningKey(ctx context.Context, rec SigningKeyRecord, known []string) (bool, error)
+}
+
 // Rotate makes a new signing key when the active one is older than tokens.key_rotation (or there
 // is none), and drops keys that can no longer have a valid token: those replaced more than
 // tokens.max_lifetime plus the leeway ago.
@@ -248,10 +254,24 @@ func (t *Tokens) Rotate(ctx context.Context) error {
 		kidBytes := make([]byte, 12)
 		rand.Read(kidBytes)
 		rec := SigningKeyRecord{KID: base64.RawURLEncoding.EncodeToString(kidBytes), Seed: seed, CreatedAt: now.UTC()}
-		if err := t.store.PutSigningKey(ctx, rec); err != nil {
+		added := true
+		if shared, ok := t.store.(signingKeyAdder); ok {
+			known := make([]string, 0, len(ks.byKID))
+			for kid := range ks.byKID {
+				known = append(known, kid)
+			}
+			var err error
+			if added, err = shared.AddSigningKey(ctx, rec, known); err != nil {
+				return fmt.Errorf("saving a new signing key: %w", err)
+			}
+		} else if err := t.store.PutSigningKey(ctx, rec); err != nil {
 			return fmt.Errorf("saving a new signing key: %w", err)
 		}
-		t.log.Info("new token signing key", "kid", rec.KID)
+		if added {
+			t.log.Info("new token signing key", "kid", rec.KID)
+		} else {
+			t.log.Info("another instance made a new token signing key; using it")
+		}
 	}
 	recs, err := t.store.SigningKeys(ctx)
 	if err != nil {

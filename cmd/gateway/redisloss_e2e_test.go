@@ -143,6 +143,9 @@ func lostRedisData(t *testing.T, lose []string) {
 		return got
 	}
 	check(a, []int{200, 200, 401})
+	if m := grepLines(metricsText(t, a.adminURL), "scoregate_shared_state_full_reloads_total{"); !strings.Contains(m, `reason="start"`) || !strings.Contains(m, `reason="gap"`) {
+		t.Errorf("/metrics has no scoregate_shared_state_full_reloads_total by reason:\n%s", m)
+	}
 	secret := srv.Do(t, "GET", "{scoregate}:secret")
 
 	srv.Do(t, lose...)

@@ -506,6 +506,16 @@ func registerMetrics(m metric.Meter, gw *proxy.Gateway, limiter ratelimit.Limite
 		if err != nil {
 			return err
 		}
+		if _, err = m.Int64ObservableCounter("scoregate.shared_state.full_reloads",
+			metric.WithDescription("Full reloads of the shared state from Redis (every key, principal, signing key and revocation read again), by reason."),
+			metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
+				for _, why := range authn.ReloadReasons {
+					o.Observe(replica.FullReloads(why), metric.WithAttributes(attribute.String("reason", why)))
+				}
+				return nil
+			})); err != nil {
+			return err
+		}
 	}
 	if shared, ok := limiter.(*ratelimit.Shared); ok {
 		_, err := m.Int64ObservableGauge("scoregate.ratelimit.degraded",
