@@ -3,13 +3,9 @@ package telemetry
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +15,6 @@ import (
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
@@ -209,33 +204,7 @@ func fileAttrs(t *testing.T, path string) map[string]map[string]any {
 func TestGenAIThroughEveryExporter(t *testing.T) {
 	for _, protocol := range []string{"http/protobuf", "grpc"} {
 		t.Run(protocol, func(t *testing.T) {
-			col := &otlpCollector{}
-			var endpoint string
-			if protocol == "grpc" {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				srv := grpc.NewServer()
-				collectortrace.RegisterTraceServiceServer(srv, col)
-				go srv.Serve(ln)
-				t.Cleanup(srv.Stop)
-				endpoint = "http://" + ln.Addr().String()
-			} else {
-				srv := httptest.NewServer(col)
-				t.Cleanup(srv.Close)
-				endpoint = srv.URL
-			}
-			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-			file := filepath.Join(t.TempDir(), "spans.jsonl")
-			cfg := &config.Config{}
-			cfg.ApplyDefaults()
-			cfg.Telemetry.TracesFile = file
-			tel, err := New(context.Background(), cfg, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			col, tel, file := telemetryToCollector(t, protocol)
 			if (protocol == "grpc") != (tel.otlp != nil) || (protocol == "grpc") == (tel.otlpHTTP != nil) {
 				t.Fatalf("%s chose the wrong encoder", protocol)
 			}

@@ -458,39 +458,48 @@ func (c *otlpCollector) requestIDs() []string {
 	return ids
 }
 
+// telemetryToCollector starts a real OTLP collector speaking protocol ("grpc" or
+// "http/protobuf"), points the OTLP environment at it, and sets up telemetry that exports to it
+// and to traces_file (file).
+func telemetryToCollector(t *testing.T, protocol string) (col *otlpCollector, tel *Telemetry, file string) {
+	t.Helper()
+	col = &otlpCollector{}
+	var endpoint string
+	if protocol == "grpc" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := grpc.NewServer()
+		collectortrace.RegisterTraceServiceServer(srv, col)
+		go srv.Serve(ln)
+		t.Cleanup(srv.Stop)
+		endpoint = "http://" + ln.Addr().String()
+	} else {
+		srv := httptest.NewServer(col)
+		t.Cleanup(srv.Close)
+		endpoint = srv.URL
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+	t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+	file = filepath.Join(t.TempDir(), "spans.jsonl")
+	cfg := &config.Config{}
+	cfg.ApplyDefaults()
+	cfg.Telemetry.TracesFile = file
+	tel, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return col, tel, file
+}
+
 // TestOTLPFromEnv: with an OTLP endpoint in the environment, spans reach a real collector through
 // the library's client, over either protocol; with telemetry.traces_file as well, the file gets
 // them too.
 func TestOTLPFromEnv(t *testing.T) {
 	for _, protocol := range []string{"http/protobuf", "grpc"} {
 		t.Run(protocol, func(t *testing.T) {
-			col := &otlpCollector{}
-			var endpoint string
-			if protocol == "grpc" {
-				ln, err := net.Listen("tcp", "127.0.0.1:0")
-				if err != nil {
-					t.Fatal(err)
-				}
-				srv := grpc.NewServer()
-				collectortrace.RegisterTraceServiceServer(srv, col)
-				go srv.Serve(ln)
-				t.Cleanup(srv.Stop)
-				endpoint = "http://" + ln.Addr().String()
-			} else {
-				srv := httptest.NewServer(col)
-				t.Cleanup(srv.Close)
-				endpoint = srv.URL
-			}
-			t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-			file := filepath.Join(t.TempDir(), "spans.jsonl")
-			cfg := &config.Config{}
-			cfg.ApplyDefaults()
-			cfg.Telemetry.TracesFile = file
-			tel, err := New(context.Background(), cfg, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			col, tel, file := telemetryToCollector(t, protocol)
 			for _, id := range []string{"a", "b"} {
 				do(tel, req{method: "POST", target: "/api/v1/service/iris/score?key=sgk_secret", host: "gw.test", id: id, status: 200})
 			}
