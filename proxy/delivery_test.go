@@ -211,15 +211,7 @@ type grpcFaultEnv struct {
 
 func newGRPCFaultEnv(t *testing.T, upstreams []string) *grpcFaultEnv {
 	t.Helper()
-	store, err := authn.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	keys, err := authn.NewKeyring(context.Background(), store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := newTestKeyring(t)
 	cfg := &config.Config{
 		H2: config.H2{Listen: "127.0.0.1:0"},
 		Services: []config.Service{{Name: "g", Auth: config.AuthNone, Protocol: config.ProtocolGRPC,

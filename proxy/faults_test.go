@@ -120,15 +120,7 @@ const faultTimeout = time.Second
 // newFaultEnvWith is newFaultEnv with the "model" service changed by edit.
 func newFaultEnvWith(t *testing.T, respond responder, modelURL string, edit func(*config.Service)) *faultEnv {
 	t.Helper()
-	store, err := authn.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	keys, err := authn.NewKeyring(context.Background(), store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := newTestKeyring(t)
 	e := &faultEnv{env: &env{}, log: newLogRecorder()}
 	e.up = newRecorder(t, respond)
 	if modelURL == "" {
@@ -146,6 +138,7 @@ func newFaultEnvWith(t *testing.T, respond responder, modelURL string, edit func
 	if err := e.cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	var err error
 	e.gw, err = proxy.New(e.cfg, authn.NewAuthenticator(keys), slog.New(e.log))
 	if err != nil {
 		t.Fatal(err)

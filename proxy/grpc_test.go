@@ -368,15 +368,8 @@ func newGRPCEnv(t testing.TB, o grpcEnvOptions) *grpcEnv {
 	}
 	e.model, e.modelURL = startModel(t, modelTLS)
 
-	store, err := authn.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	keys, err := authn.NewKeyring(ctx, store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := newTestKeyring(t)
+	var err error
 	if e.key, err = keys.Regenerate(ctx, "kserve", authn.SlotPrimary); err != nil {
 		t.Fatal(err)
 	}

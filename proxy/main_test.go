@@ -747,3 +747,18 @@ func checkRequestIDs(tb testing.TB, r *response) string {
 	}
 	return id[0]
 }
+
+// newTestKeyring is a keyring over an embedded store of the test's own, closed when it ends.
+func newTestKeyring(t testing.TB) *authn.Keyring {
+	t.Helper()
+	store, err := authn.OpenBolt(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	keys, err := authn.NewKeyring(context.Background(), store, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}

@@ -282,15 +282,8 @@ type llmEnv struct {
 func newLLMEnv(t *testing.T) *llmEnv {
 	t.Helper()
 	ctx := context.Background()
-	store, err := authn.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	keys, err := authn.NewKeyring(ctx, store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := newTestKeyring(t)
+	var err error
 	e := &llmEnv{model: newLLMModel(t), sink: &usageSink{}, spans: tracetest.NewInMemoryExporter()}
 	if e.key, err = keys.Regenerate(ctx, "llm", authn.SlotPrimary); err != nil {
 		t.Fatal(err)

@@ -187,15 +187,8 @@ const streamIdle = 300 * time.Millisecond
 func newStreamEnv(t *testing.T) *streamEnv {
 	t.Helper()
 	ctx := context.Background()
-	store, err := authn.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	keys, err := authn.NewKeyring(ctx, store, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	keys := newTestKeyring(t)
+	var err error
 	e := &streamEnv{model: newStreamModel(t), log: newLogRecorder(), spans: tracetest.NewInMemoryExporter()}
 	up := e.model.srv.URL
 	cfg := &config.Config{Services: []config.Service{
