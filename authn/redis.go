@@ -46,7 +46,12 @@ type RedisStore struct {
 	prefix   string
 	timeout  time.Duration
 	sentinel bool
-	resync   time.Duration // store.resync_interval, how often running instances look
+	// sharded: the client is a Cluster client, and change notices go by sharded pub/sub
+	// (SPUBLISH, SSUBSCRIBE): published on, and delivered from, the master of the store's slot,
+	// so they arrive in the order they were published. A keyless PUBLISH goes to any node and
+	// is relayed over the cluster bus, which reorders notices.
+	sharded bool
+	resync  time.Duration // store.resync_interval, how often running instances look
 
 	id        string // the store id this instance knows; set by OpenRedis
 	idFile    string // where the store id is remembered between runs, or ""
@@ -158,6 +163,7 @@ func dialRedis(cfg config.Store) (*RedisStore, error) {
 		}
 		tune(&opts.DialTimeout, &opts.ReadTimeout, &opts.WriteTimeout, &opts.PoolTimeout, &opts.MaxRetries, cfg.RedisTimeout)
 		s.client = redis.NewUniversalClient(opts)
+		_, s.sharded = s.client.(*redis.ClusterClient)
 	}
 	return s, nil
 }
@@ -174,8 +180,18 @@ func (s *RedisStore) Client() redis.UniversalClient { return s.client }
 
 func (s *RedisStore) key(name string) string { return s.prefix + name }
 
-// changesChannel carries change notices: "<generation> <kind> [<detail>]".
+// changesChannel carries change notices: "<generation> <kind> [<detail>]". The prefix's hash tag
+// puts it in the slot of the state it announces, so that on a Cluster its sharded notices come
+// from the master that holds that state.
 func (s *RedisStore) changesChannel() string { return s.prefix + "changes" }
+
+// publish sends a change notice: by sharded pub/sub on a Cluster, else by PUBLISH.
+func (s *RedisStore) publish(ctx context.Context, msg string) error {
+	if s.sharded {
+		return s.client.SPublish(ctx, s.changesChannel(), msg).Err()
+	}
+	return s.client.Publish(ctx, s.changesChannel(), msg).Err()
+}
 
 func (s *RedisStore) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, s.timeout)
@@ -317,6 +333,13 @@ func (s *RedisStore) init(ctx context.Context) error {
 	}
 	if why := st.lossReason(s.key(markerKey), known); why != "" {
 		return s.lostAtOpen(ctx, known, why)
+	}
+	if s.sharded {
+		// Change notices need sharded pub/sub (Redis 7.0): say so now rather than lose every
+		// notice. An empty notice is ignored by every instance.
+		if err := s.client.SPublish(ctx, s.changesChannel(), "").Err(); err != nil {
+			return fmt.Errorf("connecting to Redis: a Redis Cluster needs Redis 7.0 or later for the change notices (SPUBLISH): %w", err)
+		}
 	}
 	s.id = st.marker["id"]
 	s.idFileErr = s.writeIDFile()
@@ -598,7 +621,7 @@ func (s *RedisStore) announce(ctx context.Context, gen int64, kind, detail strin
 		msg += " " + detail
 	}
 	// A lost notice is caught by the next generation check; the write itself succeeded.
-	s.client.Publish(ctx, s.changesChannel(), msg)
+	s.publish(ctx, msg)
 	return nil
 }
 
@@ -956,7 +979,10 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 // Close implements Store.
 func (s *RedisStore) Close() error { return s.client.Close() }
 
-// subscribe opens the change-notice subscription.
+// subscribe opens the change-notice subscription: sharded on a Cluster (see RedisStore.sharded).
 func (s *RedisStore) subscribe(ctx context.Context) *redis.PubSub {
+	if s.sharded {
+		return s.client.SSubscribe(ctx, s.changesChannel())
+	}
 	return s.client.Subscribe(ctx, s.changesChannel())
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/scoregate/scoregate/config"
 	"github.com/scoregate/scoregate/internal/testing/redistest"
@@ -91,6 +94,152 @@ func TestFullReloadsAreCountedByReason(t *testing.T) {
 	for i, tok := range toks {
 		if err := b.checkToken(tok); !errors.Is(err, ErrInvalidCredential) {
 			t.Errorf("revoked token %d on b: %v", i, fmt.Sprint(err))
+		}
+	}
+}
+
+// revokeQuietly stores the revocation of tok as PutRevocation does, bumping the generation, but
+// publishes nothing: it returns the change notice, for the test to send when and if it likes.
+func revokeQuietly(t *testing.T, s *RedisStore, tok string) string {
+	t.Helper()
+	var claims jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(tok, &claims); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	member := claims.Issuer + "\x00" + claims.ID
+	exp := claims.ExpiresAt.UnixMilli()
+	var gen *redis.IntCmd
+	if _, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAddGT(ctx, s.key("revoked"), redis.Z{Score: float64(exp), Member: member})
+		gen = p.Incr(ctx, s.key(genKey))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%d revoke %d %s", gen.Val(), exp, member)
+}
+
+// Notices that arrive out of order (two writers publish in the order they finish, not in the
+// order of their generations) are applied as they come, and cost no full reload; a notice that
+// never arrives costs exactly one, counted as "gap", once the wait for it is over (issue 23).
+func TestOutOfOrderNoticesAreHeldAndALostOneReloadsOnce(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
+	cfg.Store.ResyncInterval = time.Second // the generation check stays out of the way
+	cfg.Store.StalenessBound = 5 * time.Second
+	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	ctx := context.Background()
+	eventually(t, 5*time.Second, "the reload after the first subscription", func() bool { return b.replica.FullReloads(ReloadStart) == 1 })
+	p, _, err := a.principals.Create(ctx, "rita", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []string
+	for range 30 {
+		tok, err := a.tokens.Mint(ctx, p, "scoring")
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok.AccessToken)
+	}
+	eventually(t, 2*time.Second, "b has the principal", func() bool { return b.checkToken(toks[0]) == nil })
+
+	// Twenty revocations, their notices sent in pairs swapped: 2 1 4 3 ...
+	var notices []string
+	for _, tok := range toks[:20] {
+		notices = append(notices, revokeQuietly(t, a.store, tok))
+	}
+	for i := 0; i < len(notices); i += 2 {
+		for _, n := range []string{notices[i+1], notices[i]} {
+			if err := a.store.publish(ctx, n); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i, tok := range toks[:20] {
+		eventually(t, time.Second, fmt.Sprintf("b refuses revoked token %d", i), func() bool { return errors.Is(b.checkToken(tok), ErrInvalidCredential) })
+	}
+	gen, err := a.store.Generation(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "b's copy reflects the last generation", func() bool { return b.replica.applied.Load() == gen })
+	time.Sleep(2 * gapWait)
+	if diff := cmp.Diff(map[string]int64{ReloadStart: 1}, b.fullReloads()); diff != "" {
+		t.Errorf("full reloads after notices out of order (-want +got):\n%s", diff)
+	}
+
+	// One notice lost: the next one is applied at once, and the gap costs one reload.
+	revokeQuietly(t, a.store, toks[20]) // its notice is never sent
+	next := revokeQuietly(t, a.store, toks[21])
+	if err := a.store.publish(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "b refuses the token whose notice came", func() bool { return errors.Is(b.checkToken(toks[21]), ErrInvalidCredential) })
+	eventually(t, 3*time.Second, "b reloads once the lost notice's wait is over", func() bool { return b.replica.FullReloads(ReloadGap) == 1 })
+	if err := b.checkToken(toks[20]); !errors.Is(err, ErrInvalidCredential) {
+		t.Errorf("the token whose notice was lost, after the reload: %v", err)
+	}
+	time.Sleep(2 * cfg.Store.ResyncInterval) // generation checks
+	if diff := cmp.Diff(map[string]int64{ReloadStart: 1, ReloadGap: 1}, b.fullReloads()); diff != "" {
+		t.Errorf("full reloads after one lost notice (-want +got):\n%s", diff)
+	}
+	for i, tok := range toks[22:] {
+		if err := b.checkToken(tok); err != nil {
+			t.Errorf("unrevoked token %d: %v", i, err)
+		}
+	}
+}
+
+// On a Redis Cluster the notices go by sharded pub/sub from the master of the store's slot, so
+// back-to-back revocations from several writers at once all arrive, and none costs a reload
+// (issue 23: a keyless PUBLISH relayed over the cluster bus reordered 23 of 200).
+func TestClusterNoticesArriveInOrder(t *testing.T) {
+	cl := redistest.Cluster(t, 3)
+	cfg := redisConfig(t, config.Store{RedisAddrs: cl.Addrs})
+	cfg.Store.ResyncInterval = 500 * time.Millisecond
+	cfg.Store.StalenessBound = 5 * time.Second
+	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	if !a.store.sharded {
+		t.Fatal("a Cluster client does not use sharded pub/sub")
+	}
+	ctx := context.Background()
+	eventually(t, 5*time.Second, "the reload after the first subscription", func() bool { return b.replica.FullReloads(ReloadStart) == 1 })
+	p, _, err := a.principals.Create(ctx, "rita", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []string
+	for range 200 {
+		tok, err := a.tokens.Mint(ctx, p, "scoring")
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok.AccessToken)
+	}
+	eventually(t, 2*time.Second, "b has the principal", func() bool { return b.checkToken(toks[0]) == nil })
+	var wg sync.WaitGroup
+	for w := range 4 { // four writers at once, as four admin calls on two instances
+		in := []*instance{a, b}[w%2]
+		wg.Go(func() {
+			for i := w; i < len(toks); i += 4 {
+				if _, err := in.tokens.RevokeToken(ctx, toks[i]); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for name, in := range map[string]*instance{"a": a, "b": b} {
+		for i, tok := range toks {
+			eventually(t, time.Second, fmt.Sprintf("%s refuses revoked token %d", name, i), func() bool { return errors.Is(in.checkToken(tok), ErrInvalidCredential) })
+		}
+	}
+	time.Sleep(3 * cfg.Store.ResyncInterval)
+	for name, in := range map[string]*instance{"a": a, "b": b} {
+		if diff := cmp.Diff(map[string]int64{ReloadStart: 1}, in.fullReloads()); diff != "" {
+			t.Errorf("%s's full reloads after 200 revocations (-want +got):\n%s", name, diff)
 		}
 	}
 }

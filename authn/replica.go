@@ -14,9 +14,11 @@ import (
 )
 
 // Replica keeps an instance's in-memory copy of the shared state (keys, principals, signing keys,
-// revocations) current, and says how current it is. Change notices arrive by pub/sub and are
-// applied at once; every resync interval the store's generation counter is read, and any gap
-// (a notice lost while disconnected, or a reconnect) triggers a full reload. The copy counts as
+// revocations) current, and says how current it is. Change notices arrive by pub/sub (sharded on
+// a Cluster) and are applied at once, in whatever order they come; a notice missing from the
+// sequence is waited for briefly (gapWait) and only then counts as lost. A full reload happens on
+// a lost notice, a new subscription, or a generation check that finds changes no notice brought;
+// each is counted by reason (FullReloads). The copy counts as
 // current from the last successful check; once that is older than the staleness bound, Fresh is
 // false and the gateway stops deciding (503) until Redis answers again and the copy is reloaded.
 // When the store lost data (see RedisStore), Fresh stays false for the life of the process.
@@ -29,13 +31,24 @@ type Replica struct {
 	bound      time.Duration
 	log        *slog.Logger
 
-	mu       sync.Mutex   // serialises reloads and applied notices
-	applied  atomic.Int64 // generation the copy reflects
-	syncedAt atomic.Int64 // unix nanoseconds when the copy was last known current
-	problem  atomic.Pointer[string]
-	resyncs  atomic.Int64
-	reloads  [len(ReloadReasons)]atomic.Int64 // full reloads begun, by reason
-	loggedAt atomic.Int64                     // unix nanoseconds of the last "not current" log line
+	mu      sync.Mutex   // serialises reloads and applied notices
+	applied atomic.Int64 // generation the copy reflects
+	// ahead holds the generations of notices that arrived, and were applied, ahead of one not
+	// received yet; applied moves over them when it comes. Under mu.
+	ahead map[int64]struct{}
+	// gapSince is when the oldest notice still ahead arrived (zero while none is); a gap not
+	// filled within gapWait of it means a notice was lost. Under mu.
+	gapSince time.Time
+	gapTimer *time.Timer     // runs fillGap; under mu
+	runCtx   context.Context // Run's, for fillGap
+	// lostSubAt is when the subscription was lost (unix nanoseconds), 0 while it holds: its
+	// resubscription reloads the copy, so the generation check leaves that to it for a while.
+	lostSubAt atomic.Int64
+	syncedAt  atomic.Int64 // unix nanoseconds when the copy was last known current
+	problem   atomic.Pointer[string]
+	resyncs   atomic.Int64
+	reloads   [len(ReloadReasons)]atomic.Int64 // full reloads begun, by reason
+	loggedAt  atomic.Int64                     // unix nanoseconds of the last "not current" log line
 	// loggedStale is whether the log has said that the copy is past the staleness bound.
 	loggedStale atomic.Bool
 	loggedLost  atomic.Bool // whether the log has said that the store lost data
@@ -178,15 +191,77 @@ func (r *Replica) resyncLocked(ctx context.Context, reason string) error {
 		return err
 	}
 	r.applied.Store(gen)
+	r.advanceLocked()
 	r.syncedAt.Store(time.Now().UnixNano())
 	r.resyncs.Add(1)
 	r.setProblem("")
 	return nil
 }
 
+// advanceLocked moves the applied generation over the notices applied ahead of it that now
+// follow it, and forgets those a reload made moot.
+func (r *Replica) advanceLocked() {
+	applied := r.applied.Load()
+	for g := range r.ahead {
+		if g <= applied {
+			delete(r.ahead, g)
+		}
+	}
+	for {
+		if _, ok := r.ahead[applied+1]; !ok {
+			break
+		}
+		delete(r.ahead, applied+1)
+		applied++
+	}
+	moved := applied != r.applied.Load()
+	r.applied.Store(applied)
+	if moved && len(r.ahead) > 0 {
+		r.gapSince = time.Now() // a later gap: its wait starts now
+	}
+	if len(r.ahead) == 0 {
+		r.gapSince = time.Time{}
+		if r.gapTimer != nil {
+			r.gapTimer.Stop()
+		}
+	}
+}
+
+// fillGap runs gapWait after a notice arrived ahead of a missing one: if the missing one has not
+// arrived meanwhile, it was lost, and the copy is reloaded.
+func (r *Replica) fillGap(ctx context.Context) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.ahead) == 0 || r.store.Lost() != "" || ctx.Err() != nil {
+		return
+	}
+	if wait := r.gapWaitFor() - time.Since(r.gapSince); wait > 0 {
+		r.gapTimer.Reset(wait)
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := r.resyncLocked(cctx, ReloadGap); err != nil {
+		r.setProblem("reloading after a missed change: " + err.Error())
+		r.gapSince = time.Now()
+		r.gapTimer.Reset(r.gapWaitFor()) // try again; the generation check keeps the bound
+	}
+}
+
 // noticeGrace is how long the generation check waits for the notices of changes it sees but the
 // copy does not reflect yet: a change's notice is published just after its generation is bumped.
 const noticeGrace = 100 * time.Millisecond
+
+// gapWait is how long a notice that arrived ahead of a missing one waits for it before the
+// missing one counts as lost (a full reload). Notices of one Redis node arrive in the order they
+// were published, but two writers publish in the order they finish, not the order of their
+// generations; with Sentinel each first waits for a replica.
+const gapWait = 250 * time.Millisecond
+
+// gapWaitFor bounds gapWait by the resync interval, which tests make short.
+func (r *Replica) gapWaitFor() time.Duration {
+	return min(gapWait, max(r.interval, 10*time.Millisecond))
+}
 
 // check reads the generation: when the copy reflects it (at once, or after notices in flight
 // have arrived), the copy was current when it was read; otherwise it is reloaded.
@@ -212,17 +287,26 @@ func (r *Replica) check(ctx context.Context) error {
 		r.setProblem("")
 		return nil
 	}
+	if !r.gapSince.IsZero() && time.Since(r.gapSince) < 2*r.gapWaitFor() {
+		return nil // a gap being waited on: fillGap reloads if it stays open
+	}
+	if lost := r.lostSubAt.Load(); lost != 0 && time.Since(time.Unix(0, lost)) < r.interval {
+		return nil // the resubscription, under way, reloads
+	}
 	return r.resyncLocked(ctx, ReloadCheck)
 }
 
-// apply handles one change notice: "<generation> <kind> [<detail>]". A notice that does not
-// follow the applied generation means one was missed: reload everything.
+// apply handles one change notice: "<generation> <kind> [<detail>]". Its change is applied at
+// once, even when it arrived ahead of a notice not received yet (every change is either the
+// addition of a revocation or a collection read again whole, so the order does not matter to the
+// copy); the applied generation moves only over notices that follow each other. A missing one
+// that does not arrive within gapWait was lost: the copy is reloaded (see fillGap).
 func (r *Replica) apply(ctx context.Context, payload string) {
 	genStr, rest, _ := strings.Cut(payload, " ")
 	kind, detail, _ := strings.Cut(rest, " ")
 	gen, err := strconv.ParseInt(genStr, 10, 64)
 	if err != nil {
-		return
+		return // also the empty notice OpenRedis sends to check for sharded pub/sub
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -233,11 +317,8 @@ func (r *Replica) apply(ctx context.Context, payload string) {
 	if gen <= applied {
 		return // already reflected by a reload
 	}
-	if gen != applied+1 {
-		if err := r.resyncLocked(ctx, ReloadGap); err != nil {
-			r.setProblem("reloading after a missed change: " + err.Error())
-		}
-		return
+	if _, ok := r.ahead[gen]; ok {
+		return // delivered twice
 	}
 	switch kind {
 	case "revoke":
@@ -245,8 +326,7 @@ func (r *Replica) apply(ctx context.Context, payload string) {
 		iss, jti, ok := strings.Cut(member, "\x00")
 		exp, err := strconv.ParseInt(expStr, 10, 64)
 		if !ok || err != nil {
-			err = r.resyncLocked(ctx, ReloadNotice)
-			if err != nil {
+			if err := r.resyncLocked(ctx, ReloadNotice); err != nil {
 				r.setProblem("reloading: " + err.Error())
 			}
 			return
@@ -259,18 +339,52 @@ func (r *Replica) apply(ctx context.Context, payload string) {
 	case "signing":
 		err = r.tokens.Reload(ctx)
 	default:
-		err = r.resyncLocked(ctx, ReloadNotice)
+		if err := r.resyncLocked(ctx, ReloadNotice); err != nil {
+			r.setProblem("reloading: " + err.Error())
+		}
+		return
 	}
 	if err != nil {
 		r.setProblem("applying a change: " + err.Error())
 		return
 	}
-	r.applied.Store(gen)
+	if gen == applied+1 {
+		r.applied.Store(gen)
+		r.advanceLocked()
+		return
+	}
+	// Ahead of a notice not received yet: hold the generation until it comes.
+	if r.ahead == nil {
+		r.ahead = map[int64]struct{}{}
+	}
+	r.ahead[gen] = struct{}{}
+	if r.gapSince.IsZero() {
+		r.gapSince = time.Now()
+		if r.gapTimer == nil {
+			ctx := r.runCtx
+			if ctx == nil {
+				ctx = context.Background() // applied without Run, as in some tests
+			}
+			r.gapTimer = time.AfterFunc(r.gapWaitFor(), func() { r.fillGap(ctx) })
+		} else {
+			r.gapTimer.Reset(r.gapWaitFor())
+		}
+	}
 }
 
 // Run keeps the copy current until ctx ends: it listens for change notices and checks the
 // generation every interval.
 func (r *Replica) Run(ctx context.Context) {
+	r.mu.Lock()
+	r.runCtx = ctx
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		if r.gapTimer != nil {
+			r.gapTimer.Stop()
+		}
+		r.mu.Unlock()
+	}()
 	var wg sync.WaitGroup
 	wg.Go(func() { r.listen(ctx) })
 	t := time.NewTicker(r.interval)
@@ -298,9 +412,17 @@ func (r *Replica) Run(ctx context.Context) {
 // listen applies change notices. A (re)subscription may have missed notices, so it is followed by
 // a full reload.
 func (r *Replica) listen(ctx context.Context) {
+	reason := ReloadStart // then ReloadReconnect for every later subscription
+	for ctx.Err() == nil {
+		r.listenOnce(ctx, &reason)
+	}
+}
+
+// listenOnce holds one subscription until ctx ends or Redis drops it (a sharded subscription is
+// dropped when its slot moves to another master; a new one follows the slot).
+func (r *Replica) listenOnce(ctx context.Context, reason *string) {
 	ps := r.store.subscribe(ctx)
 	defer ps.Close()
-	reason := ReloadStart // then ReloadReconnect for every later subscription
 	for ctx.Err() == nil {
 		msg, err := ps.ReceiveTimeout(ctx, r.interval)
 		if err != nil {
@@ -312,6 +434,7 @@ func (r *Replica) listen(ctx context.Context) {
 				ps.Ping(ctx) // keeps the connection checked; a dead one reconnects on the next receive
 				continue
 			}
+			r.lostSubAt.CompareAndSwap(0, time.Now().UnixNano())
 			select { // back off a little before reconnecting
 			case <-ctx.Done():
 				return
@@ -321,13 +444,18 @@ func (r *Replica) listen(ctx context.Context) {
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
-			if m.Kind == "subscribe" {
+			switch m.Kind {
+			case "subscribe", "ssubscribe":
 				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := r.resync(cctx, reason); err != nil {
+				if err := r.resync(cctx, *reason); err != nil {
 					r.setProblem("reloading after subscribing: " + err.Error())
 				}
 				cancel()
-				reason = ReloadReconnect
+				r.lostSubAt.Store(0)
+				*reason = ReloadReconnect
+			case "sunsubscribe": // the slot moved: subscribe again, where it is now
+				r.lostSubAt.CompareAndSwap(0, time.Now().UnixNano())
+				return
 			}
 		case *redis.Message:
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
