@@ -979,6 +979,16 @@ func (s *RedisStore) Ping(ctx context.Context) error {
 // Close implements Store.
 func (s *RedisStore) Close() error { return s.client.Close() }
 
+// refreshTopology makes a Cluster client read the cluster's slots again, so that a subscription
+// follows a slot that moved.
+func (s *RedisStore) refreshTopology(ctx context.Context) {
+	if c, ok := s.client.(*redis.ClusterClient); ok {
+		ctx, cancel := s.call(ctx)
+		defer cancel()
+		c.ReloadState(ctx)
+	}
+}
+
 // subscribe opens the change-notice subscription: sharded on a Cluster (see RedisStore.sharded).
 func (s *RedisStore) subscribe(ctx context.Context) *redis.PubSub {
 	if s.sharded {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -240,6 +241,80 @@ func TestClusterNoticesArriveInOrder(t *testing.T) {
 	for name, in := range map[string]*instance{"a": a, "b": b} {
 		if diff := cmp.Diff(map[string]int64{ReloadStart: 1}, in.fullReloads()); diff != "" {
 			t.Errorf("%s's full reloads after 200 revocations (-want +got):\n%s", name, diff)
+		}
+	}
+}
+
+// When the store's slot moves to another master (a resharding), Redis ends every sharded
+// subscription to its channel; each instance subscribes again where the slot is now, reloads
+// once, and revocations keep reaching it (REV-17).
+func TestClusterSlotMovesUnderTheSubscription(t *testing.T) {
+	cl := redistest.Cluster(t, 3)
+	cfg := redisConfig(t, config.Store{RedisAddrs: cl.Addrs})
+	cfg.Store.ResyncInterval = 200 * time.Millisecond
+	cfg.Store.StalenessBound = 5 * time.Second
+	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	ctx := context.Background()
+	eventually(t, 5*time.Second, "the reload after the first subscription", func() bool { return b.replica.FullReloads(ReloadStart) == 1 })
+	p, _, err := a.principals.Create(ctx, "rita", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var toks []string
+	for range 2 {
+		tok, err := a.tokens.Mint(ctx, p, "scoring")
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok.AccessToken)
+	}
+	eventually(t, 2*time.Second, "b has the principal", func() bool { return b.checkToken(toks[0]) == nil })
+
+	// Move the store's slot from its master to another: IMPORTING, MIGRATING, MIGRATE every key,
+	// then NODE on every master.
+	slot := cl.Do(t, "CLUSTER", "KEYSLOT", a.store.key(genKey))
+	ids := map[string]string{} // addr -> node id
+	var from, to *redistest.Server
+	for _, n := range cl.Nodes {
+		ids[n.Addr] = n.Do(t, "CLUSTER", "MYID")
+	}
+	for _, n := range cl.Nodes {
+		if n.Do(t, "CLUSTER", "COUNTKEYSINSLOT", slot) != "0" {
+			from = n
+		}
+	}
+	for _, n := range cl.Nodes {
+		if n != from {
+			to = n
+			break
+		}
+	}
+	if from == nil {
+		t.Fatal("no node holds the store's keys")
+	}
+	to.Do(t, "CLUSTER", "SETSLOT", slot, "IMPORTING", ids[from.Addr])
+	from.Do(t, "CLUSTER", "SETSLOT", slot, "MIGRATING", ids[to.Addr])
+	keys := strings.Fields(from.Do(t, "CLUSTER", "GETKEYSINSLOT", slot, "1000"))
+	host, port, _ := strings.Cut(to.Addr, ":")
+	from.Do(t, append([]string{"MIGRATE", host, port, "", "0", "5000", "KEYS"}, keys...)...)
+	for _, n := range cl.Nodes {
+		n.Do(t, "CLUSTER", "SETSLOT", slot, "NODE", ids[to.Addr])
+	}
+
+	for name, in := range map[string]*instance{"a": a, "b": b} {
+		eventually(t, 5*time.Second, name+" subscribes again where the slot is", func() bool { return in.replica.FullReloads(ReloadReconnect) == 1 })
+	}
+	if _, err := a.tokens.RevokeToken(ctx, toks[0]); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Second, "b refuses the token revoked after the move", func() bool { return errors.Is(b.checkToken(toks[0]), ErrInvalidCredential) })
+	if err := b.checkToken(toks[1]); err != nil {
+		t.Errorf("the token not revoked, after the move: %v", err)
+	}
+	time.Sleep(3 * cfg.Store.ResyncInterval)
+	for name, in := range map[string]*instance{"a": a, "b": b} {
+		if diff := cmp.Diff(map[string]int64{ReloadStart: 1, ReloadReconnect: 1}, in.fullReloads()); diff != "" {
+			t.Errorf("%s's full reloads after the slot moved (-want +got):\n%s", name, diff)
 		}
 	}
 }

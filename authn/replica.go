@@ -434,13 +434,15 @@ func (r *Replica) listenOnce(ctx context.Context, reason *string) {
 				ps.Ping(ctx) // keeps the connection checked; a dead one reconnects on the next receive
 				continue
 			}
+			// The connection dropped, or Redis refused the subscription (MOVED while a slot
+			// moves): back off a little, then subscribe again from scratch.
 			r.lostSubAt.CompareAndSwap(0, time.Now().UnixNano())
-			select { // back off a little before reconnecting
+			select {
 			case <-ctx.Done():
-				return
 			case <-time.After(r.interval / 4):
 			}
-			continue
+			r.store.refreshTopology(ctx)
+			return
 		}
 		switch m := msg.(type) {
 		case *redis.Subscription:
