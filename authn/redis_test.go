@@ -183,9 +183,10 @@ func TestSharedStateSingleRedis(t *testing.T) {
 	sharedStateSuite(t, config.Store{RedisURL: srv.URL()})
 }
 
+// REV-17 on a Cluster, as the documented user with what docs/shared-state.md adds for a Cluster.
 func TestSharedStateRedisCluster(t *testing.T) {
-	cl := redistest.Cluster(t, 3)
-	sharedStateSuite(t, config.Store{RedisAddrs: cl.Addrs})
+	cl := redistest.Cluster(t, 3, redistest.WithACL("user default on nopass ~* &* +@all", gatewayACL+clusterACL))
+	sharedStateSuite(t, config.Store{RedisAddrs: cl.Addrs, RedisUsername: "gateway", RedisPassword: "gateway-secret-0123456789"})
 }
 
 func TestSharedStateRedisSentinel(t *testing.T) {
@@ -484,9 +485,13 @@ func TestRevocationLifetimeInRedis(t *testing.T) {
 	}
 }
 
-// gatewayACL is the least-privilege Redis user docs/shared-state.md documents.
-const gatewayACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* ~scoregate:rl:* &{scoregate}:changes " +
-	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+// gatewayACL is the least-privilege Redis user docs/shared-state.md documents; clusterACL is what
+// it adds for a Cluster (go-redis reads the slot map, and the commands' key positions).
+const (
+	gatewayACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* ~scoregate:rl:* &{scoregate}:changes " +
+		"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+	clusterACL = " +cluster|slots +command"
+)
 
 // REV-15: the gateway works as the documented ACL user, and that user can do nothing else: its
 // keys are the store's (under the prefix, with its hash tag) and the rate and token limiters'
@@ -498,6 +503,9 @@ func TestRedisLeastPrivilegeUser(t *testing.T) {
 	}
 	if line := strings.Replace(gatewayACL, ">gateway-secret-0123456789", ">PASSWORD", 1); !strings.Contains(string(doc), line) {
 		t.Errorf("docs/shared-state.md does not show the user this test runs as:\n%s", line)
+	}
+	if !strings.Contains(string(doc), "On a Cluster, add `"+strings.TrimSpace(clusterACL)+"`") {
+		t.Errorf("docs/shared-state.md does not say what TestSharedStateRedisCluster adds for a Cluster: %q", clusterACL)
 	}
 	srv := redistest.Start(t, redistest.WithACL("user default on nopass ~* &* +@all", gatewayACL))
 	url := strings.Replace(srv.URL(), "redis://", "redis://gateway:gateway-secret-0123456789@", 1)

@@ -265,17 +265,19 @@ func clusterIDs() []string {
 // On a 3-master Cluster, the limiters' counters are spread over every master, each id's in the
 // slot of the id itself (a token reservation's window and quota together), and two instances
 // sharing the Cluster enforce each limit together exactly as on one Redis: a rate's burst, a
-// token budget and a quota, and failure counts.
+// token budget and a quota, and failure counts. They run as the documented Redis user, with what
+// it adds for a Cluster.
 func TestSharedClusterSpreadsCounters(t *testing.T) {
 	ctx := t.Context()
-	c := redistest.Cluster(t, 3)
+	c := redistest.Cluster(t, 3, redistest.WithACL("user default on nopass ~* &* +@all", documentedACL+clusterACL))
 	type instance struct {
 		s        *Shared
 		tokens   *TokenLimiter
 		failures *Failures
 	}
 	newInstance := func() instance {
-		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, MaxRetries: -1, ContextTimeoutEnabled: true})
+		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, MaxRetries: -1, ContextTimeoutEnabled: true,
+			Username: "gateway", Password: "gateway-secret-0123456789"})
 		t.Cleanup(func() { client.Close() })
 		s := NewShared(client, testPrefix, nil, WithTimeout(2*time.Second))
 		return instance{s, NewSharedTokenLimiter(s), NewSharedFailures(s)}
@@ -315,7 +317,7 @@ func TestSharedClusterSpreadsCounters(t *testing.T) {
 	}
 
 	// Every id has its four counters, and they share the id's slot, as Redis computes it.
-	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs})
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs}) // the default user
 	t.Cleanup(func() { client.Close() })
 	want := map[string]bool{}
 	for _, id := range ids {

@@ -318,9 +318,13 @@ func TestSharedTokensAcceptanceMinute(t *testing.T) {
 	}
 }
 
-// documentedACL is the least-privilege Redis user docs/shared-state.md documents for the gateway.
-const documentedACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* ~scoregate:rl:* &{scoregate}:changes " +
-	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+// documentedACL is the least-privilege Redis user docs/shared-state.md documents for the
+// gateway; clusterACL is what the docs add to it for a Cluster.
+const (
+	documentedACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* ~scoregate:rl:* &{scoregate}:changes " +
+		"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+	clusterACL = " +cluster|slots +command"
+)
 
 // The scripts run as the documented least-privilege user, on the limiters' keys outside the
 // store's hash tag: a command or a key it may not use would make every call fall back to local
@@ -332,6 +336,9 @@ func TestSharedTokensAsTheDocumentedUser(t *testing.T) {
 	}
 	if line := strings.Replace(documentedACL, ">gateway-secret-0123456789", ">PASSWORD", 1); !strings.Contains(string(doc), line) {
 		t.Errorf("docs/shared-state.md does not show the user this test runs as:\n%s", line)
+	}
+	if !strings.Contains(string(doc), "On a Cluster, add `"+strings.TrimSpace(clusterACL)+"`") {
+		t.Errorf("docs/shared-state.md does not say what TestSharedClusterSpreadsCounters adds for a Cluster: %q", clusterACL)
 	}
 	ctx := t.Context()
 	srv := redistest.Start(t, redistest.WithACL("user default on nopass ~* &* +@all", documentedACL))
