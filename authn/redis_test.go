@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -182,9 +183,10 @@ func TestSharedStateSingleRedis(t *testing.T) {
 	sharedStateSuite(t, config.Store{RedisURL: srv.URL()})
 }
 
+// REV-17 on a Cluster, as the documented user with what docs/shared-state.md adds for a Cluster.
 func TestSharedStateRedisCluster(t *testing.T) {
-	cl := redistest.Cluster(t, 3)
-	sharedStateSuite(t, config.Store{RedisAddrs: cl.Addrs})
+	cl := redistest.Cluster(t, 3, redistest.WithACL("user default on nopass ~* &* +@all", gatewayACL+clusterACL))
+	sharedStateSuite(t, config.Store{RedisAddrs: cl.Addrs, RedisUsername: "gateway", RedisPassword: "gateway-secret-0123456789"})
 }
 
 func TestSharedStateRedisSentinel(t *testing.T) {
@@ -483,12 +485,28 @@ func TestRevocationLifetimeInRedis(t *testing.T) {
 	}
 }
 
-// gatewayACL is the least-privilege Redis user docs/shared-state.md documents.
-const gatewayACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
-	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+// gatewayACL is the least-privilege Redis user docs/shared-state.md documents; clusterACL is what
+// it adds for a Cluster (go-redis reads the slot map, and the commands' key positions).
+const (
+	gatewayACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* ~scoregate:rl:* &{scoregate}:changes " +
+		"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+	clusterACL = " +cluster|slots +command"
+)
 
-// REV-15: the gateway works as the documented ACL user, and that user can do nothing else.
+// REV-15: the gateway works as the documented ACL user, and that user can do nothing else: its
+// keys are the store's (under the prefix, with its hash tag) and the rate and token limiters'
+// counters (under the prefix without its braces, then "rl:"; see ratelimit.NewShared).
 func TestRedisLeastPrivilegeUser(t *testing.T) {
+	doc, err := os.ReadFile("../docs/shared-state.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line := strings.Replace(gatewayACL, ">gateway-secret-0123456789", ">PASSWORD", 1); !strings.Contains(string(doc), line) {
+		t.Errorf("docs/shared-state.md does not show the user this test runs as:\n%s", line)
+	}
+	if !strings.Contains(string(doc), "On a Cluster, add `"+strings.TrimSpace(clusterACL)+"`") {
+		t.Errorf("docs/shared-state.md does not say what TestSharedStateRedisCluster adds for a Cluster: %q", clusterACL)
+	}
 	srv := redistest.Start(t, redistest.WithACL("user default on nopass ~* &* +@all", gatewayACL))
 	url := strings.Replace(srv.URL(), "redis://", "redis://gateway:gateway-secret-0123456789@", 1)
 	cfg := redisConfig(t, config.Store{RedisURL: url})
@@ -521,15 +539,19 @@ func TestRedisLeastPrivilegeUser(t *testing.T) {
 	})
 	for _, cmd := range [][]string{
 		{"FLUSHALL"}, {"CONFIG", "GET", "*"}, {"KEYS", "*"}, {"SET", "other:key", "1"}, {"GET", "other:key"},
-		{"SUBSCRIBE", "other-channel"}, {"DEBUG", "SLEEP", "0"}, {"SHUTDOWN"},
+		{"SET", "scoregate:secret", "1"}, {"GET", "scoregate:gen"}, {"SUBSCRIBE", "other-channel"}, {"DEBUG", "SLEEP", "0"}, {"SHUTDOWN"},
 	} {
 		out := srv.Do(t, append([]string{"ACL", "DRYRUN", "gateway"}, cmd...)...)
 		if out == "OK" {
 			t.Errorf("the gateway user may run %v", cmd)
 		}
 	}
-	if out := srv.Do(t, "ACL", "DRYRUN", "gateway", "GET", "{scoregate}:gen"); out != "OK" { // the check has teeth
-		t.Errorf("the gateway user may not read its own keys: %s", out)
+	for _, cmd := range [][]string{ // the check has teeth
+		{"GET", "{scoregate}:gen"}, {"SET", "scoregate:rl:{key:abc}", "1"}, {"HINCRBY", "scoregate:rl:tpm:{chat:key:primary}", "1", "1"},
+	} {
+		if out := srv.Do(t, append([]string{"ACL", "DRYRUN", "gateway"}, cmd...)...); out != "OK" {
+			t.Errorf("the gateway user may not run %v on its own keys: %s", cmd, out)
+		}
 	}
 }
 

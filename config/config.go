@@ -207,8 +207,10 @@ type Store struct {
 	RedisCertFile string `yaml:"redis_cert_file"`
 	// RedisKeyFile is the private key (PEM) of redis_cert_file. Default: none.
 	RedisKeyFile string `yaml:"redis_key_file"`
-	// RedisPrefix starts every key and channel the gateway uses, in braces so that in a cluster
-	// they share one hash slot. Default "{scoregate}:".
+	// RedisPrefix starts every key and channel of the shared state, in braces so that in a
+	// cluster they share one hash slot. The rate-limit, token-limit and failure counters start
+	// with it without its braces, then "rl:" ("scoregate:rl:"), each in the slot of its own id,
+	// so that they spread over a cluster's masters. Default "{scoregate}:".
 	RedisPrefix string `yaml:"redis_prefix"`
 	// RedisTimeout bounds every single Redis call. Default 250ms.
 	RedisTimeout time.Duration `yaml:"redis_timeout"`

@@ -458,7 +458,7 @@ func TestTokenLimitSharedThroughRedis(t *testing.T) {
 		t.Errorf("the model got %d calls, want 2", got)
 	}
 	keys := srv.Do(t, "KEYS", "*")
-	if !strings.Contains(keys, "{scoregate}:rl:tpm:llm:key:primary") || strings.Contains(keys, e.key) || strings.Contains(keys, e.key[len(e.key)-12:]) {
+	if !strings.Contains(keys, "scoregate:rl:tpm:{llm:key:primary}") || strings.Contains(keys, e.key) || strings.Contains(keys, e.key[len(e.key)-12:]) {
 		t.Errorf("Redis keys:\n%s", keys)
 	}
 }

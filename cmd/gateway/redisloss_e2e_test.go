@@ -313,7 +313,7 @@ func grepLines(s, sub string) string {
 // Redis, the gateway starts without a word about it.
 func TestFinding4EvictionPolicyWarning(t *testing.T) {
 	const warning = "Redis may evict the gateway's keys when it runs out of memory; set maxmemory-policy to noeviction (a lost revocation would be refused as lost data, with 503s)"
-	const user = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
+	const user = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* ~scoregate:rl:* &{scoregate}:changes " +
 		"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
 	for _, tc := range []struct {
 		name  string

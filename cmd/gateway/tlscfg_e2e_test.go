@@ -138,7 +138,7 @@ tls:
 // The two ACL users of docs/shared-state.md: the gateway's, for the credentials' state, and the certificate
 // storage's, each limited to its own prefix.
 const (
-	gatewayACL = "user gateway on >gw-pass ~{scoregate}:* &{scoregate}:changes -@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+	gatewayACL = "user gateway on >gw-pass ~{scoregate}:* ~scoregate:rl:* &{scoregate}:changes -@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
 	certsACL   = "user certs on >certs-pass ~{scoregate-certs}:* -@all +@read +@write +@scripting -@dangerous +ping +hello"
 )
 

@@ -51,8 +51,10 @@ type Failures struct {
 // NewLocalFailures returns failure counts kept in this process's memory.
 func NewLocalFailures() *Failures { return &Failures{local: newCounts(time.Now)} }
 
-// NewSharedFailures returns failure counts kept in Redis, under keys "<prefix>rl:fail:<key>",
-// through s's client, with s's timeout and its view of whether Redis is up.
+// NewSharedFailures returns failure counts kept in Redis, under keys "<base>fail:{<key>}" (for
+// example "scoregate:rl:fail:{auth:principal:192.0.2.1}"; see NewShared for base and the key
+// in braces, which puts each count in the Cluster slot of its own key), through s's client, with
+// s's timeout and its view of whether Redis is up.
 func NewSharedFailures(s *Shared) *Failures { return &Failures{shared: s, local: newCounts(time.Now)} }
 
 // failScript counts one failure of KEYS[1] in a window of ARGV[1] milliseconds that starts at
@@ -133,7 +135,7 @@ func (f *Failures) BlockedHere(key func() string, l FailureLimit) time.Duration 
 func (s *Shared) runFailures(ctx context.Context, script *redis.Script, key string, arg int64) (int, time.Duration, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	res, err := script.Run(ctx, s.client, []string{s.prefix + "fail:" + key}, arg).Int64Slice()
+	res, err := script.Run(ctx, s.client, []string{s.counterKey("fail:", key, "")}, arg).Int64Slice()
 	if err != nil {
 		return 0, 0, err
 	}

@@ -106,7 +106,7 @@ func TestFailuresShared(t *testing.T) {
 		t.Errorf("another address: blocked %v", d)
 	}
 	// The key names the address, never a secret, and ends with its window.
-	pttl, err := strconv.Atoi(srv.Do(t, "PTTL", testPrefix+"rl:fail:auth:admin:192.0.2.1"))
+	pttl, err := strconv.Atoi(srv.Do(t, "PTTL", testBase+"fail:{auth:admin:192.0.2.1}"))
 	if err != nil || pttl <= 59000 || pttl > 60000 {
 		t.Errorf("PTTL of the count = %d (%v), want about a minute", pttl, err)
 	}

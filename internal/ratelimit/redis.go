@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,7 +51,7 @@ return {1, 0}`)
 // than a gateway that refuses, or stalls, everything while Redis is away.
 type Shared struct {
 	client        redis.UniversalClient
-	prefix        string
+	base          string // every counter key starts with it: counterBase(prefix)
 	local         *Local
 	timeout       time.Duration
 	probeInterval time.Duration
@@ -89,15 +90,22 @@ func WithProbeInterval(d time.Duration) SharedOption {
 // WithLogger reports the start and the end of each Redis outage to log (default: nowhere).
 func WithLogger(log *slog.Logger) SharedOption { return func(s *Shared) { s.log = log } }
 
-// NewShared returns a limiter that keeps its state in client under keys "<prefix>rl:<key>".
-// prefix is the store's key prefix (store.redis_prefix, "{scoregate}:" by default): its hash tag
-// puts these keys in the same Cluster slot as the rest of the gateway's. fallback decides while
-// Redis is unreachable, under the same key strings; nil means a NewLocal of its own. The client
-// stays the caller's to close.
+// NewShared returns a limiter that keeps its state in client under keys "<base>{<key>}", where
+// base is prefix, the store's key prefix (store.redis_prefix, "{scoregate}:" by default), without
+// its braces, then "rl:": "scoregate:rl:{key:abc}" for the key "key:abc" (see counterKey). Each
+// key is thus in the Cluster slot of its own id, not in the store's one slot, so that the
+// limiters' calls, one or two per request, spread over every master of a Cluster; a single Redis
+// and Sentinel do not care. fallback decides while Redis is unreachable, under the same key
+// strings; nil means a NewLocal of its own. The client stays the caller's to close.
+//
+// Earlier releases kept these counters under "<prefix>rl:<key>", in the store's slot. Nothing
+// reads those any more: they are left to expire by their own TTLs (a rate limit's within its
+// burst window, a token window's within a minute, a token quota's when its period ends), and
+// the counts start afresh under the new names.
 func NewShared(client redis.UniversalClient, prefix string, fallback *Local, opts ...SharedOption) *Shared {
 	s := &Shared{
 		client:        client,
-		prefix:        prefix + "rl:",
+		base:          counterBase(prefix),
 		local:         fallback,
 		timeout:       DefaultTimeout,
 		probeInterval: DefaultProbeInterval,
@@ -140,7 +148,7 @@ func (s *Shared) Allow(ctx context.Context, key string, l Limit) Decision {
 func (s *Shared) allowRedis(ctx context.Context, key string, interval, window time.Duration) (Decision, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
-	res, err := gcraScript.Run(ctx, s.client, []string{s.prefix + key}, micros(interval), micros(window)).Int64Slice()
+	res, err := gcraScript.Run(ctx, s.client, []string{s.counterKey("", key, "")}, micros(interval), micros(window)).Int64Slice()
 	if err != nil {
 		return Decision{}, err
 	}
@@ -151,6 +159,50 @@ func (s *Shared) allowRedis(ctx context.Context, key string, interval, window ti
 		return Decision{Allowed: true}, nil
 	}
 	return Decision{RetryAfter: time.Duration(res[1]) * time.Microsecond}, nil
+}
+
+// counterBase is where every counter key of the store prefix starts: the prefix with its braces
+// removed, so that it holds no hash tag ("{scoregate}:" becomes "scoregate:"; a prefix without
+// braces stays as it is), then "rl:".
+func counterBase(prefix string) string {
+	return strings.NewReplacer("{", "", "}", "").Replace(prefix) + "rl:"
+}
+
+// counterKey is the Redis key of a counter: base, kind ("" for a request rate, "fail:",
+// "tpm:", "tq:"), the id as a hash tag (hashTag), then suffix. Since base and kind hold no
+// brace, Redis hashes such a key by the tag alone: every key of one id, whatever its kind and
+// suffix, is in one slot, as a script that takes two of them needs, and different ids spread
+// over the slots.
+func (s *Shared) counterKey(kind, id, suffix string) string {
+	return s.base + kind + "{" + hashTag(id) + "}" + suffix
+}
+
+// hashTag is id written so that, in braces, Redis takes all of it as the hash tag: '%', '{' and
+// '}' become "%25", "%7B" and "%7D" (Redis would end the tag at the first '}', and a tag that
+// ends where it begins would hash the whole key), and the empty id becomes "%", which no other
+// id's tag is. Different ids have different tags, so their keys differ too.
+func hashTag(id string) string {
+	if id == "" {
+		return "%"
+	}
+	if !strings.ContainsAny(id, "%{}") {
+		return id
+	}
+	var b strings.Builder
+	b.Grow(len(id) + 8)
+	for i := range len(id) {
+		switch c := id[i]; c {
+		case '%':
+			b.WriteString("%25")
+		case '{':
+			b.WriteString("%7B")
+		case '}':
+			b.WriteString("%7D")
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
 }
 
 func micros(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }

@@ -5,6 +5,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,6 +20,10 @@ import (
 )
 
 const testPrefix = "{scoregate}:"
+
+// testBase starts the limiters' keys under testPrefix: its braces gone, so that each key is
+// hashed by its own id in braces.
+const testBase = "scoregate:rl:"
 
 // newClient connects the way authn.OpenRedis does: no retries, and the context's deadline
 // bounds every call.
@@ -56,7 +62,7 @@ func TestSharedGCRA(t *testing.T) {
 	}
 
 	// The TAT is 3 s ahead and expires when it is reached.
-	pttl, err := strconv.Atoi(srv.Do(t, "PTTL", testPrefix+"rl:key:abc"))
+	pttl, err := strconv.Atoi(srv.Do(t, "PTTL", testBase+"{key:abc}"))
 	if err != nil || pttl <= 2000 || pttl > 3000 {
 		t.Errorf("PTTL of the key's TAT = %d (%v), want in (2000, 3000]", pttl, err)
 	}
@@ -64,7 +70,7 @@ func TestSharedGCRA(t *testing.T) {
 	if d := s.Allow(ctx, "key:unlimited", Limit{}); d != allow {
 		t.Errorf("no limit: %+v", d)
 	}
-	if n := srv.Do(t, "EXISTS", testPrefix+"rl:key:unlimited"); n != "0" {
+	if n := srv.Do(t, "EXISTS", testBase+"{key:unlimited}"); n != "0" {
 		t.Errorf("a key without a limit was stored (EXISTS = %s)", n)
 	}
 
@@ -243,45 +249,229 @@ func TestSharedOutage(t *testing.T) {
 	}
 }
 
-// On a Cluster, every instance's calls for a key go to the node owning the prefix's hash slot,
-// which holds all the limiter's keys.
-func TestSharedCluster(t *testing.T) {
+// clusterIDs are the 60 ids the Cluster test counts under: key slots and principals of 15
+// services, as the gateway names them, then ids with braces and percent signs, whose keys would
+// leave their own slot (or hash by the whole key) if written into a hash tag as they are.
+func clusterIDs() []string {
+	var ids []string
+	for i := range 15 {
+		svc := fmt.Sprintf("svc%02d", i)
+		ids = append(ids, svc+":key:primary", svc+":key:secondary",
+			svc+":principal:https://idp.example|user"+strconv.Itoa(i), svc+":principal:scoregate|rita")
+	}
+	return append(ids[:56], "}", "{", "chat:principal:https://idp.example|{alice}}", "")
+}
+
+// On a 3-master Cluster, the limiters' counters are spread over every master, each id's in the
+// slot of the id itself (a token reservation's window and quota together), and two instances
+// sharing the Cluster enforce each limit together exactly as on one Redis: a rate's burst, a
+// token budget and a quota, and failure counts. They run as the documented Redis user, with what
+// it adds for a Cluster.
+func TestSharedClusterSpreadsCounters(t *testing.T) {
 	ctx := t.Context()
-	c := redistest.Cluster(t, 3)
-	newInstance := func() *Shared {
-		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, MaxRetries: -1, ContextTimeoutEnabled: true})
+	c := redistest.Cluster(t, 3, redistest.WithACL("user default on nopass ~* &* +@all", documentedACL+clusterACL))
+	type instance struct {
+		s        *Shared
+		tokens   *TokenLimiter
+		failures *Failures
+	}
+	newInstance := func() instance {
+		client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, MaxRetries: -1, ContextTimeoutEnabled: true,
+			Username: "gateway", Password: "gateway-secret-0123456789"})
 		t.Cleanup(func() { client.Close() })
-		return NewShared(client, testPrefix, nil, WithTimeout(2*time.Second))
+		s := NewShared(client, testPrefix, nil, WithTimeout(2*time.Second))
+		return instance{s, NewSharedTokenLimiter(s), NewSharedFailures(s)}
 	}
 	a, b := newInstance(), newInstance()
-	lim := Limit{Rate: 1, Burst: 2}
-	keys := []string{"key:one", "key:two", "principal:three", "principal:four"}
-	for _, key := range keys {
-		got := []Decision{a.Allow(ctx, key, lim), b.Allow(ctx, key, lim), a.Allow(ctx, key, lim), b.Allow(ctx, key, lim)}
+	rate := Limit{Rate: 1, Burst: 2}
+	tokens := TokenLimit{PerMinute: 1000, Quota: 5000, Period: Monthly}
+	fails := FailureLimit{Failures: 3, Window: time.Minute}
+	ids := clusterIDs()
+	reservations := map[string]TokenReservation{}
+	for _, id := range ids {
+		got := []Decision{a.s.Allow(ctx, id, rate), b.s.Allow(ctx, id, rate), a.s.Allow(ctx, id, rate), b.s.Allow(ctx, id, rate)}
 		for i, d := range got {
 			if d.Allowed != (i < 2) {
-				t.Errorf("%s, call %d (alternating instances): %+v; want the burst of 2 allowed, then refused", key, i+1, d)
+				t.Errorf("%q, call %d (alternating instances): %+v; want the burst of 2 allowed, then refused", id, i+1, d)
+			}
+		}
+		r := a.tokens.Reserve(ctx, id, tokens, 600)
+		reservations[id] = r
+		if got := b.tokens.Reserve(ctx, id, tokens, 600); !r.Allowed() || got.Outcome != TokensRateLimited {
+			t.Errorf("%q: %v on one instance then %v on the other, want allowed then rate limited", id, r.Outcome, got.Outcome)
+		}
+		a.tokens.Settle(ctx, r, 100)
+		if got := b.tokens.Reserve(ctx, id, tokens, 600); !got.Allowed() || got.Remaining != 300 || got.QuotaRemaining != 4300 {
+			t.Errorf("%q after settling: %+v, want allowed with 300 and 4300 left", id, viewOf(got))
+		}
+		a.failures.Fail(ctx, id, fails)
+		if st := b.failures.Fail(ctx, id, fails); st.Count != 2 {
+			t.Errorf("%q: the second failure counts %d, want 2", id, st.Count)
+		}
+	}
+	for i, in := range []instance{a, b} {
+		if in.s.Degraded() || in.s.Fallbacks() != 0 {
+			t.Errorf("instance %d: Degraded() = %v, Fallbacks() = %d; want false, 0 (a script whose keys are in two slots fails)",
+				i+1, in.s.Degraded(), in.s.Fallbacks())
+		}
+	}
+
+	// Every id has its four counters, and they share the id's slot, as Redis computes it.
+	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs}) // the default user
+	t.Cleanup(func() { client.Close() })
+	want := map[string]bool{}
+	for _, id := range ids {
+		r := reservations[id]
+		keys := append([]string{a.s.counterKey("", id, ""), a.s.counterKey("fail:", id, "")}, a.s.tokenKeys(&r)...)
+		var slots []int64
+		for _, k := range keys {
+			want[k] = true
+			slot, err := client.ClusterKeySlot(ctx, k).Result()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int(slot) != keySlot(k) {
+				t.Errorf("CLUSTER KEYSLOT %q = %d; the test's keySlot says %d", k, slot, keySlot(k))
+			}
+			slots = append(slots, slot)
+		}
+		if slices.Min(slots) != slices.Max(slots) {
+			t.Errorf("%q: the keys %q are in slots %v, want one", id, keys, slots)
+		}
+	}
+	// They are spread over all three masters, and nothing else is there.
+	var all []string
+	for _, n := range c.Nodes {
+		keys := strings.Fields(n.Do(t, "KEYS", "*"))
+		t.Logf("%s holds %d keys", n.Addr, len(keys))
+		if len(keys) < len(want)/6 {
+			t.Errorf("%s holds %d of the %d keys: not spread over the masters", n.Addr, len(keys), len(want))
+		}
+		all = append(all, keys...)
+	}
+	if len(all) != len(want) {
+		t.Errorf("the masters hold %d keys, want %d (4 per id)", len(all), len(want))
+	}
+	for _, k := range all {
+		if !want[k] {
+			t.Errorf("unexpected key %q", k)
+		}
+	}
+}
+
+// keySlot is Redis Cluster's slot of key, as cluster.c's keyHashSlot computes it: CRC16 (XMODEM)
+// of the hash tag, the text between the first '{' and the next '}' when it is not empty, or else
+// of the whole key; modulo 16384.
+func keySlot(key string) int {
+	if s := strings.IndexByte(key, '{'); s >= 0 {
+		if e := strings.IndexByte(key[s+1:], '}'); e > 0 {
+			key = key[s+1 : s+1+e]
+		}
+	}
+	var crc uint16
+	for i := range len(key) {
+		crc ^= uint16(key[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
 			}
 		}
 	}
-	if a.Degraded() || b.Degraded() || a.Fallbacks()+b.Fallbacks() != 0 {
-		t.Errorf("Degraded() = %v, %v; Fallbacks() = %d, %d; want false and 0", a.Degraded(), b.Degraded(), a.Fallbacks(), b.Fallbacks())
+	return int(crc & 16383)
+}
+
+// The keys of one id (a request rate's, a failure count's, a token reservation's window and
+// quota) are always in one slot, the id's own, whatever the id holds; different ids have
+// different keys, and plain ids spread over the slots of every master of a 3-master Cluster.
+func TestCounterKeysHashByTheirID(t *testing.T) {
+	if got := keySlot("123456789"); got != 0x31C3 { // CRC16/XMODEM's check value, below 16384
+		t.Fatalf("keySlot(123456789) = %#x, want 0x31c3", got)
 	}
-	// All the keys are in the prefix's slot, on the one node that owns it.
-	slot := c.Do(t, "CLUSTER", "KEYSLOT", testPrefix)
-	for _, key := range keys {
-		name := testPrefix + "rl:" + key
-		if got := c.Do(t, "CLUSTER", "KEYSLOT", name); got != slot {
-			t.Errorf("%s is in slot %s, want the prefix's, %s", name, got, slot)
+	if got := keySlot(testPrefix); got != 4812 {
+		t.Fatalf("keySlot(%q) = %d, want 4812", testPrefix, got)
+	}
+	for prefix, base := range map[string]string{testPrefix: testBase, "gw:": "gw:rl:", "{a}b{c}:": "abc:rl:", "": "rl:"} {
+		if got := counterBase(prefix); got != base {
+			t.Errorf("counterBase(%q) = %q, want %q", prefix, got, base)
 		}
 	}
-	var holders []string
-	for _, n := range c.Nodes {
-		if n.Do(t, "DBSIZE") != "0" {
-			holders = append(holders, n.Addr)
+	s := NewShared(nil, testPrefix, nil)
+	month := Monthly.stamp(time.Date(2026, 12, 7, 10, 0, 0, 0, time.UTC))
+	keysOf := func(id string, l TokenLimit) []string {
+		r := TokenReservation{key: id, limit: l}
+		if l.Quota > 0 {
+			r.qkey = id + ":" + month
+		}
+		return s.tokenKeys(&r)
+	}
+	both := TokenLimit{PerMinute: 1000, Quota: 5000, Period: Monthly}
+	for _, tt := range []struct {
+		id                     string
+		rate, fail, window, tq string
+	}{
+		{"chat:key:primary", "scoregate:rl:{chat:key:primary}", "scoregate:rl:fail:{chat:key:primary}",
+			"scoregate:rl:tpm:{chat:key:primary}", "scoregate:rl:tq:{chat:key:primary}:2026-12"},
+		{"a}b{c", "scoregate:rl:{a%7Db%7Bc}", "scoregate:rl:fail:{a%7Db%7Bc}",
+			"scoregate:rl:tpm:{a%7Db%7Bc}", "scoregate:rl:tq:{a%7Db%7Bc}:2026-12"},
+		{"50%7D", "scoregate:rl:{50%257D}", "scoregate:rl:fail:{50%257D}",
+			"scoregate:rl:tpm:{50%257D}", "scoregate:rl:tq:{50%257D}:2026-12"},
+		{"", "scoregate:rl:{%}", "scoregate:rl:fail:{%}", "scoregate:rl:tpm:{%}", "scoregate:rl:tq:{%}:2026-12"},
+	} {
+		got := append([]string{s.counterKey("", tt.id, ""), s.counterKey("fail:", tt.id, "")}, keysOf(tt.id, both)...)
+		if want := []string{tt.rate, tt.fail, tt.window, tt.tq}; !slices.Equal(got, want) {
+			t.Errorf("keys of %q: %q, want %q", tt.id, got, want)
 		}
 	}
-	if len(holders) != 1 {
-		t.Errorf("nodes holding keys: %v, want exactly one", holders)
+	// A reservation with only a window or only a quota names its one key twice.
+	if got := keysOf("x", TokenLimit{PerMinute: 1}); got[0] != "scoregate:rl:tpm:{x}" || got[1] != got[0] {
+		t.Errorf("window only: %q", got)
+	}
+	if got := keysOf("x", TokenLimit{Quota: 1, Period: Monthly}); got[0] != "scoregate:rl:tq:{x}:2026-12" || got[1] != got[0] {
+		t.Errorf("quota only: %q", got)
+	}
+
+	ids := append(clusterIDs(), "{}", "}{", "{x}", "%", "%25", "%7D", "}}}", "{{{", "a{b}c", "%}{")
+	rng := rand.New(rand.NewPCG(1, 2))
+	const alphabet = "{}%:|ab"
+	for range 2000 {
+		b := make([]byte, rng.IntN(8))
+		for i := range b {
+			b[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		ids = append(ids, string(b))
+	}
+	owner := map[string]string{} // key → the id it counts
+	for _, id := range ids {
+		keys := append([]string{s.counterKey("", id, ""), s.counterKey("fail:", id, "")}, keysOf(id, both)...)
+		for _, k := range keys {
+			if keySlot(k) != keySlot(keys[0]) {
+				t.Fatalf("id %q: %q is in slot %d, %q in %d", id, k, keySlot(k), keys[0], keySlot(keys[0]))
+			}
+			if other, ok := owner[k]; ok && other != id {
+				t.Fatalf("ids %q and %q share the key %q", other, id, k)
+			}
+			owner[k] = id
+		}
+		if id != "" && !strings.ContainsAny(id, "{}%") && keySlot(keys[0]) != keySlot("{"+id+"}") {
+			t.Errorf("id %q: slot %d, want the id's own, %d", id, keySlot(keys[0]), keySlot("{"+id+"}"))
+		}
+	}
+	// The 60 ids of the Cluster test fall in the slot ranges of all three masters that
+	// redis-cli --cluster create makes (0-5460, 5461-10922, 10923-16383).
+	var thirds [3]int
+	for _, id := range clusterIDs() {
+		switch slot := keySlot(s.counterKey("", id, "")); {
+		case slot <= 5460:
+			thirds[0]++
+		case slot <= 10922:
+			thirds[1]++
+		default:
+			thirds[2]++
+		}
+	}
+	if slices.Min(thirds[:]) < 10 {
+		t.Errorf("ids per third of the slots: %v, want them spread", thirds)
 	}
 }

@@ -162,9 +162,11 @@ func NewLocalTokenLimiter() *TokenLimiter {
 }
 
 // NewSharedTokenLimiter returns a token limiter that counts in Redis, through s's client, with
-// s's timeout, under keys "<prefix>rl:tpm:<key>" (the minute's window, a hash of tokens per
-// second) and "<prefix>rl:tq:<key>:<period>" (the quota's counter, for example
-// "...:2026-12" for a monthly one). It shares s's view of whether Redis is up: while Redis does
+// s's timeout, under keys "<base>tpm:{<key>}" (the minute's window, a hash of tokens per second)
+// and "<base>tq:{<key>}:<period>" (the quota's counter), for example
+// "scoregate:rl:tpm:{chat:key:primary}" and "scoregate:rl:tq:{chat:key:primary}:2026-12" for a
+// monthly quota (see NewShared for base, and tokenKeys): both in the Cluster slot of the caller's
+// key, one script taking both. It shares s's view of whether Redis is up: while Redis does
 // not answer, calls are decided with this instance's own counts, as s's are, and Redis is tried
 // again once per probe interval.
 //

@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -111,14 +112,22 @@ if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
 end
 return 1`)
 
-// tokenKeys are the Redis keys of r's window and quota counter; a key r does not use is the
-// other one, so that both always share a hash slot.
+// tokenKeys are the Redis keys of r's window, "<base>tpm:{<key>}", and of its quota's counter,
+// "<base>tq:{<key>}:<period>" (see counterKey): both carry the caller's key as their hash tag
+// (the quota's not its qkey, which adds the period), so that they share a Cluster slot, as the
+// scripts that take both need. A key r does not use is the other one.
 func (s *Shared) tokenKeys(r *TokenReservation) []string {
-	window, quota := s.prefix+"tpm:"+r.key, s.prefix+"tq:"+r.qkey
+	var window, quota string
+	if r.limit.PerMinute > 0 {
+		window = s.counterKey("tpm:", r.key, "")
+	}
+	if r.limit.Quota > 0 {
+		quota = s.counterKey("tq:", r.key, strings.TrimPrefix(r.qkey, r.key)) // ":" + the period
+	}
 	switch {
-	case r.limit.Quota <= 0:
+	case quota == "":
 		quota = window
-	case r.limit.PerMinute <= 0:
+	case window == "":
 		window = quota
 	}
 	return []string{window, quota}

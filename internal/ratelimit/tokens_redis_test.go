@@ -28,7 +28,7 @@ func newRedisTokenLimiter(t *testing.T) (*TokenLimiter, *redis.Client) {
 func windowSum(t *testing.T, rc *redis.Client, key string) int64 {
 	t.Helper()
 	var sum int64
-	for _, v := range rc.HGetAll(t.Context(), testPrefix+"rl:tpm:"+key).Val() {
+	for _, v := range rc.HGetAll(t.Context(), testBase+"tpm:{"+key+"}").Val() {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			t.Fatalf("window field %q: %v", v, err)
@@ -46,7 +46,7 @@ func TestSharedTokenWindowSlides(t *testing.T) {
 	tl, rc := newRedisTokenLimiter(t)
 	lim := TokenLimit{PerMinute: 1000}
 	const key = "chat:key:primary"
-	window := testPrefix + "rl:tpm:" + key
+	window := testBase + "tpm:{" + key + "}"
 	first := tl.Reserve(ctx, key, lim, 600)
 	if !first.Allowed() {
 		t.Fatalf("first call: %+v", viewOf(first))
@@ -155,7 +155,7 @@ func TestSharedTokensAcrossInstances(t *testing.T) {
 	if sum := windowSum(t, rc, "chat:key:primary"); sum != total {
 		t.Errorf("the window in Redis holds %d tokens, want the %d served", sum, total)
 	}
-	qkey := testPrefix + "rl:tq:chat:key:primary:" + time.Now().UTC().Format("2006-01-02")
+	qkey := testBase + "tq:{chat:key:primary}:" + time.Now().UTC().Format("2006-01-02")
 	if got := rc.Get(ctx, qkey).Val(); got != strconv.FormatInt(total, 10) {
 		t.Errorf("the quota's counter in Redis = %s, want the %d served", got, total)
 	}
@@ -246,31 +246,6 @@ func TestSharedTokensOutage(t *testing.T) {
 	}
 }
 
-// On a Cluster, a reservation's two keys (window and quota) are in the prefix's hash slot, so
-// that one script can use both.
-func TestSharedTokensCluster(t *testing.T) {
-	ctx := t.Context()
-	c := redistest.Cluster(t, 3)
-	client := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, MaxRetries: -1, ContextTimeoutEnabled: true})
-	t.Cleanup(func() { client.Close() })
-	s := NewShared(client, testPrefix, nil, WithTimeout(2*time.Second))
-	tl := NewSharedTokenLimiter(s)
-	lim := TokenLimit{PerMinute: 1000, Quota: 5000, Period: Monthly}
-	for _, key := range []string{"chat:key:primary", "chat:principal:https://idp.example|alice"} {
-		r := tl.Reserve(ctx, key, lim, 600)
-		if got := tl.Reserve(ctx, key, lim, 600); !r.Allowed() || got.Outcome != TokensRateLimited {
-			t.Errorf("%s: %v then %v, want allowed then rate limited", key, r.Outcome, got.Outcome)
-		}
-		tl.Settle(ctx, r, 100)
-		if got := tl.Reserve(ctx, key, lim, 600); !got.Allowed() || got.Remaining != 300 || got.QuotaRemaining != 4300 {
-			t.Errorf("%s after settling: %+v, want allowed with 300 and 4300 left", key, viewOf(got))
-		}
-	}
-	if s.Degraded() || s.Fallbacks() != 0 {
-		t.Errorf("Degraded() = %v, Fallbacks() = %d; want false, 0 (a key outside the slot fails the script)", s.Degraded(), s.Fallbacks())
-	}
-}
-
 // Acceptance 3 of the token limits, on the library: 2000 tokens per minute on one key, shared by
 // two instances on one Redis, streamed calls from both for over a minute, each caller waiting
 // for Retry-After when refused. Every 60 seconds serve at most the limit plus one call's worth,
@@ -343,13 +318,28 @@ func TestSharedTokensAcceptanceMinute(t *testing.T) {
 	}
 }
 
-// documentedACL is the least-privilege Redis user docs/shared-state.md documents for the gateway.
-const documentedACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* &{scoregate}:changes " +
-	"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+// documentedACL is the least-privilege Redis user docs/shared-state.md documents for the
+// gateway; clusterACL is what the docs add to it for a Cluster.
+const (
+	documentedACL = "user gateway on >gateway-secret-0123456789 ~{scoregate}:* ~scoregate:rl:* &{scoregate}:changes " +
+		"-@all +@read +@write +@pubsub +@transaction +@scripting -@dangerous +ping +hello +wait +time"
+	clusterACL = " +cluster|slots +command"
+)
 
-// The scripts run as the documented least-privilege user: a command it may not run would make
-// every call fall back to local decisions.
+// The scripts run as the documented least-privilege user, on the limiters' keys outside the
+// store's hash tag: a command or a key it may not use would make every call fall back to local
+// decisions. The user is the one docs/shared-state.md shows.
 func TestSharedTokensAsTheDocumentedUser(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/shared-state.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line := strings.Replace(documentedACL, ">gateway-secret-0123456789", ">PASSWORD", 1); !strings.Contains(string(doc), line) {
+		t.Errorf("docs/shared-state.md does not show the user this test runs as:\n%s", line)
+	}
+	if !strings.Contains(string(doc), "On a Cluster, add `"+strings.TrimSpace(clusterACL)+"`") {
+		t.Errorf("docs/shared-state.md does not say what TestSharedClusterSpreadsCounters adds for a Cluster: %q", clusterACL)
+	}
 	ctx := t.Context()
 	srv := redistest.Start(t, redistest.WithACL("user default on nopass ~* &* +@all", documentedACL))
 	url := strings.Replace(srv.URL(), "redis://", "redis://gateway:gateway-secret-0123456789@", 1)
@@ -361,7 +351,20 @@ func TestSharedTokensAsTheDocumentedUser(t *testing.T) {
 	if d := s.Allow(ctx, "key:chat:primary", Limit{Rate: 1, Burst: 1}); !d.Allowed {
 		t.Errorf("request rate: %+v", d)
 	}
+	f := NewSharedFailures(s)
+	if st := f.Fail(ctx, "auth:principal:192.0.2.1", FailureLimit{Failures: 3, Window: time.Minute}); st.Count != 1 {
+		t.Errorf("failure count: %+v", st)
+	}
 	if s.Degraded() || s.Fallbacks() != 0 {
 		t.Errorf("Degraded() = %v, Fallbacks() = %d; want false, 0", s.Degraded(), s.Fallbacks())
+	}
+	if got := strings.Fields(srv.Do(t, "KEYS", "scoregate:rl:*")); len(got) != 4 {
+		t.Errorf("the limiters' keys: %q, want 4", got)
+	}
+	// The pattern is the limiters' alone: not the rest of the untagged prefix.
+	for _, key := range []string{"scoregate:secret", "scoregate:other"} {
+		if out := srv.Do(t, "ACL", "DRYRUN", "gateway", "SET", key, "1"); out == "OK" {
+			t.Errorf("the gateway user may write %s", key)
+		}
 	}
 }

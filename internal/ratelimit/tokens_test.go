@@ -127,14 +127,14 @@ func TestTokenReserveAndSettle(t *testing.T) {
 				if sum := windowSum(t, rc, "chat:key:primary"); sum != 1050 {
 					t.Errorf("the window in Redis holds %d tokens, want 1050", sum)
 				}
-				qkey := testPrefix + "rl:tq:chat:key:primary:" + time.Now().UTC().Format("2006-01-02")
+				qkey := testBase + "tq:{chat:key:primary}:" + time.Now().UTC().Format("2006-01-02")
 				if got := rc.Get(ctx, qkey).Val(); got != "1050" {
 					t.Errorf("the quota's counter in Redis = %q, want 1050", got)
 				}
 				if ttl := rc.PTTL(ctx, qkey).Val(); ttl <= 0 || ttl > 24*time.Hour {
 					t.Errorf("the quota's counter expires in %v, want at the next UTC midnight", ttl)
 				}
-				if ttl := rc.PTTL(ctx, testPrefix+"rl:tpm:chat:key:primary").Val(); ttl <= 61*time.Second || ttl > 62*time.Second {
+				if ttl := rc.PTTL(ctx, testBase+"tpm:{chat:key:primary}").Val(); ttl <= 61*time.Second || ttl > 62*time.Second {
 					t.Errorf("the window expires in %v, want (61s, 62s]", ttl)
 				}
 			}
@@ -210,7 +210,7 @@ func TestTokenQuota(t *testing.T) {
 				t.Errorf("QuotaReset = %v at 10:59, want 1m0s", a.QuotaReset)
 			}
 			if rc != nil {
-				qkey := testPrefix + "rl:tq:" + key + ":2026-12-07T10"
+				qkey := testBase + "tq:{" + key + "}:2026-12-07T10"
 				if got, ttl := rc.Get(ctx, qkey).Val(), rc.PTTL(ctx, qkey).Val(); got != "900" || ttl <= 59*time.Second || ttl > time.Minute {
 					t.Errorf("%s = %q, expiring in %v; want 900, when the hour ends (1m0s)", qkey, got, ttl)
 				}
