@@ -8,6 +8,7 @@
 //
 //	go run ./bench            # the full run (about 15 minutes)
 //	go run ./bench -quick     # a smoke run of about a minute
+//	go run ./bench -cluster   # instead: scoregate instances on a Redis Cluster (bench/README.md)
 //
 // It never measures a peer that fails its 401/200 check, and reports peers that are not
 // installed as absent. It does not tune or profile the gateway: that is the hot path's business.
@@ -48,10 +49,11 @@ type options struct {
 	sweepRounds int            // repetitions of every sweep step
 	sweepSteps  sweepSteps
 	progressOut io.Writer
-	args        []string // as given, for the report
-	rerender    string   // a results folder whose report and plots are redrawn from its results.json
-	cpuProfiles string   // a folder for a CPU profile of every gateway process; "" for none
-	gatewayEnv  []string // -gateway-env: NAME=VALUE pairs added to every gateway process's environment
+	args        []string       // as given, for the report
+	rerender    string         // a results folder whose report and plots are redrawn from its results.json
+	cpuProfiles string         // a folder for a CPU profile of every gateway process; "" for none
+	gatewayEnv  []string       // -gateway-env: NAME=VALUE pairs added to every gateway process's environment
+	cluster     clusterOptions // -cluster and its flags: the Redis Cluster scale run instead of the comparison
 }
 
 func main() {
@@ -79,7 +81,11 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	dir, err := run(ctx, opts)
+	runner := run
+	if opts.cluster.enabled {
+		runner = runCluster
+	}
+	dir, err := runner(ctx, opts)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -117,6 +123,15 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		o.gatewayEnv = append(o.gatewayEnv, kv)
 		return nil
 	})
+	o.cluster = defaultClusterOptions()
+	fs.BoolVar(&o.cluster.enabled, "cluster", false, "run the Redis Cluster scale run instead of the comparison: a 3-master cluster, -instances gateways, steady load, a revocation burst, a pub/sub cut and a master kill (cluster.md and cluster.json)")
+	fs.IntVar(&o.cluster.instances, "instances", o.cluster.instances, "-cluster: gateway instances")
+	fs.IntVar(&o.cluster.rate, "cluster-rate", o.cluster.rate, "-cluster: steady load, requests a second over all instances")
+	fs.DurationVar(&o.cluster.duration, "cluster-duration", o.cluster.duration, "-cluster: the steady phase")
+	fs.IntVar(&o.cluster.stored, "cluster-stored", o.cluster.stored, "-cluster: revocations written straight into Redis before the burst")
+	fs.IntVar(&o.cluster.burst, "cluster-burst", o.cluster.burst, "-cluster: tokens issued and revoked in the revocation burst")
+	fs.IntVar(&o.cluster.cutBurst, "cluster-cut-burst", o.cluster.cutBurst, "-cluster: tokens issued and revoked in the pub/sub cut phase")
+	fs.DurationVar(&o.cluster.outage, "cluster-outage", o.cluster.outage, "-cluster: how long the killed master stays down")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -137,6 +152,14 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	o.sweepSteps = fullSweepSteps()
 	if o.quick {
 		o.quickDefaults(set)
+		if o.cluster.enabled {
+			o.cluster.quickCluster(set)
+		}
+	}
+	if o.cluster.enabled {
+		if err := o.cluster.validate(); err != nil {
+			return o, err
+		}
 	}
 	if set["profiles"] || !o.quick {
 		o.profiles = splitList(*profiles)
