@@ -876,29 +876,52 @@ func (s *RedisStore) DeleteSigningKey(ctx context.Context, kid string) error {
 // Entries whose token has expired are removed on every write and read, so each leaves Redis when
 // its token would have expired.
 
-// Revocations implements Store.
+// revocationPage is how many revocations one ZSCAN step asks for: some 200 KB and a millisecond
+// of Redis's time, well within store.redis_timeout, where reading a million at once would take
+// the master for a quarter of a second and overrun the timeout.
+const revocationPage = 4096
+
+// Revocations implements Store. It reads the set in pages (ZSCAN), each within
+// store.redis_timeout, so that a reload of a large set neither times out nor holds Redis up;
+// a revocation added during the scan may be missed by it, but its change notice, of a later
+// generation than the reload's, adds it.
 func (s *RedisStore) Revocations(ctx context.Context) ([]Revocation, error) {
-	ctx, cancel := context.WithTimeout(ctx, max(10*s.timeout, 5*time.Second)) // may be large
+	ctx, cancel := context.WithTimeout(ctx, max(10*s.timeout, 5*time.Second)) // the whole read
 	defer cancel()
-	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
-	var zs *redis.ZSliceCmd
-	_, err := s.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZRemRangeByScore(ctx, s.key("revoked"), "-inf", "("+now)
-		zs = p.ZRangeByScoreWithScores(ctx, s.key("revoked"), &redis.ZRangeBy{Min: now, Max: "+inf"})
-		return nil
-	})
+	now := time.Now().UnixMilli()
+	cctx, ccancel := s.call(ctx)
+	err := s.client.ZRemRangeByScore(cctx, s.key("revoked"), "-inf", "("+strconv.FormatInt(now, 10)).Err()
+	ccancel()
 	if err != nil {
 		return nil, fmt.Errorf("reading revocations: %w", err)
 	}
-	out := make([]Revocation, 0, len(zs.Val()))
-	for _, z := range zs.Val() {
-		iss, jti, ok := strings.Cut(z.Member.(string), "\x00")
-		if !ok {
-			continue
+	var out []Revocation
+	seen := map[string]bool{} // a scan may return an entry twice
+	var cursor uint64
+	for {
+		cctx, ccancel := s.call(ctx)
+		page, next, err := s.client.ZScan(cctx, s.key("revoked"), cursor, "", revocationPage).Result()
+		ccancel()
+		if err != nil {
+			return nil, fmt.Errorf("reading revocations: %w", err)
 		}
-		out = append(out, Revocation{Issuer: iss, JTI: jti, Expires: time.UnixMilli(int64(z.Score))})
+		for i := 0; i+1 < len(page); i += 2 {
+			member := page[i]
+			iss, jti, ok := strings.Cut(member, "\x00")
+			if !ok || seen[member] {
+				continue
+			}
+			score, err := strconv.ParseFloat(page[i+1], 64)
+			if err != nil || score < float64(now) {
+				continue
+			}
+			seen[member] = true
+			out = append(out, Revocation{Issuer: iss, JTI: jti, Expires: time.UnixMilli(int64(score))})
+		}
+		if cursor = next; cursor == 0 {
+			return out, nil
+		}
 	}
-	return out, nil
 }
 
 // PutRevocation implements Store.

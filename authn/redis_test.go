@@ -485,6 +485,46 @@ func TestRevocationLifetimeInRedis(t *testing.T) {
 	}
 }
 
+// A large revocation set is read in pages, each within store.redis_timeout: read whole, 400,000
+// revocations take Redis longer than the 100ms timeout to send, and the reload that follows a
+// missed notice (or a restart) would fail again and again (issue 23).
+func TestLargeRevocationSetReadsWithinTheTimeout(t *testing.T) {
+	srv := redistest.Start(t)
+	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
+	cfg.Store.RedisTimeout = 100 * time.Millisecond
+	store, err := OpenRedis(context.Background(), cfg.Store)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ctx := context.Background()
+	const n = 400000
+	exp := float64(time.Now().Add(time.Hour).UnixMilli())
+	for i := 0; i < n; i += 10000 {
+		zs := make([]redis.Z, 0, 10000)
+		for j := i; j < i+10000; j++ {
+			zs = append(zs, redis.Z{Score: exp, Member: fmt.Sprintf("https://issuer.example\x00jti-%07d", j)})
+		}
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := store.client.ZAdd(lctx, store.key("revoked"), zs...).Err()
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	revs, err := store.Revocations(ctx)
+	if err != nil {
+		t.Fatalf("reading %d revocations: %v", n, err)
+	}
+	seen := make(map[string]bool, len(revs))
+	for _, r := range revs {
+		seen[r.JTI] = true
+	}
+	if len(revs) != n || len(seen) != n || !seen["jti-0000000"] || !seen[fmt.Sprintf("jti-%07d", n-1)] {
+		t.Errorf("read %d revocations (%d distinct), want %d", len(revs), len(seen), n)
+	}
+}
+
 // gatewayACL is the least-privilege Redis user docs/shared-state.md documents; clusterACL is what
 // it adds for a Cluster (go-redis reads the slot map, and the commands' key positions).
 const (
