@@ -3,7 +3,9 @@ package config
 // TokenLimit limits the tokens a language-model service's callers use (prompt and completion
 // together, as the model reports them), per calling key and per principal: a budget per minute,
 // over which a request gets 429 with Retry-After, and a quota per hour, day or month, once spent
-// 403. Shared through Redis by every instance when the store is Redis; per instance otherwise.
+// 403. Each caller's budget is the service's own: a principal's tokens on another service do not
+// count against it. Shared through Redis by every instance when the store is Redis; per instance
+// otherwise.
 type TokenLimit struct {
 	// PerKey limits each key (primary and secondary separately; key mode).
 	PerKey TokenBudget `yaml:"per_key"`

@@ -36,8 +36,9 @@ type HealthCheck struct {
 }
 
 // RateLimit limits requests per second, with a burst, per calling key and per principal; a
-// request over the limit gets 429 with Retry-After. Shared through Redis by every instance when
-// the store is Redis; per instance otherwise.
+// request over the limit gets 429 with Retry-After. Each caller's rate is the service's own: a
+// principal's requests to another service do not count against it. Shared through Redis by every
+// instance when the store is Redis; per instance otherwise.
 type RateLimit struct {
 	// PerKey limits each key (primary and secondary separately; key mode).
 	PerKey Rate `yaml:"per_key"`

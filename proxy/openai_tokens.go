@@ -78,20 +78,24 @@ func (t *tokenLimits) limitFor(c *authn.Caller) (key string, l ratelimit.TokenLi
 		key, ok = t.keyKeys[c.KeySlot]
 		return key, t.perKey, ok
 	case c.Token.Subject != "" && limitsTokens(t.perPrincipal):
-		return t.principalKey(c.Token.Issuer, c.Token.Subject), t.perPrincipal, true
+		return principalKey(t.prefix, c.Token.Issuer, c.Token.Subject), t.perPrincipal, true
 	}
 	return "", ratelimit.TokenLimit{}, false
 }
 
-// principalKey is the limiter's key of a token's principal: the issuer with the subject, so that
-// the same subject from two issuers has two budgets. A "%" or "|" in the issuer is escaped
-// ("%25", "%7C"), so that the first "|" always ends it and no two principals share a key.
-func (t *tokenLimits) principalKey(issuer, subject string) string {
+// principalKey is a limiter's key of a token's principal: prefix (which names the service and
+// the limit), then the issuer with the subject, so that the same subject from two issuers has two
+// budgets. A "%" or "|" in the issuer is escaped ("%25", "%7C"), so that the first "|" always
+// ends it and no two principals share a key. For an issuer without either it makes one
+// allocation, the key's.
+func principalKey(prefix, issuer, subject string) string {
 	if strings.ContainsAny(issuer, "%|") {
-		issuer = strings.NewReplacer("%", "%25", "|", "%7C").Replace(issuer)
+		issuer = issuerEscaper.Replace(issuer)
 	}
-	return t.prefix + issuer + "|" + subject
+	return prefix + issuer + "|" + subject
 }
+
+var issuerEscaper = strings.NewReplacer("%", "%25", "|", "%7C")
 
 // The refusals of token limits. A 403 for a spent quota is built per refusal: its message says
 // when the quota renews.

@@ -36,19 +36,18 @@ func TestLLMCallEstimate(t *testing.T) {
 // A principal's key is its issuer's: no issuer and subject, however they are spelt, share one
 // with another pair.
 func TestPrincipalKey(t *testing.T) {
-	tl := &tokenLimits{prefix: "chat:principal:"}
 	seen := map[string][2]string{}
 	for _, p := range [][2]string{
 		{"https://a", "alice"}, {"https://b", "alice"},
 		{"x|y", "z"}, {"x", "y|z"}, {"x%7Cy", "z"}, {"x%", "7Cy|z"},
 	} {
-		k := tl.principalKey(p[0], p[1])
+		k := principalKey("chat:principal:", p[0], p[1])
 		if other, ok := seen[k]; ok {
 			t.Errorf("%q and %q share the key %q", p, other, k)
 		}
 		seen[k] = p
 	}
-	if got := tl.principalKey("https://a", "alice"); got != "chat:principal:https://a|alice" {
+	if got := principalKey("chat:principal:", "https://a", "alice"); got != "chat:principal:https://a|alice" {
 		t.Errorf("key %q", got)
 	}
 }

@@ -67,6 +67,14 @@ func (k edKey) Key(_ context.Context, kid string) (crypto.PublicKey, string, err
 
 func newTokenEnv(t *testing.T, perKey, perPrincipal config.TokenBudget) *tokenEnv {
 	t.Helper()
+	return newTokenEnvWith(t, perKey, perPrincipal, nil)
+}
+
+// newTokenEnvWith is newTokenEnv with its configuration changed by edit (unless nil) before it
+// is checked. Every auth: token service of it takes the tokens of idpA and idpB that its
+// issuers list.
+func newTokenEnvWith(t *testing.T, perKey, perPrincipal config.TokenBudget, edit func(*config.Config)) *tokenEnv {
+	t.Helper()
 	ctx := context.Background()
 	store, err := authn.OpenBolt(t.TempDir())
 	if err != nil {
@@ -87,15 +95,14 @@ func newTokenEnv(t *testing.T, perKey, perPrincipal config.TokenBudget) *tokenEn
 		}
 	}
 	var issuers []config.Issuer
-	var opts []authn.TokensOption
+	pubs := map[string]ed25519.PublicKey{}
 	for _, iss := range []string{idpA, idpB} {
 		pub, priv, err := ed25519.GenerateKey(rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.idp[iss] = priv
+		e.idp[iss], pubs[iss] = priv, pub
 		issuers = append(issuers, config.Issuer{Issuer: iss, JWKSURL: "http://127.0.0.1:1/jwks.json", Audience: chatAudience, Algorithms: []string{"EdDSA"}})
-		opts = append(opts, authn.WithIssuerKeys("chat", iss, edKey{pub}))
 	}
 	e.cfg = &config.Config{Services: []config.Service{
 		{Name: "llm", Auth: config.AuthKey, API: config.APIOpenAI, Upstreams: []string{e.model.srv.URL},
@@ -105,9 +112,20 @@ func newTokenEnv(t *testing.T, perKey, perPrincipal config.TokenBudget) *tokenEn
 		{Name: "gone", Auth: config.AuthKey, API: config.APIOpenAI, Upstreams: []string{closedPortURL(t)},
 			TokenLimit: config.TokenLimit{PerKey: perKey}},
 	}}
+	if edit != nil {
+		edit(e.cfg)
+	}
 	e.cfg.ApplyDefaults()
 	if err := e.cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	var opts []authn.TokensOption
+	for _, sc := range e.cfg.Services {
+		for _, iss := range sc.Issuers {
+			if pub, ok := pubs[iss.Issuer]; ok {
+				opts = append(opts, authn.WithIssuerKeys(sc.Name, iss.Issuer, edKey{pub}))
+			}
+		}
 	}
 	principals, err := authn.NewPrincipals(ctx, store, keys, authn.NewRoles(e.cfg), "owner-key-for-the-token-limit-tests-0123456789")
 	if err != nil {

@@ -44,6 +44,7 @@ type service struct {
 
 	perKey, perPrincipal ratelimit.Limit
 	keyLimitKeys         map[string]string // key slot → rate-limit key, built once
+	principalLimitPrefix string            // "principal:<service>:", the start of a principal's rate-limit key
 	tokens               tokenLimits       // token_limit (openai_tokens.go)
 
 	mirror        *deployment
@@ -134,6 +135,7 @@ func newService(sc config.Service, prev *service, log *slog.Logger) (*service, e
 		authn.SlotPrimary:   "key:" + sc.Name + ":" + authn.SlotPrimary,
 		authn.SlotSecondary: "key:" + sc.Name + ":" + authn.SlotSecondary,
 	}
+	svc.principalLimitPrefix = "principal:" + sc.Name + ":"
 	return svc, nil
 }
 
@@ -503,7 +505,10 @@ func readFull(r io.Reader, buf []byte) (int, error) {
 	return n, nil
 }
 
-// rateLimit applies the service's per-key or per-principal rate to the caller.
+// rateLimit applies the service's per-key or per-principal rate to the caller. Its keys name the
+// service with the caller, never a credential: "key:<service>:<slot>" and
+// "principal:<service>:<issuer>|<subject>" (principalKey), so that each service's rate is a
+// budget of its own: a caller's requests to one service take nothing from its rate on another.
 func (g *Gateway) rateLimit(svc *service, c authn.Caller) error {
 	if g.limiter == nil {
 		return nil
@@ -514,7 +519,7 @@ func (g *Gateway) rateLimit(svc *service, c authn.Caller) error {
 	case svc.perKey.Rate > 0 && c.KeySlot != "":
 		key, lim = svc.keyLimitKeys[c.KeySlot], svc.perKey
 	case svc.perPrincipal.Rate > 0 && c.Token.Subject != "":
-		key, lim = "principal:"+c.Token.Issuer+"|"+c.Token.Subject, svc.perPrincipal
+		key, lim = principalKey(svc.principalLimitPrefix, c.Token.Issuer, c.Token.Subject), svc.perPrincipal
 	default:
 		return nil
 	}
