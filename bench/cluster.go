@@ -421,6 +421,8 @@ func (r *clusterRun) checkCredentials(ctx context.Context) error {
 // masterSnapshot is what INFO says of a master at one moment.
 type masterSnapshot struct {
 	total int64            // total_commands_processed
+	in    int64            // total_net_input_bytes
+	out   int64            // total_net_output_bytes
 	calls map[string]int64 // commandstats calls
 	own   int64            // the harness's commands sent to it before this INFO
 }
@@ -435,6 +437,8 @@ func (r *clusterRun) snapshotMasters(ctx context.Context) ([]masterSnapshot, err
 		}
 		s := masterSnapshot{own: own, calls: map[string]int64{}}
 		s.total, _ = strconv.ParseInt(m["total_commands_processed"], 10, 64)
+		s.in, _ = strconv.ParseInt(m["total_net_input_bytes"], 10, 64)
+		s.out, _ = strconv.ParseInt(m["total_net_output_bytes"], 10, 64)
 		for k, v := range m {
 			cmd, ok := strings.CutPrefix(k, "cmdstat_")
 			if !ok {
@@ -517,8 +521,10 @@ func (r *clusterRun) masterLoads(before, after []masterSnapshot, secs float64) [
 		b, a := before[i], after[i]
 		own := a.own - b.own
 		ml := masterLoad{Addr: n.addr, ID: n.id, HoldsStore: r.res.Cluster.Nodes[i].HoldsStore, Harness: own,
-			Commands: a.total - b.total - own, Publishes: a.calls["publish"] - b.calls["publish"]}
+			Commands: a.total - b.total - own, Publishes: a.calls["publish"] - b.calls["publish"] + a.calls["spublish"] - b.calls["spublish"]}
 		ml.PerSecond = float64(ml.Commands) / secs
+		ml.InBytesPerSecond = float64(a.in-b.in) / secs
+		ml.OutBytesPerSecond = float64(a.out-b.out) / secs
 		for cmd, calls := range a.calls {
 			if d := calls - b.calls[cmd]; d > 0 {
 				ml.Top = append(ml.Top, commandCount{Command: cmd, Calls: d})

@@ -104,14 +104,18 @@ type steadyResult struct {
 }
 
 type masterLoad struct {
-	Addr       string         `json:"addr"`
-	ID         string         `json:"id"`
-	HoldsStore bool           `json:"holdsStore"`
-	Commands   int64          `json:"commands"` // total_commands_processed over the phase, less the harness's own
-	Harness    int64          `json:"harnessCommands"`
-	Publishes  int64          `json:"publishCalls"` // PUBLISH commands received (from clients, not over the cluster bus)
-	PerSecond  float64        `json:"perSecond"`
-	Top        []commandCount `json:"topCommands"` // INFO commandstats calls over the phase (the harness's INFO included)
+	Addr       string  `json:"addr"`
+	ID         string  `json:"id"`
+	HoldsStore bool    `json:"holdsStore"`
+	Commands   int64   `json:"commands"` // total_commands_processed over the phase, less the harness's own
+	Harness    int64   `json:"harnessCommands"`
+	Publishes  int64   `json:"publishCalls"` // PUBLISH and SPUBLISH commands received (from clients, not over the cluster bus)
+	PerSecond  float64 `json:"perSecond"`
+	// InBytesPerSecond and OutBytesPerSecond are total_net_input_bytes and
+	// total_net_output_bytes over the phase (the harness's INFO included, the cluster bus not).
+	InBytesPerSecond  float64        `json:"inBytesPerSecond"`
+	OutBytesPerSecond float64        `json:"outBytesPerSecond"`
+	Top               []commandCount `json:"topCommands"` // INFO commandstats calls over the phase (the harness's INFO included)
 }
 
 type commandCount struct {
@@ -554,7 +558,7 @@ func writeRevoke(b *strings.Builder, o revokeOutcome) {
 	fmt.Fprintf(b, "Propagation, from each admin call's return until each instance answered 401 (probed every %s, at most %s), over %s (revocation, instance) pairs: p50 **%.2f ms**, p99 **%.2f ms**, max %.2f ms; %d pairs still accepted at the bound%s.\n\n",
 		probeEvery, probeBound, num(float64(p.Pairs)), p.P50ms, p.P99ms, p.MaxMs, p.StillAccepted, firstErr(p.FirstStillAccepted))
 	if len(o.Masters) > 0 {
-		b.WriteString("The masters over the revocations (a change notice is one PUBLISH, received by the node the client sent it to and passed to the others over the cluster bus):\n\n")
+		b.WriteString("The masters over the revocations (a change notice is one SPUBLISH to the master of the store's slot, which sends it to the instances subscribed there; a PUBLISH, as before sharded notices, goes to any node and is passed to the others over the cluster bus):\n\n")
 		writeMasters(b, o.Masters, true)
 		b.WriteString("\n")
 	}
@@ -563,9 +567,9 @@ func writeRevoke(b *strings.Builder, o revokeOutcome) {
 // writeMasters writes the masters' load; with publishes, the PUBLISH calls each received.
 func writeMasters(b *strings.Builder, ms []masterLoad, publishes bool) {
 	if publishes {
-		b.WriteString("| master | holds the store | commands/s | PUBLISH received | most called |\n|---|---|---|---|---|\n")
+		b.WriteString("| master | holds the store | commands/s | KB/s in | KB/s out | PUBLISH and SPUBLISH received | most called |\n|---|---|---|---|---|---|---|\n")
 	} else {
-		b.WriteString("| master | holds the store | commands/s | most called |\n|---|---|---|---|\n")
+		b.WriteString("| master | holds the store | commands/s | KB/s in | KB/s out | most called |\n|---|---|---|---|---|---|\n")
 	}
 	for _, m := range ms {
 		var top []string
@@ -576,7 +580,8 @@ func writeMasters(b *strings.Builder, ms []masterLoad, publishes bool) {
 		if publishes {
 			pub = " " + num(float64(m.Publishes)) + " |"
 		}
-		fmt.Fprintf(b, "| %s | %s | %s |%s %s |\n", m.Addr, yesNo(m.HoldsStore), perSec(m.PerSecond), pub, cell(strings.Join(top, ", ")))
+		fmt.Fprintf(b, "| %s | %s | %s | %.1f | %.1f |%s %s |\n", m.Addr, yesNo(m.HoldsStore), perSec(m.PerSecond),
+			m.InBytesPerSecond/1000, m.OutBytesPerSecond/1000, pub, cell(strings.Join(top, ", ")))
 	}
 }
 
