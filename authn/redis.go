@@ -886,7 +886,7 @@ const revocationPage = 4096
 // a revocation added during the scan may be missed by it, but its change notice, of a later
 // generation than the reload's, adds it.
 func (s *RedisStore) Revocations(ctx context.Context) ([]Revocation, error) {
-	ctx, cancel := context.WithTimeout(ctx, max(10*s.timeout, 5*time.Second)) // the whole read
+	ctx, cancel := context.WithTimeout(ctx, max(10*s.timeout, time.Minute)) // the whole read; each step has its own bound
 	defer cancel()
 	now := time.Now().UnixMilli()
 	cctx, ccancel := s.call(ctx)
@@ -899,9 +899,18 @@ func (s *RedisStore) Revocations(ctx context.Context) ([]Revocation, error) {
 	seen := map[string]bool{} // a scan may return an entry twice
 	var cursor uint64
 	for {
-		cctx, ccancel := s.call(ctx)
-		page, next, err := s.client.ZScan(cctx, s.key("revoked"), cursor, "", revocationPage).Result()
-		ccancel()
+		var page []string
+		var next uint64
+		// A step that times out is asked again (a step reads nothing twice that matters): ten
+		// instances reloading at once on a busy machine may see one step overrun.
+		for try := 1; ; try++ {
+			cctx, ccancel := s.call(ctx)
+			page, next, err = s.client.ZScan(cctx, s.key("revoked"), cursor, "", revocationPage).Result()
+			ccancel()
+			if err == nil || try == 3 || ctx.Err() != nil || !StoreUnreachable(err) {
+				break
+			}
+		}
 		if err != nil {
 			return nil, fmt.Errorf("reading revocations: %w", err)
 		}

@@ -239,7 +239,7 @@ func (r *Replica) fillGap(ctx context.Context) {
 		r.gapTimer.Reset(wait)
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, reloadTimeout)
 	defer cancel()
 	if err := r.resyncLocked(cctx, ReloadGap); err != nil {
 		r.setProblem("reloading after a missed change: " + err.Error())
@@ -251,6 +251,10 @@ func (r *Replica) fillGap(ctx context.Context) {
 // noticeGrace is how long the generation check waits for the notices of changes it sees but the
 // copy does not reflect yet: a change's notice is published just after its generation is bumped.
 const noticeGrace = 100 * time.Millisecond
+
+// reloadTimeout bounds a full reload. Each of its Redis calls has its own store.redis_timeout,
+// so an unreachable Redis fails it at once; a million revocations take a few seconds to read.
+const reloadTimeout = time.Minute
 
 // gapWait is how long a notice that arrived ahead of a missing one waits for it before the
 // missing one counts as lost (a full reload). Notices of one Redis node arrive in the order they
@@ -448,7 +452,7 @@ func (r *Replica) listenOnce(ctx context.Context, reason *string) {
 		case *redis.Subscription:
 			switch m.Kind {
 			case "subscribe", "ssubscribe":
-				cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				cctx, cancel := context.WithTimeout(ctx, reloadTimeout)
 				if err := r.resync(cctx, *reason); err != nil {
 					r.setProblem("reloading after subscribing: " + err.Error())
 				}
