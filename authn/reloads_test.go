@@ -35,25 +35,9 @@ func TestFullReloadsAreCountedByReason(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
 	cfg.Store.ResyncInterval = 200 * time.Millisecond
-	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	a, b, toks := twoWithTokens(t, cfg, 40)
 	ctx := context.Background()
-	for _, in := range []*instance{a, b} {
-		eventually(t, 5*time.Second, "the reload after the first subscription", func() bool { return in.replica.FullReloads(ReloadStart) == 1 })
-	}
 	startOnly := map[string]int64{ReloadStart: 1}
-
-	p, _, err := a.principals.Create(ctx, "rita", "reader")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var toks []string
-	for range 40 {
-		tok, err := a.tokens.Mint(ctx, p, "scoring")
-		if err != nil {
-			t.Fatal(err)
-		}
-		toks = append(toks, tok.AccessToken)
-	}
 	revoke := func(toks []string) {
 		t.Helper()
 		for i, tok := range toks {
@@ -99,6 +83,30 @@ func TestFullReloadsAreCountedByReason(t *testing.T) {
 	}
 }
 
+// twoWithTokens starts two instances on cfg, waits for both to have made their first reload, and
+// has a mint n tokens of one principal, which b then accepts.
+func twoWithTokens(t *testing.T, cfg *config.Config, n int) (a, b *instance, toks []string) {
+	t.Helper()
+	a, b = startInstance(t, cfg), startInstance(t, cfg)
+	for _, in := range []*instance{a, b} {
+		eventually(t, 5*time.Second, "the reload after the first subscription", func() bool { return in.replica.FullReloads(ReloadStart) == 1 })
+	}
+	ctx := context.Background()
+	p, _, err := a.principals.Create(ctx, "rita", "reader")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		tok, err := a.tokens.Mint(ctx, p, "scoring")
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok.AccessToken)
+	}
+	eventually(t, 2*time.Second, "b has the principal", func() bool { return b.checkToken(toks[0]) == nil })
+	return a, b, toks
+}
+
 // revokeQuietly stores the revocation of tok as PutRevocation does, bumping the generation, but
 // publishes nothing: it returns the change notice, for the test to send when and if it likes.
 func revokeQuietly(t *testing.T, s *RedisStore, tok string) string {
@@ -129,22 +137,8 @@ func TestOutOfOrderNoticesAreHeldAndALostOneReloadsOnce(t *testing.T) {
 	cfg := redisConfig(t, config.Store{RedisURL: srv.URL()})
 	cfg.Store.ResyncInterval = time.Second // the generation check stays out of the way
 	cfg.Store.StalenessBound = 5 * time.Second
-	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	a, b, toks := twoWithTokens(t, cfg, 30)
 	ctx := context.Background()
-	eventually(t, 5*time.Second, "the reload after the first subscription", func() bool { return b.replica.FullReloads(ReloadStart) == 1 })
-	p, _, err := a.principals.Create(ctx, "rita", "reader")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var toks []string
-	for range 30 {
-		tok, err := a.tokens.Mint(ctx, p, "scoring")
-		if err != nil {
-			t.Fatal(err)
-		}
-		toks = append(toks, tok.AccessToken)
-	}
-	eventually(t, 2*time.Second, "b has the principal", func() bool { return b.checkToken(toks[0]) == nil })
 
 	// Twenty revocations, their notices sent in pairs swapped: 2 1 4 3 ...
 	var notices []string
@@ -200,25 +194,11 @@ func TestClusterNoticesArriveInOrder(t *testing.T) {
 	cfg := redisConfig(t, config.Store{RedisAddrs: cl.Addrs})
 	cfg.Store.ResyncInterval = 500 * time.Millisecond
 	cfg.Store.StalenessBound = 5 * time.Second
-	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	a, b, toks := twoWithTokens(t, cfg, 200)
 	if !a.store.sharded {
 		t.Fatal("a Cluster client does not use sharded pub/sub")
 	}
 	ctx := context.Background()
-	eventually(t, 5*time.Second, "the reload after the first subscription", func() bool { return b.replica.FullReloads(ReloadStart) == 1 })
-	p, _, err := a.principals.Create(ctx, "rita", "reader")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var toks []string
-	for range 200 {
-		tok, err := a.tokens.Mint(ctx, p, "scoring")
-		if err != nil {
-			t.Fatal(err)
-		}
-		toks = append(toks, tok.AccessToken)
-	}
-	eventually(t, 2*time.Second, "b has the principal", func() bool { return b.checkToken(toks[0]) == nil })
 	var wg sync.WaitGroup
 	for w := range 4 { // four writers at once, as four admin calls on two instances
 		in := []*instance{a, b}[w%2]
@@ -252,22 +232,8 @@ func TestClusterSlotMovesUnderTheSubscription(t *testing.T) {
 	cfg := redisConfig(t, config.Store{RedisAddrs: cl.Addrs})
 	cfg.Store.ResyncInterval = 200 * time.Millisecond
 	cfg.Store.StalenessBound = 5 * time.Second
-	a, b := startInstance(t, cfg), startInstance(t, cfg)
+	a, b, toks := twoWithTokens(t, cfg, 2)
 	ctx := context.Background()
-	eventually(t, 5*time.Second, "the reload after the first subscription", func() bool { return b.replica.FullReloads(ReloadStart) == 1 })
-	p, _, err := a.principals.Create(ctx, "rita", "reader")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var toks []string
-	for range 2 {
-		tok, err := a.tokens.Mint(ctx, p, "scoring")
-		if err != nil {
-			t.Fatal(err)
-		}
-		toks = append(toks, tok.AccessToken)
-	}
-	eventually(t, 2*time.Second, "b has the principal", func() bool { return b.checkToken(toks[0]) == nil })
 
 	// Move the store's slot from its master to another: IMPORTING, MIGRATING, MIGRATE every key,
 	// then NODE on every master.
