@@ -156,15 +156,10 @@ func (r *clusterRun) run(ctx context.Context) error {
 		return err
 	}
 	r.res.Machine.Gateway = commandVersion(h.gatewayBin, "version")
-	var addrs []string
-	var err error
-	h.upstream, addrs, err = startOnFreePorts(ctx, 1, 10*time.Second, func(a []string) (*process, error) {
-		return h.startSelf("model", roleUpstream, a[0])
-	})
-	if err != nil {
+	if err := h.startModel(ctx); err != nil {
 		return err
 	}
-	h.upstreamAddr = addrs[0]
+	var err error
 
 	h.progress.say("starting a Redis Cluster of 3 masters")
 	if r.cluster, err = h.startRedisCluster(ctx, 3); err != nil {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/scoregate/scoregate/internal/testing/freeport"
 )
 
 // clusterNodeTimeout is every node's --cluster-node-timeout: how long a node may be unreachable
@@ -144,44 +146,7 @@ func (h *harness) runClusterNode(ctx context.Context, c *redisCluster, node *clu
 
 // clusterPort picks a free loopback port whose cluster bus port (port+10000) is free too, both
 // below the kernel's ephemeral range, where no outgoing connection takes them meanwhile.
-func clusterPort() (int, error) {
-	eph := ephemeralLow()
-	for range 200 {
-		a, err := freeAddr()
-		if err != nil {
-			return 0, err
-		}
-		_, ps, _ := net.SplitHostPort(a)
-		port, _ := strconv.Atoi(ps)
-		if port+10000 >= eph {
-			continue
-		}
-		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port+10000)))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return port, nil
-	}
-	return 0, errors.New("no free port pair (port, port+10000) found below the ephemeral range")
-}
-
-// ephemeralLow is the lowest port the kernel picks for outgoing connections.
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err != nil {
-		return 32768
-	}
-	f := strings.Fields(string(b))
-	if len(f) != 2 {
-		return 32768
-	}
-	n, err := strconv.Atoi(f[0])
-	if err != nil {
-		return 32768
-	}
-	return n
-}
+func clusterPort() (int, error) { return freeport.PickPair(10000) }
 
 // do sends one command to the node, counted as the harness's own.
 func (n *clusterNode) do(ctx context.Context, args ...any) *redis.Cmd {

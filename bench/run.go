@@ -173,13 +173,9 @@ func (h *harness) prepare(ctx context.Context) error {
 	h.res.Machine.Gateway = commandVersion(h.gatewayBin, "version")
 	var addrs []string
 	var err error
-	h.upstream, addrs, err = startOnFreePorts(ctx, 1, 10*time.Second, func(a []string) (*process, error) {
-		return h.startSelf("model", roleUpstream, a[0])
-	})
-	if err != nil {
+	if err := h.startModel(ctx); err != nil {
 		return err
 	}
-	h.upstreamAddr = addrs[0]
 	_, addrs, err = startOnFreePorts(ctx, 1, 10*time.Second, func(a []string) (*process, error) {
 		return h.startSelf("otlp-sink", roleSink, a[0])
 	})
@@ -264,4 +260,16 @@ func commandVersion(bin string, args ...string) string {
 	out, _ := exec.Command(bin, args...).CombinedOutput() // wrk -v exits 1 after printing its version
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line
+}
+
+// startModel starts the harness's model on a free port: h.upstream, at h.upstreamAddr.
+func (h *harness) startModel(ctx context.Context) error {
+	proc, addrs, err := startOnFreePorts(ctx, 1, 10*time.Second, func(a []string) (*process, error) {
+		return h.startSelf("model", roleUpstream, a[0])
+	})
+	if err != nil {
+		return err
+	}
+	h.upstream, h.upstreamAddr = proc, addrs[0]
+	return nil
 }

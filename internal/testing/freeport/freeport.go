@@ -60,6 +60,30 @@ func Pick() (int, error) {
 	return 0, fmt.Errorf("freeport: no free port found in [%d, %d)", lowest, hi)
 }
 
+// PickPair returns a loopback port p such that p+offset is free too (a Redis Cluster node listens
+// on its port and on its port + 10000, the cluster bus), both below the ephemeral range and both
+// handed out.
+func PickPair(offset int) (int, error) {
+	hi := ephemeralLow() - offset
+	given.Lock()
+	defer given.Unlock()
+	if given.ports == nil {
+		given.ports = map[int]bool{}
+	}
+	if hi-lowest < 1000 {
+		return 0, fmt.Errorf("freeport: no room for two ports %d apart below the ephemeral range", offset)
+	}
+	for range 1000 {
+		p := lowest + rand.IntN(hi-lowest)
+		if given.ports[p] || given.ports[p+offset] || !free(p) || !free(p+offset) {
+			continue
+		}
+		given.ports[p], given.ports[p+offset] = true, true
+		return p, nil
+	}
+	return 0, fmt.Errorf("freeport: no free pair of ports %d apart found in [%d, %d)", offset, lowest, hi)
+}
+
 // Addr returns "127.0.0.1:port" for a port from Pick.
 func Addr() (string, error) {
 	p, err := Pick()

@@ -2,6 +2,7 @@ package freeport
 
 import (
 	"net"
+	"strconv"
 	"testing"
 )
 
@@ -24,4 +25,27 @@ func TestPickBelowEphemeralRange(t *testing.T) {
 		t.Fatal(err)
 	}
 	ln.Close()
+}
+
+// PickPair hands out a port and the port offset above it, both free and below the ephemeral
+// range, and neither again.
+func TestPickPair(t *testing.T) {
+	seen := map[int]bool{}
+	for range 20 {
+		p, err := PickPair(10000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, q := range []int{p, p + 10000} {
+			if seen[q] || q < lowest || q >= ephemeralLow() {
+				t.Fatalf("port %d: seen before %v, or outside [%d, %d)", q, seen[q], lowest, ephemeralLow())
+			}
+			seen[q] = true
+			l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(q)))
+			if err != nil {
+				t.Fatalf("port %d is not free: %v", q, err)
+			}
+			l.Close()
+		}
+	}
 }
