@@ -142,11 +142,20 @@ var (
 // overrun reports whether bytes follow the end of an answer: read already into br, or, on a
 // plain connection, waiting on the socket. (Under TLS only the decrypted bytes in br count: a
 // TLS record after an answer may be a close_notify.)
+//
+// When the read that brought the answer's last bytes came back short, it took everything the
+// socket held: that read was the look, and no system call is made for another. It stands for
+// recentLook, as a look does (peekConn). Otherwise (the read filled what it asked for, as a
+// read straight into a large body does) the socket is looked at.
 func overrun(br *bufio.Reader, conn net.Conn) bool {
 	if br.Buffered() > 0 {
 		return true
 	}
-	if _, ok := conn.(*modelConn); ok {
+	if mc, ok := conn.(*modelConn); ok {
+		if mc.drained {
+			mc.quietAt = time.Now()
+			return false
+		}
 		return peekConn(conn, time.Time{}) == connPending
 	}
 	return false

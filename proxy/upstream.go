@@ -147,6 +147,9 @@ type modelConn struct {
 	state   connState
 	peek    peeker
 	quietAt time.Time // when a look last found the connection open and quiet
+	// drained: the last read returned fewer bytes than it asked for, so it took all the socket
+	// held then (a TCP read returns what is queued, up to the size asked). Set by each read.
+	drained bool
 }
 
 // connState is a model connection's local address and what has happened on it.
@@ -164,6 +167,7 @@ func (c *modelConn) LocalAddr() net.Addr { return &c.state }
 
 func (c *modelConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	c.drained = err == nil && n > 0 && n < len(p)
 	if n > 0 && !c.state.answered.Load() {
 		c.state.answered.Store(true)
 	}
@@ -176,6 +180,7 @@ func (c *modelConn) Write(p []byte) (int, error) {
 		c.state.answered.Store(false)
 		c.state.sent.Store(0)
 	}
+	c.drained = false
 	n, err := c.Conn.Write(p)
 	c.state.sent.Add(int64(n))
 	return n, err
