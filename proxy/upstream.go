@@ -54,12 +54,18 @@ func newUpstream(raw string, svc config.Service) (*upstream, error) {
 			MaxConns:                 svc.MaxConnsPerUpstream,
 			MaxConnWaitTimeout:       time.Second,
 			MaxIdleConnDuration:      svc.UpstreamIdleTimeout,
-			ReadTimeout:              svc.ScoringTimeout,
-			WriteTimeout:             svc.ScoringTimeout,
-			MaxResponseBodySize:      int(svc.MaxResponseBytes),
-			SecureErrorLogMessage:    true,
-			RetryIfErr:               retryIdleClose,
-			DialTimeout:              dialModel,
+			// The connection given back last is taken first: under a steady load the same few
+			// connections carry the requests, each taken again within recentLook of the look
+			// after its last answer, so it is not looked at again (one system call per request
+			// fewer); the ones left idle are closed after upstream_idle_timeout. (FIFO, fasthttp's
+			// default, takes the one idle longest, past recentLook at moderate rates.)
+			ConnPoolStrategy:      fasthttp.LIFO,
+			ReadTimeout:           svc.ScoringTimeout,
+			WriteTimeout:          svc.ScoringTimeout,
+			MaxResponseBodySize:   int(svc.MaxResponseBytes),
+			SecureErrorLogMessage: true,
+			RetryIfErr:            retryIdleClose,
+			DialTimeout:           dialModel,
 			Transport: modelTransport{headerTimeout: svc.ScoringTimeout, idleTimeout: svc.StreamIdleTimeout,
 				poolIdle: svc.UpstreamIdleTimeout},
 		},
