@@ -496,6 +496,11 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 		s.adopt(&g.streams, svc, dep, r, ctx.Conn(), g.server.WriteTimeout)
 		if ai != nil {
 			s.meter, ai.streamed = newAnswerMeter(ai, &ctx.Response.Header, true), true
+			if s.meter.strip {
+				// What the client gets of a piece is known only once the meter has read it, which
+				// may take more than one read: the headers are not held for it.
+				ctx.Response.ImmediateHeaderFlush = true
+			}
 		}
 		held = false
 		return nil
