@@ -45,11 +45,14 @@ type syscallColumn struct {
 	events []string // syscalls:sys_enter_X or sys_exit_X tracepoints
 	filter string   // a perf filter on each of the events, "" for none
 	named  bool     // a sys_enter count that the "other" column leaves out
+	scale  float64  // what a count is multiplied by (0: 1)
 }
 
 // syscallColumns are the system calls counted one by one; "total" is every system call.
 var syscallColumns = []syscallColumn{
 	{name: "total", events: []string{"raw_syscalls:sys_enter"}},
+	// perf's task-clock, in milliseconds: the process's CPU time, read at once with its counts.
+	{name: "CPU µs", events: []string{"task-clock"}, scale: 1000},
 	{name: "read", events: []string{"syscalls:sys_enter_read"}, named: true},
 	{name: "read EAGAIN", events: []string{"syscalls:sys_exit_read"}, filter: "ret == -11"},
 	{name: "recvfrom", events: []string{"syscalls:sys_enter_recvfrom"}, named: true},
@@ -432,6 +435,9 @@ func readPerfFile(path string, want int) ([]float64, error) {
 func perRequestColumns(counts []float64, colOf []int, requests int64) []float64 {
 	cols := make([]float64, len(syscallColumns)+1)
 	for i, c := range counts {
+		if sc := syscallColumns[colOf[i]].scale; sc != 0 {
+			c *= sc
+		}
 		cols[colOf[i]] += c
 	}
 	other := cols[0]
@@ -593,7 +599,7 @@ func writeSyscountTables(w io.Writer, opts options, h *harness, peers []*peer, r
 	}
 	fmt.Fprintf(w, "about %d requests per measurement, %d rounds interleaved; medians over the rounds (the total's min–max in brackets). "+
 		"System calls counted by perf stat on each process's syscall tracepoints; \"EAGAIN\" columns are the reads that found nothing; "+
-		"\"other\" is every system call not in a column. Segments are the TCP segments each leg's receiving socket got (tcp:tcp_probe), with data and without (pure ACKs).\n\n",
+		"\"other\" is every system call not in a column; \"CPU µs\" is perf's task-clock (timed, not counted: it moves with the machine's load). Segments are the TCP segments each leg's receiving socket got (tcp:tcp_probe), with data and without (pure ACKs).\n\n",
 		opts.syscounts, opts.rounds)
 	header := []string{"peer", "process", "req/s"}
 	for _, c := range syscallColumns {
