@@ -215,8 +215,9 @@ var (
 //
 // When the read that brought the answer's last bytes came back short, it took everything the
 // socket held: that read was the look, and no system call is made for another. It stands for
-// recentLook, as a look does (peekConn). Otherwise (the read filled what it asked for, as a
-// read straight into a large body does) the socket is looked at.
+// recentLook, as a look does (peekConn): bytes or a close that come after it are found by the
+// look before a later reuse, as those that come after a look are. Otherwise (the read filled
+// what it asked for, as a read straight into a large body does) the socket is looked at.
 func overrun(br *bufio.Reader, conn net.Conn) bool {
 	if br.Buffered() > 0 {
 		return true
