@@ -194,7 +194,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	for _, p := range o.profiles {
 		if _, ok := profileByName[p]; !ok {
-			return o, fmt.Errorf("-profiles: unknown profile %q (fast, slow, chunked, medium, large)", p)
+			return o, fmt.Errorf("-profiles: unknown profile %q (fast, slow, chunked, medium, large, streamed)", p)
 		}
 	}
 	if only != "" {

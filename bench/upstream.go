@@ -29,6 +29,9 @@ const slowWait = 3 * time.Millisecond
 // largeBody is the large profile's request and response size.
 const largeBody = 64 << 10
 
+// streamedBody is the streamed profile's request size: over the 64 KB the gateway reads whole.
+const streamedBody = 1 << 20
+
 // mediumBody is the medium profile's: over the 4 KB write buffers of fasthttp's client and
 // server, under the 64 KB a loopback segment carries, so that a header and body written apart
 // show as two segments.
@@ -45,6 +48,8 @@ var profiles = []profile{
 		describe: "the fast model's answer sent chunked, as a server that streams its responses sends it (not in the default -profiles)"},
 	{name: "medium", path: "/large", contentType: "application/octet-stream", body: pattern(mediumBody), wantInBody: "0123456789",
 		describe: "a 16 KB request body echoed back as a 16 KB response (not in the default -profiles)"},
+	{name: "streamed", path: sinkPath, contentType: "application/octet-stream", body: pattern(streamedBody), wantInBody: `"bytes"`,
+		describe: "a 1 MB request body, over what the gateway reads whole, so that it streams through to the model, answered with its size (not in the default -profiles)"},
 	{name: "large", path: "/large", contentType: "application/octet-stream", body: pattern(largeBody), wantInBody: "0123456789",
 		describe: "a 64 KB request body echoed back as a 64 KB response"},
 }
