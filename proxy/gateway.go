@@ -425,7 +425,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target []byte,
 		dropTrailers(&req.Header)
 		if body != nil && req.Header.ContentLength() == -1 {
 			// A chunked body that streams through: its trailers come at its end.
-			req.SetBodyStream(trailerDropper{r: body, h: &req.Header}, -1)
+			req.SetBodyStream(trailerDropper{r: body, h: &req.Header, body: body}, -1)
 		}
 	}
 	if ai != nil {

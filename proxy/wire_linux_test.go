@@ -150,3 +150,38 @@ func TestWireOneSegmentEachWay(t *testing.T) {
 		}
 	})
 }
+
+// A request body too large to be read whole streams through to the model as it arrives, each
+// read from the client written at once: not in fasthttp's 4 KB pieces (a segment, a wake-up and a
+// read for the model each), and in no more segments than HAProxy's 16 KB buffers make.
+func TestWireStreamedBodyInLargeWrites(t *testing.T) {
+	var modelSegs atomic.Uint32
+	respond := func(r *recorder, w io.Writer, req *seenRequest) bool {
+		if c, ok := w.(net.Conn); ok {
+			modelSegs.Store(tcpInfo(t, c).Data_segs_in)
+		}
+		return respondOK(r, w, req)
+	}
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MB: over the 64 KB read whole
+	for _, framing := range []string{"content-length", "chunked"} {
+		t.Run(framing, func(t *testing.T) {
+			e := newEnv(t, envOptions{respond: respond}) // a fresh connection to the model
+			raw := request("POST", "/api/v1/service/open/score", "Content-Type: application/octet-stream",
+				"Content-Length: "+strconv.Itoa(len(body))) + string(body)
+			if framing == "chunked" {
+				raw = request("POST", "/api/v1/service/open/score", "Content-Type: application/octet-stream",
+					"Transfer-Encoding: chunked") + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)
+			}
+			r, _, _, _ := wireExchange(t, e, raw)
+			seen := e.up.requireOne(t)
+			if r.Status != 200 || !bytes.Equal(seen.Body, body) {
+				t.Fatalf("status %d, the model got %d bytes of body", r.Status, len(seen.Body))
+			}
+			segs, most := modelSegs.Load(), uint32(len(body)/(16<<10))
+			if segs > most {
+				t.Errorf("the body (%d bytes) came to the model in %d data segments, want at most %d", len(body), segs, most)
+			}
+			t.Logf("%d bytes of body in %d data segments", len(body), segs)
+		})
+	}
+}
