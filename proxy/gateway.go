@@ -494,6 +494,11 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 	}
 	if s, ok := ctx.Response.BodyStream().(*modelStream); ok && err == nil {
 		s.adopt(&g.streams, svc, dep, r, ctx.Conn(), g.server.WriteTimeout)
+		if s.ended.Load() {
+			// Shutdown's time was up before the answer came, and the stream is cut at its first
+			// read: the client still gets the status line first, not a piece held with it.
+			ctx.Response.ImmediateHeaderFlush = true
+		}
 		if ai != nil {
 			s.meter, ai.streamed = newAnswerMeter(ai, &ctx.Response.Header, true), true
 			if s.meter.strip {
