@@ -291,8 +291,8 @@ func (h *harness) countOnce(ctx context.Context, perf string, p *peer, prof prof
 		return countSample{}, err
 	}
 	defer os.RemoveAll(dir)
-	u := p.target(prof).url
-	front, err := portOf(strings.SplitN(strings.TrimPrefix(u, "http://"), "/", 2)[0])
+	t := p.target(prof)
+	front, err := portOf(strings.SplitN(strings.TrimPrefix(t.url, "http://"), "/", 2)[0])
 	if err != nil {
 		return countSample{}, err
 	}
@@ -326,7 +326,6 @@ func (h *harness) countOnce(ctx context.Context, perf string, p *peer, prof prof
 			}
 		}
 	}()
-	t := p.target(prof)
 	var ol *openLoop // the open loop at rate, in this process; nil for wrk's closed loop
 	if rate > 0 {
 		ol = newOpenLoop(t)
