@@ -51,6 +51,7 @@ type gatewayConfig struct {
 	cacheEntries int
 	services     int // services in the file; the measured one, "bench", is the first
 	env          []string
+	bin          string // the gateway binary; "" for the run's (h.gatewayBin)
 }
 
 // gatewayInstance is a running scoregate.
@@ -122,7 +123,11 @@ func (h *harness) startGateway(ctx context.Context, c gatewayConfig) (*gatewayIn
 			return nil, err
 		}
 		name := strings.ReplaceAll(c.name, " ", "-")
-		return h.start(name, append(env, h.profileEnv(name)...), h.gatewayBin, "serve", "-config", cfgPath)
+		bin := h.gatewayBin
+		if c.bin != "" {
+			bin = c.bin
+		}
+		return h.start(name, append(env, h.profileEnv(name)...), bin, "serve", "-config", cfgPath)
 	})
 	if err != nil {
 		return nil, err
@@ -157,8 +162,13 @@ func (h *harness) telemetryEnv(sampling string) []string {
 
 // gatewayPeer starts one tier and gives it its credentials.
 func (h *harness) gatewayPeer(ctx context.Context, t tier) *peer {
+	return h.gatewayPeerWith(ctx, t, "")
+}
+
+// gatewayPeerWith is gatewayPeer with the gateway binary bin ("" for the run's).
+func (h *harness) gatewayPeerWith(ctx context.Context, t tier, bin string) *peer {
 	p := &peer{name: t.name, kind: "scoregate", auth: t.auth != "none", note: t.note + ", GOMAXPROCS=1"}
-	c := gatewayConfig{name: t.name, auth: t.auth, env: h.telemetryEnv(t.sampling)}
+	c := gatewayConfig{name: t.name, auth: t.auth, env: h.telemetryEnv(t.sampling), bin: bin}
 	if t.uncached {
 		c.cacheEntries = 1
 	}

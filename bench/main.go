@@ -54,7 +54,15 @@ type options struct {
 	cpuProfiles string         // a folder for a CPU profile of every gateway process; "" for none
 	gatewayEnv  []string       // -gateway-env: NAME=VALUE pairs added to every gateway process's environment
 	cluster     clusterOptions // -cluster and its flags: the Redis Cluster scale run instead of the comparison
+	// syscounts > 0 runs the system-call and segment counts (syscounts.go) instead of the
+	// comparison: about that many requests per measurement.
+	syscounts        int
+	syscountRates    []int         // -syscounts-rates: open-loop rates measured too
+	syscountGateways []namedBinary // -syscounts-gateway: more "scoregate key" peers, each its own binary
 }
+
+// namedBinary is a NAME=PATH flag value.
+type namedBinary struct{ name, bin string }
 
 func main() {
 	if handled, err := runRoleFromEnv(); handled {
@@ -71,6 +79,16 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
+	}
+	if opts.syscounts > 0 {
+		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+		err := runSyscounts(ctx, opts, os.Stdout)
+		stop()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	if opts.rerender != "" {
 		if err := rerender(opts.rerender); err != nil {
@@ -132,6 +150,29 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.cluster.burst, "cluster-burst", o.cluster.burst, "-cluster: tokens issued and revoked in the revocation burst")
 	fs.IntVar(&o.cluster.cutBurst, "cluster-cut-burst", o.cluster.cutBurst, "-cluster: tokens issued and revoked in the pub/sub cut phase")
 	fs.DurationVar(&o.cluster.outage, "cluster-outage", o.cluster.outage, "-cluster: how long the killed master stays down")
+	fs.IntVar(&o.syscounts, "syscounts", 0, "count system calls and TCP segments per request instead of timing: about `N` requests per measurement through the model alone, the floor, scoregate key, HAProxy and nginx (-only, -profiles, -rounds, -conns apply)")
+	fs.Func("syscounts-rates", "`LIST` of rates (requests a second): with -syscounts, each peer is also measured under the comparison's open loop at each rate, so that peers are compared at the same rate", func(v string) error {
+		for _, r := range splitList(v) {
+			n, err := strconv.Atoi(r)
+			if err != nil || n < 1 {
+				return fmt.Errorf("%q is not a rate", r)
+			}
+			o.syscountRates = append(o.syscountRates, n)
+		}
+		return nil
+	})
+	fs.Func("syscounts-gateway", "`NAME=BINARY`: with -syscounts, one more \"scoregate key NAME\" peer run from that gateway binary, measured interleaved with the others (before/after comparisons); may be repeated", func(kv string) error {
+		name, bin, ok := strings.Cut(kv, "=")
+		if !ok || name == "" || bin == "" {
+			return fmt.Errorf("%q is not NAME=BINARY", kv)
+		}
+		abs, err := filepath.Abs(bin)
+		if err != nil {
+			return err
+		}
+		o.syscountGateways = append(o.syscountGateways, namedBinary{name, abs})
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -164,6 +205,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	if set["profiles"] || !o.quick {
 		o.profiles = splitList(*profiles)
 	}
+	if o.syscounts > 0 && !set["profiles"] {
+		o.profiles = []string{"fast"}
+	}
 	for _, v := range splitList(*shares) {
 		f, err := strconv.ParseFloat(v, 64)
 		if err != nil || f <= 0 || f > 2 {
@@ -173,7 +217,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	for _, p := range o.profiles {
 		if _, ok := profileByName[p]; !ok {
-			return o, fmt.Errorf("-profiles: unknown profile %q (fast, slow, large)", p)
+			return o, fmt.Errorf("-profiles: unknown profile %q (fast, slow, chunked, medium, large, streamed)", p)
 		}
 	}
 	if only != "" {

@@ -352,3 +352,55 @@ func TestSweepTableShape(t *testing.T) {
 		}
 	}
 }
+
+// perf stat -x, output: counts in the order of the events, comment and blank lines skipped, a
+// count perf could not take read as 0; the columns sum their events, "other" is what no named
+// column holds, and everything is per request.
+func TestSyscountParsing(t *testing.T) {
+	out := "# started on Mon Dec  7 09:40:01 2026\n\n" +
+		"100,,raw_syscalls:sys_enter,1000,100.00,,\n" +
+		"40,,syscalls:sys_enter_read,1000,100.00,,\n" +
+		"<not counted>,,syscalls:sys_exit_read,0,0.00,,\n" +
+		"25,,syscalls:sys_enter_epoll_wait,1000,100.00,,\n" +
+		"5,,syscalls:sys_enter_epoll_pwait,1000,100.00,,\n" +
+		"0.25,msec,task-clock,250000,100.00,0.001,CPUs utilized\n"
+	counts, err := parsePerfCSV(strings.NewReader(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]float64{100, 40, 0, 25, 5, 0.25}, counts); diff != "" {
+		t.Fatalf("parsePerfCSV (-want +got):\n%s", diff)
+	}
+	if _, err := parsePerfCSV(strings.NewReader("lots,,raw_syscalls:sys_enter,1,1,,\n")); err == nil {
+		t.Error("a count that is not a number was accepted")
+	}
+
+	cols := []syscallColumn{
+		{name: "total", events: []string{"raw_syscalls:sys_enter"}},
+		{name: "read", events: []string{"syscalls:sys_enter_read"}, named: true},
+		{name: "read EAGAIN", events: []string{"syscalls:sys_exit_read"}, filter: "ret == -11"},
+		{name: "epoll_wait", events: []string{"syscalls:sys_enter_epoll_wait", "syscalls:sys_enter_epoll_pwait"}, named: true},
+		{name: "CPU µs", events: []string{"task-clock"}, scale: 1000},
+	}
+	args, colOf := perfArgs(cols)
+	wantArgs := []string{"-e", "raw_syscalls:sys_enter", "-e", "syscalls:sys_enter_read", "-e", "syscalls:sys_exit_read",
+		"--filter", "ret == -11", "-e", "syscalls:sys_enter_epoll_wait", "-e", "syscalls:sys_enter_epoll_pwait", "-e", "task-clock"}
+	if diff := cmp.Diff(wantArgs, args); diff != "" {
+		t.Errorf("perfArgs (-want +got):\n%s", diff)
+	}
+	saved := syscallColumns
+	syscallColumns = cols
+	defer func() { syscallColumns = saved }()
+	// total 100, read 40, EAGAIN 0, epoll 30, 250 µs of CPU, other 30; over 10 requests.
+	if diff := cmp.Diff([]float64{10, 4, 0, 3, 25, 3}, perRequestColumns(counts, colOf, 10)); diff != "" {
+		t.Errorf("perRequestColumns (-want +got):\n%s", diff)
+	}
+
+	if diff := cmp.Diff([]leg{{"client→proxy", "sport == 80"}, {"proxy→client", "dport == 80"},
+		{"proxy→model", "sport == 90"}, {"model→proxy", "dport == 90"}}, legsFor(80, 90), cmp.AllowUnexported(leg{})); diff != "" {
+		t.Errorf("legsFor (-want +got):\n%s", diff)
+	}
+	if got := len(legsFor(90, 90)); got != 2 {
+		t.Errorf("the model reached directly has %d legs, want 2", got)
+	}
+}

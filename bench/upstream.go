@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"strconv"
 	"time"
 
@@ -28,6 +29,14 @@ const slowWait = 3 * time.Millisecond
 // largeBody is the large profile's request and response size.
 const largeBody = 64 << 10
 
+// streamedBody is the streamed profile's request size: over the 64 KB the gateway reads whole.
+const streamedBody = 1 << 20
+
+// mediumBody is the medium profile's: over the 4 KB write buffers of fasthttp's client and
+// server, under the 64 KB a loopback segment carries, so that a header and body written apart
+// show as two segments.
+const mediumBody = 16 << 10
+
 var fastBody = []byte(`{"data": [[1.2, 0.4, -0.3, 2.0], [-1.5, -0.2, 0.8, -1.1]]}`)
 
 var profiles = []profile{
@@ -35,6 +44,12 @@ var profiles = []profile{
 		describe: "a small JSON body scored by a logistic regression over four features (about 60 bytes each way)"},
 	{name: "slow", path: "/slow", contentType: "application/json", body: fastBody, wantInBody: `"probabilities"`,
 		describe: "the fast model after a " + slowWait.String() + " wait (inference time that does not occupy the shared cores)"},
+	{name: "chunked", path: "/chunked", contentType: "application/json", body: fastBody, wantInBody: `"probabilities"`,
+		describe: "the fast model's answer sent chunked, as a server that streams its responses sends it (not in the default -profiles)"},
+	{name: "medium", path: "/large", contentType: "application/octet-stream", body: pattern(mediumBody), wantInBody: "0123456789",
+		describe: "a 16 KB request body echoed back as a 16 KB response (not in the default -profiles)"},
+	{name: "streamed", path: sinkPath, contentType: "application/octet-stream", body: pattern(streamedBody), wantInBody: `"bytes"`,
+		describe: "a 1 MB request body, over what the gateway reads whole, so that it streams through to the model, answered with its size (not in the default -profiles)"},
 	{name: "large", path: "/large", contentType: "application/octet-stream", body: pattern(largeBody), wantInBody: "0123456789",
 		describe: "a 64 KB request body echoed back as a 64 KB response"},
 }
@@ -80,6 +95,14 @@ func serveModel(ctx *fasthttp.RequestCtx) {
 	case "/slow":
 		time.Sleep(slowWait)
 		score(ctx)
+	case "/chunked":
+		b, err := scoreJSON(ctx.PostBody())
+		if err != nil {
+			ctx.Error(`{"error": "want {\"data\": [[4 numbers], ...]}"}`, fasthttp.StatusBadRequest)
+			return
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBodyStream(bytes.NewReader(b), -1) // no length: fasthttp sends it chunked
 	case "/large":
 		ctx.SetContentType("application/octet-stream")
 		ctx.SetBody(ctx.PostBody())

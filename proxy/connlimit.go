@@ -164,6 +164,11 @@ func (c *limitedConn) SyscallConn() (syscall.RawConn, error) {
 	return nil, errors.ErrUnsupported
 }
 
+// WritevConn names the connection c writes straight through to, so that fasthttp sends an
+// answer too large for its 4 KB write buffer, header and body, with one writev (one segment to
+// the client) rather than the buffer's first 4 KB and then the rest (third_party/fasthttp).
+func (c *limitedConn) WritevConn() net.Conn { return c.Conn }
+
 // limitedTLSConn is limitedConn for a TLS connection: it keeps *tls.Conn's methods, by which
 // fasthttp knows a request came over HTTPS (RequestCtx.IsTLS).
 type limitedTLSConn struct {

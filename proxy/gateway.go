@@ -425,7 +425,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target []byte,
 		dropTrailers(&req.Header)
 		if body != nil && req.Header.ContentLength() == -1 {
 			// A chunked body that streams through: its trailers come at its end.
-			req.SetBodyStream(trailerDropper{r: body, h: &req.Header}, -1)
+			req.SetBodyStream(trailerDropper{r: body, h: &req.Header, body: body}, -1)
 		}
 	}
 	if ai != nil {
@@ -494,8 +494,18 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 	}
 	if s, ok := ctx.Response.BodyStream().(*modelStream); ok && err == nil {
 		s.adopt(&g.streams, svc, dep, r, ctx.Conn(), g.server.WriteTimeout)
+		if s.ended.Load() {
+			// Shutdown's time was up before the answer came, and the stream is cut at its first
+			// read: the client still gets the status line first, not a piece held with it.
+			ctx.Response.ImmediateHeaderFlush = true
+		}
 		if ai != nil {
 			s.meter, ai.streamed = newAnswerMeter(ai, &ctx.Response.Header, true), true
+			if s.meter.strip {
+				// What the client gets of a piece is known only once the meter has read it, which
+				// may take more than one read: the headers are not held for it.
+				ctx.Response.ImmediateHeaderFlush = true
+			}
 		}
 		held = false
 		return nil

@@ -632,9 +632,16 @@ func dropTrailers(h *fasthttp.RequestHeader) {
 // trailerDropper passes a streamed chunked body on, and drops its trailers (dropTrailers) when
 // the body ends, before fasthttp would write them after the last chunk.
 type trailerDropper struct {
-	r io.Reader
-	h *fasthttp.RequestHeader
+	r    io.Reader
+	h    *fasthttp.RequestHeader
+	body *streamedBody // r, or what r reads
 }
+
+// WriteTo sends the body on as it arrives (copyBody), each read a chunk of its own.
+func (d trailerDropper) WriteTo(w io.Writer) (int64, error) { return copyBody(w, d, d.body) }
+
+// SupportsBodyWriteTo tells fasthttp to send the body with WriteTo.
+func (trailerDropper) SupportsBodyWriteTo() bool { return true }
 
 func (d trailerDropper) Read(p []byte) (int, error) {
 	n, err := d.r.Read(p)

@@ -59,12 +59,12 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 		hc.CloseConn(cc)
 		return true, err
 	}
-	bw := hc.AcquireWriter(conn)
+	bw, sized := acquireRequestWriter(hc, conn, req)
 	err = req.Write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
-	hc.ReleaseWriter(bw)
+	releaseRequestWriter(hc, bw, sized)
 	if err != nil {
 		hc.CloseConn(cc)
 		if isTimeout(err) {
@@ -107,7 +107,9 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 		_ = s.framing.ReadBody(br, 0) // with StreamBody it only sets up the body stream
 		s.body = s.framing.BodyStream()
 		resp.SetBodyStream(s, -1)
-		resp.ImmediateHeaderFlush = true // the client sees the headers before the first piece
+		// The client sees the headers before the first piece: at once, unless the first piece has
+		// come with them, and then in the same write.
+		resp.ImmediateHeaderFlush = !firstPieceBuffered(br, resp.Header.ContentLength())
 		return false, nil
 	default:
 		resp.StreamBody = false // read it whole; a retry of the call still comes back here
@@ -133,6 +135,74 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	return false, nil
 }
 
+// A request is written to the model through a buffer that holds it whole, header and body,
+// when its body is in memory (up to bufferedBodyBytes): it leaves in one write, a segment the
+// model reads at once. Through fasthttp's 4 KB write buffer, a body over about 3.5 KB went as
+// two (the buffer's first 4 KB, then the rest), each a wake-up and a read for the model. A
+// streamed body is written as it arrives, through fasthttp's buffer.
+const (
+	requestWriterStep   = 8 << 10 // the buffers' sizes are multiples of it
+	requestHeaderAllow  = 4 << 10 // room left for the header beside the body
+	smallRequestBody    = 2 << 10 // a body this small fits fasthttp's buffer with its header
+	requestWriterMaxLen = bufferedBodyBytes + requestHeaderAllow
+)
+
+// requestWriters pool the sized buffers, by size: requestWriters[i] holds (i+1)×8 KB ones.
+var requestWriters [(requestWriterMaxLen + requestWriterStep - 1) / requestWriterStep]sync.Pool
+
+// acquireRequestWriter returns the writer req is written to conn through: a pooled buffer that
+// holds its header and in-memory body whole (sized true), or fasthttp's own.
+func acquireRequestWriter(hc *fasthttp.HostClient, conn net.Conn, req *fasthttp.Request) (bw *bufio.Writer, sized bool) {
+	if req.IsBodyStream() {
+		return hc.AcquireWriter(conn), false
+	}
+	n := len(req.Body())
+	if n <= smallRequestBody || n > bufferedBodyBytes {
+		return hc.AcquireWriter(conn), false
+	}
+	i := (n + requestHeaderAllow - 1) / requestWriterStep
+	if v := requestWriters[i].Get(); v != nil {
+		bw = v.(*bufio.Writer)
+		bw.Reset(conn)
+		return bw, true
+	}
+	return bufio.NewWriterSize(conn, (i+1)*requestWriterStep), true
+}
+
+// releaseRequestWriter gives bw back to the pool it came from.
+func releaseRequestWriter(hc *fasthttp.HostClient, bw *bufio.Writer, sized bool) {
+	if !sized {
+		hc.ReleaseWriter(bw)
+		return
+	}
+	bw.Reset(nil) // no reference to the connection is kept in the pool
+	requestWriters[bw.Size()/requestWriterStep-1].Put(bw)
+}
+
+// firstPieceBuffered reports whether the first read of a streamed answer's body returns without
+// waiting for the model: bytes of it are buffered after the headers (for a chunked body, a whole
+// chunk-size line of a chunk that is not the last, and a byte of its data).
+func firstPieceBuffered(br *bufio.Reader, contentLength int) bool {
+	n := br.Buffered()
+	if n == 0 {
+		return false
+	}
+	if contentLength != -1 {
+		return true
+	}
+	b, _ := br.Peek(n)
+	line, rest, ok := bytes.Cut(b, []byte("\n"))
+	if !ok || len(rest) == 0 {
+		return false
+	}
+	size := bytes.TrimLeft(line, "0")
+	return len(size) > 0 && isHexDigit(size[0])
+}
+
+func isHexDigit(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
 // Answers that must not leave their connection in the pool.
 var (
 	errAmbiguousFraming = errors.New("the model's answer has both Content-Length and Transfer-Encoding")
@@ -142,11 +212,21 @@ var (
 // overrun reports whether bytes follow the end of an answer: read already into br, or, on a
 // plain connection, waiting on the socket. (Under TLS only the decrypted bytes in br count: a
 // TLS record after an answer may be a close_notify.)
+//
+// When the read that brought the answer's last bytes came back short, it took everything the
+// socket held: that read was the look, and no system call is made for another. It stands for
+// recentLook, as a look does (peekConn): bytes or a close that come after it are found by the
+// look before a later reuse, as those that come after a look are. Otherwise (the read filled
+// what it asked for, as a read straight into a large body does) the socket is looked at.
 func overrun(br *bufio.Reader, conn net.Conn) bool {
 	if br.Buffered() > 0 {
 		return true
 	}
-	if _, ok := conn.(*modelConn); ok {
+	if mc, ok := conn.(*modelConn); ok {
+		if mc.drained {
+			mc.quietAt = time.Now()
+			return false
+		}
 		return peekConn(conn, time.Time{}) == connPending
 	}
 	return false
@@ -354,6 +434,11 @@ func (s *modelStream) readModel(p []byte) (int, error) {
 		}
 	}
 	n, err := s.body.Read(p)
+	if n > 0 && err == nil && s.endBuffered() {
+		// The body's end is buffered behind this piece: read it now (from the buffer), so that
+		// the piece goes with the last chunk in one write (third_party/fasthttp).
+		_, err = s.body.Read(p[n:n])
+	}
 	if n > 0 {
 		if !s.firstByte {
 			s.firstByte = true
@@ -386,6 +471,13 @@ func (s *modelStream) readModel(p []byte) (int, error) {
 		err = errStreamCut
 	}
 	return n, err
+}
+
+// endBuffered reports whether the end of the body is already in the model connection's buffer,
+// as fasthttp's chunked stream can tell.
+func (s *modelStream) endBuffered() bool {
+	e, ok := s.body.(interface{ EndBuffered() bool })
+	return ok && e.EndBuffered()
 }
 
 // CloseWithError ends the stream: werr is why writing to the client failed (nil when the answer

@@ -54,12 +54,18 @@ func newUpstream(raw string, svc config.Service) (*upstream, error) {
 			MaxConns:                 svc.MaxConnsPerUpstream,
 			MaxConnWaitTimeout:       time.Second,
 			MaxIdleConnDuration:      svc.UpstreamIdleTimeout,
-			ReadTimeout:              svc.ScoringTimeout,
-			WriteTimeout:             svc.ScoringTimeout,
-			MaxResponseBodySize:      int(svc.MaxResponseBytes),
-			SecureErrorLogMessage:    true,
-			RetryIfErr:               retryIdleClose,
-			DialTimeout:              dialModel,
+			// The connection given back last is taken first: under a steady load the same few
+			// connections carry the requests, each taken again within recentLook of the look
+			// after its last answer, so it is not looked at again (one system call per request
+			// fewer); the ones left idle are closed after upstream_idle_timeout. (FIFO, fasthttp's
+			// default, takes the one idle longest, past recentLook at moderate rates.)
+			ConnPoolStrategy:      fasthttp.LIFO,
+			ReadTimeout:           svc.ScoringTimeout,
+			WriteTimeout:          svc.ScoringTimeout,
+			MaxResponseBodySize:   int(svc.MaxResponseBytes),
+			SecureErrorLogMessage: true,
+			RetryIfErr:            retryIdleClose,
+			DialTimeout:           dialModel,
 			Transport: modelTransport{headerTimeout: svc.ScoringTimeout, idleTimeout: svc.StreamIdleTimeout,
 				poolIdle: svc.UpstreamIdleTimeout},
 		},
@@ -147,6 +153,9 @@ type modelConn struct {
 	state   connState
 	peek    peeker
 	quietAt time.Time // when a look last found the connection open and quiet
+	// drained: the last read returned fewer bytes than it asked for, so it took all the socket
+	// held then (a TCP read returns what is queued, up to the size asked). Set by each read.
+	drained bool
 }
 
 // connState is a model connection's local address and what has happened on it.
@@ -164,6 +173,7 @@ func (c *modelConn) LocalAddr() net.Addr { return &c.state }
 
 func (c *modelConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	c.drained = err == nil && n > 0 && n < len(p)
 	if n > 0 && !c.state.answered.Load() {
 		c.state.answered.Store(true)
 	}
@@ -176,6 +186,7 @@ func (c *modelConn) Write(p []byte) (int, error) {
 		c.state.answered.Store(false)
 		c.state.sent.Store(0)
 	}
+	c.drained = false
 	n, err := c.Conn.Write(p)
 	c.state.sent.Add(int64(n))
 	return n, err

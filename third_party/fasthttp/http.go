@@ -2619,6 +2619,10 @@ func vectorWriter(c net.Conn) io.Writer {
 	case *perIPConn:
 		// It only overrides Close.
 		return vectorWriter(c.Conn)
+	case interface{ WritevConn() net.Conn }:
+		// A server's own connection wrapper (a listener's) that writes
+		// straight through to the connection it names.
+		return vectorWriter(c.WritevConn())
 	}
 	return nil
 }
@@ -2939,6 +2943,15 @@ func writeBodyChunked(w *bufio.Writer, r io.Reader) error {
 	var n int
 	for {
 		n, err = r.Read(buf)
+		if n > 0 && err == io.EOF {
+			// The last piece and the end together: both go out with the
+			// response's final flush, in one write, rather than the piece
+			// flushed on its own and the last chunk after it.
+			if err = writeChunkNoFlush(w, buf[:n]); err == nil {
+				err = writeChunkNoFlush(w, nil)
+			}
+			break
+		}
 		if n == 0 {
 			if err == nil {
 				continue

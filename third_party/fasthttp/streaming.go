@@ -48,6 +48,24 @@ func (rs *requestStream) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// EndBuffered reports whether the end of a chunked body is in the reader's
+// buffer already, so that the next Read returns io.EOF without reading from
+// the connection: the stream is between chunks and the last chunk, without
+// extensions or trailer fields ("0\r\n\r\n"), is buffered. A stream that
+// has ended reports true. It reads nothing.
+func (rs *requestStream) EndBuffered() bool {
+	if rs.eof {
+		return true
+	}
+	if rs.contentLength != -1 || rs.chunkLeft != 0 || rs.reader == nil || rs.reader.Buffered() < len(strLastChunk) {
+		return false
+	}
+	b, err := rs.reader.Peek(len(strLastChunk))
+	return err == nil && bytes.Equal(b, strLastChunk)
+}
+
+var strLastChunk = []byte("0\r\n\r\n")
+
 func (rs *requestStream) read(p []byte) (int, error) {
 	if rs.reader == nil {
 		panic("BUG: reading released body stream")
