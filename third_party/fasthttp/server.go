@@ -3035,15 +3035,6 @@ func (s *Server) serveConnCounted(c net.Conn, countConcurrency bool) error {
 			br = nil
 		}
 
-		// With StreamRequestBody the reader could not be released when the
-		// headers were read (the body may still have been on the wire). The
-		// body has been read or discarded by now: release an empty reader, so
-		// that an idle keep-alive connection holds no read buffer.
-		if s.ReduceMemoryUsage && br != nil && br.Buffered() == 0 {
-			releaseReader(s, br)
-			br = nil
-		}
-
 		if ctx.handlerDeadlineSet.Load() {
 			ctx.deadlineMu.Lock()
 			if ctx.handlerReadDeadlineSet {
