@@ -62,7 +62,16 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	bw, sized := acquireRequestWriter(hc, conn, req)
 	err = req.Write(bw)
 	if err == nil {
+		// A request that is still whole in the buffer leaves in this one write, and the write
+		// returns when the answer begins to arrive (writeAwait).
+		mc, _ := conn.(*modelConn)
+		if mc != nil {
+			mc.awaitAnswer = true
+		}
 		err = bw.Flush()
+		if mc != nil {
+			mc.awaitAnswer = false
+		}
 	}
 	releaseRequestWriter(hc, bw, sized)
 	if err != nil {

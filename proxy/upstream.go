@@ -156,6 +156,10 @@ type modelConn struct {
 	// drained: the last read returned fewer bytes than it asked for, so it took all the socket
 	// held then (a TCP read returns what is queued, up to the size asked). Set by each read.
 	drained bool
+	// awaitAnswer: the next write is a request's only one; it is written with writeAwait, which
+	// returns when the answer has begun to arrive. Set by exchange, cleared by the write.
+	awaitAnswer bool
+	await       awaiter
 }
 
 // connState is a model connection's local address and what has happened on it.
@@ -187,7 +191,14 @@ func (c *modelConn) Write(p []byte) (int, error) {
 		c.state.sent.Store(0)
 	}
 	c.drained = false
-	n, err := c.Conn.Write(p)
+	var n int
+	var err error
+	if c.awaitAnswer && c.state.sent.Load() == 0 {
+		n, err = c.writeAwait(p)
+	} else {
+		n, err = c.Conn.Write(p)
+	}
+	c.awaitAnswer = false
 	c.state.sent.Add(int64(n))
 	return n, err
 }
