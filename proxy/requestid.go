@@ -41,9 +41,11 @@ func requestID(incoming, dst []byte) []byte {
 	return newRequestID(dst)
 }
 
-// idHeader is one request-id header of an answer.
+// idHeader is one request-id header of an answer: its name, and the name in fasthttp's canonical
+// form (headers.go).
 type idHeader struct {
 	name  string
+	key   []byte
 	value []byte
 }
 
@@ -53,14 +55,14 @@ type idHeader struct {
 // tp. (An array rather than a callback or an append, so that the HTTP/1.1 path keeps its buffers
 // on the stack.)
 func answerIDHeaders(tp *[55]byte, id, clientID []byte, rec *telemetry.Record) (ids [4]idHeader, n int) {
-	ids[0], ids[1] = idHeader{HeaderRequestID, id}, idHeader{HeaderMSRequestID, id}
+	ids[0], ids[1] = idHeader{HeaderRequestID, keyRequestID, id}, idHeader{HeaderMSRequestID, keyMSRequestID, id}
 	n = 2
 	if rec != nil {
-		ids[n] = idHeader{headerTraceresponse, rec.AppendTraceparent(tp[:0])}
+		ids[n] = idHeader{headerTraceresponse, keyTraceresponse, rec.AppendTraceparent(tp[:0])}
 		n++
 	}
 	if len(clientID) > 0 && validRequestID(clientID) {
-		ids[n] = idHeader{HeaderClientRequestID, clientID}
+		ids[n] = idHeader{HeaderClientRequestID, keyClientRequestID, clientID}
 		n++
 	}
 	return ids, n
