@@ -43,12 +43,14 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	if timeout <= 0 {
 		timeout = t.headerTimeout
 	}
-	deadline := time.Now().Add(timeout)
+	start := time.Now() // the call's start: its deadline, and the instant a pooled connection is judged at
+	deadline := start.Add(timeout)
 	connClose := req.ConnectionClose()
 	cc, err := hc.AcquireConn(timeout, connClose)
-	for err == nil && !t.usable(cc.Conn(), cc.LastUseTime()) {
+	for err == nil && !t.usable(cc.Conn(), cc.LastUseTime(), start) {
 		hc.CloseConn(cc) // idle too long, or the model closed it or wrote on it: nothing was sent
 		cc, err = hc.AcquireConn(timeout, connClose)
+		start = time.Time{} // the next connection is judged at its own instant
 	}
 	if err != nil {
 		return false, err
