@@ -198,7 +198,7 @@ func (g *Gateway) serve(ctx *fasthttp.RequestCtx) {
 		g.challenge(ctx)
 		return
 	}
-	id = requestID(ctx.Request.Header.Peek(HeaderRequestID), idBuf[:0])
+	id = requestID(ctx.Request.Header.PeekCanonical(keyRequestID), idBuf[:0])
 	rec = g.begin(ctx, id)
 	err := misdirected(ctx) // a Host the TLS connection was not opened for: 421, first
 	if err == nil {
@@ -265,7 +265,7 @@ func (g *Gateway) begin(ctx *fasthttp.RequestCtx, id []byte) *telemetry.Record {
 	var addr [64]byte
 	var ts [maxTracestateBytes]byte
 	rec.SetRequest(h.Method(), h.RequestURI(), h.UserAgent(), h.Host(), peerAddr(ctx).AppendTo(addr[:0]),
-		singleTraceparent(h.PeekAll(headerTraceparent)), requestTracestate(ts[:0], h.PeekAll(headerTracestate)))
+		singleTraceparent(h.PeekAllCanonical(keyTraceparent)), requestTracestate(ts[:0], h.PeekAllCanonical(keyTracestate)))
 	rec.SetRequestID(id)
 	rec.TLS = ctx.IsTLS()
 	return rec
@@ -381,7 +381,7 @@ func (g *Gateway) mintToken(ctx *fasthttp.RequestCtx, svc *service, in *inbound)
 // over bufferedBodyBytes streams through). A language-model call of an api: openai service
 // (openai.go) is read on its way: its request before it goes, its answer as it comes back.
 func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target []byte, caller *authn.Caller, id []byte, rec *telemetry.Record) error {
-	dep, err := svc.deploymentFor(ctx.Request.Header.Peek(config.DeploymentHeader))
+	dep, err := svc.deploymentFor(ctx.Request.Header.PeekCanonical(keyDeployment))
 	if err != nil {
 		return err
 	}
@@ -396,7 +396,7 @@ func (g *Gateway) forward(ctx *fasthttp.RequestCtx, svc *service, target []byte,
 		return errBadRequest
 	}
 	dropCredentials(&req.Header, svc.cfg.ForwardCredentials)
-	req.Header.SetBytesV(HeaderRequestID, id)
+	req.Header.SetCanonical(keyRequestID, id)
 	var targetBuf [256]byte
 	req.SetRequestURIBytes(dropCredentialParams(targetBuf[:0], target, svc.cfg.ForwardCredentials))
 	// An answer streams to the client only over HTTP/1.1: chunked framing is all fasthttp writes
@@ -521,9 +521,9 @@ func (g *Gateway) call(ctx *fasthttp.RequestCtx, svc *service, dep *deployment, 
 func (g *Gateway) finish(ctx *fasthttp.RequestCtx, id []byte, rec *telemetry.Record) {
 	h := &ctx.Response.Header
 	var tp [55]byte
-	ids, n := answerIDHeaders(&tp, id, ctx.Request.Header.Peek(HeaderClientRequestID), rec)
+	ids, n := answerIDHeaders(&tp, id, ctx.Request.Header.PeekCanonical(keyClientRequestID), rec)
 	for _, f := range ids[:n] {
-		h.SetBytesV(f.name, f.value)
+		h.SetCanonical(f.key, f.value)
 	}
 	if g.draining.Load() {
 		h.SetConnectionClose()
@@ -560,7 +560,7 @@ func (g *Gateway) expect(ctx *fasthttp.RequestCtx) (status int) {
 		return fasthttp.StatusContinue
 	}
 	var idBuf [requestIDMaxLen]byte
-	id := requestID(ctx.Request.Header.Peek(HeaderRequestID), idBuf[:0])
+	id := requestID(ctx.Request.Header.PeekCanonical(keyRequestID), idBuf[:0])
 	rec = g.begin(ctx, id)
 	if rec != nil && svc != nil {
 		rec.Service, rec.Auth, rec.Caller = svc.name, svc.auth, caller
@@ -618,7 +618,7 @@ func (g *Gateway) serveParseError(ctx *fasthttp.RequestCtx, err error) {
 	id := newRequestID(idBuf[:0])
 	ids, n := answerIDHeaders(nil, id, nil, nil) // what fasthttp read is not trusted
 	for _, f := range ids[:n] {
-		ctx.Response.Header.SetBytesV(f.name, f.value)
+		ctx.Response.Header.SetCanonical(f.key, f.value)
 	}
 	if g.tel != nil {
 		rec := g.begin(ctx, id)

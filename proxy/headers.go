@@ -12,6 +12,38 @@ import (
 	"github.com/scoregate/scoregate/telemetry"
 )
 
+// Header names in fasthttp's canonical form, for its methods that take a name as it is stored
+// (PeekCanonical, PeekAllCanonical, SetCanonical, DelCanonical): the same lookups as Peek, PeekAll,
+// Set and Del with the name (the gateway never turns fasthttp's name normalising off), without
+// copying and normalising the name on every call of every request.
+var (
+	keyConnection      = canonicalKey("Connection")
+	keyRequestID       = canonicalKey(HeaderRequestID)
+	keyMSRequestID     = canonicalKey(HeaderMSRequestID)
+	keyClientRequestID = canonicalKey(HeaderClientRequestID)
+	keyTraceresponse   = canonicalKey(headerTraceresponse)
+	keyDeployment      = canonicalKey(config.DeploymentHeader)
+	keyXForwardedFor   = canonicalKey("X-Forwarded-For")
+	keyXForwardedProto = canonicalKey("X-Forwarded-Proto")
+	keyXForwardedHost  = canonicalKey("X-Forwarded-Host")
+	keyTraceparent     = canonicalKey(headerTraceparent)
+	keyTracestate      = canonicalKey(headerTracestate)
+	keyBaggage         = canonicalKey(headerBaggage)
+	hopHeaderKeys      = canonicalKeys(hopHeaders)
+	removedRequestKeys = canonicalKeys(removedRequestHeaders)
+)
+
+// canonicalKey is name in fasthttp's canonical form.
+func canonicalKey(name string) []byte { return fasthttp.AppendNormalizedHeaderKey(nil, name) }
+
+func canonicalKeys(names []string) [][]byte {
+	keys := make([][]byte, len(names))
+	for i, n := range names {
+		keys[i] = canonicalKey(n)
+	}
+	return keys
+}
+
 // alwaysDeleted says whether cleanRequest deletes a removed header even when the visit did not
 // show it: fasthttp keeps Connection, Transfer-Encoding and Trailer apart from the other headers.
 func alwaysDeleted(name string) bool {
@@ -85,7 +117,7 @@ func connectionNominated(values [][]byte, out *headerNames) bool {
 // cannot be cleaned (too many nominated names, or a name with '_' beyond the bound).
 func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overTLS bool, buf []byte) bool {
 	var drop headerNames
-	if !connectionNominated(h.PeekAll("Connection"), &drop) {
+	if !connectionNominated(h.PeekAllCanonical(keyConnection), &drop) {
 		return false
 	}
 	var present uint64 // bit i: the request has removedRequestHeaders[i]
@@ -104,34 +136,40 @@ func (g *Gateway) cleanRequest(h *fasthttp.RequestHeader, peer netip.Addr, overT
 	}
 	for i, name := range removedRequestHeaders {
 		if present&(1<<i) != 0 || alwaysDeleted(name) {
-			h.Del(name)
+			h.DelCanonical(removedRequestKeys[i])
 		}
 	}
 	h.ResetConnectionClose()
-	h.SetBytesV("X-Forwarded-For", xff)
-	h.SetBytesV("X-Forwarded-Proto", proto)
+	h.SetCanonical(keyXForwardedFor, xff)
+	h.SetCanonical(keyXForwardedProto, proto)
 	if len(host) > 0 {
-		h.SetBytesV("X-Forwarded-Host", host)
+		h.SetCanonical(keyXForwardedHost, host)
 	}
 	return true
 }
 
-// fastHeader is a fasthttp request header as the request core reads it.
+// fastHeader is a fasthttp request header as the request core reads it. The core gives names in
+// canonical form, which is fasthttp's for every name it asks.
 type fastHeader fasthttp.RequestHeader
 
-func (h *fastHeader) values(name string) [][]byte { return (*fasthttp.RequestHeader)(h).PeekAll(name) }
-func (h *fastHeader) value(name string) []byte    { return (*fasthttp.RequestHeader)(h).Peek(name) }
+func (h *fastHeader) values(name string) [][]byte {
+	return (*fasthttp.RequestHeader)(h).PeekAllCanonical([]byte(name))
+}
+
+func (h *fastHeader) value(name string) []byte {
+	return (*fasthttp.RequestHeader)(h).PeekCanonical([]byte(name))
+}
 
 // cleanResponse removes hop-by-hop headers, and the ones the model's Connection header names, from
 // the model's response before it reaches the client.
 func cleanResponse(h *fasthttp.ResponseHeader) {
 	var drop headerNames
-	connectionNominated(h.PeekAll("Connection"), &drop) // past the bound, the rest stay; none are the gateway's
+	connectionNominated(h.PeekAllCanonical(keyConnection), &drop) // past the bound, the rest stay; none are the gateway's
 	for i := 0; i < drop.n; i++ {
 		h.DelBytes(drop.name(i))
 	}
-	for _, name := range hopHeaders {
-		h.Del(name)
+	for _, key := range hopHeaderKeys {
+		h.DelCanonical(key)
 	}
 	// The model closing its connection says nothing about the client's.
 	h.ResetConnectionClose()
@@ -567,19 +605,19 @@ func (g *Gateway) setTraceContext(h *fasthttp.RequestHeader, rec *telemetry.Reco
 	var tsBuf [maxTracestateBytes]byte
 	var tpBuf [maxTraceparentLineLen]byte
 	tp, ts := g.traceContext(tpBuf[:0], tsBuf[:0], rec, (*fastHeader)(h))
-	baggage, cut := g.boundBaggage(h.PeekAll(headerBaggage))
-	h.Del(headerTraceparent)
+	baggage, cut := g.boundBaggage(h.PeekAllCanonical(keyBaggage))
+	h.DelCanonical(keyTraceparent)
 	if len(tp) > 0 {
-		h.SetBytesV(headerTraceparent, tp)
+		h.SetCanonical(keyTraceparent, tp)
 	}
-	h.Del(headerTracestate)
+	h.DelCanonical(keyTracestate)
 	if len(ts) > 0 {
-		h.SetBytesV(headerTracestate, ts)
+		h.SetCanonical(keyTracestate, ts)
 	}
 	if cut {
-		h.Del(headerBaggage)
+		h.DelCanonical(keyBaggage)
 		if len(baggage) > 0 {
-			h.SetBytesV(headerBaggage, baggage)
+			h.SetCanonical(keyBaggage, baggage)
 		}
 	}
 }

@@ -101,7 +101,7 @@ func (g *Gateway) redirect(ctx *fasthttp.RequestCtx, httpsPort string, hosts fun
 func (g *Gateway) refuseRedirect(ctx *fasthttp.RequestCtx, err error) {
 	var idBuf [requestIDMaxLen]byte
 	g.writeError(ctx, err)
-	g.finish(ctx, requestID(ctx.Request.Header.Peek(HeaderRequestID), idBuf[:0]), nil)
+	g.finish(ctx, requestID(ctx.Request.Header.PeekCanonical(keyRequestID), idBuf[:0]), nil)
 }
 
 // validRedirectHost allows the characters of a DNS name or an IP address, so that a Host header

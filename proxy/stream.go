@@ -43,12 +43,14 @@ func (t modelTransport) exchange(hc *fasthttp.HostClient, req *fasthttp.Request,
 	if timeout <= 0 {
 		timeout = t.headerTimeout
 	}
-	deadline := time.Now().Add(timeout)
+	start := time.Now() // the call's start: its deadline, and the instant a pooled connection is judged at
+	deadline := start.Add(timeout)
 	connClose := req.ConnectionClose()
 	cc, err := hc.AcquireConn(timeout, connClose)
-	for err == nil && !t.usable(cc.Conn(), cc.LastUseTime()) {
+	for err == nil && !t.usable(cc.Conn(), cc.LastUseTime(), start) {
 		hc.CloseConn(cc) // idle too long, or the model closed it or wrote on it: nothing was sent
 		cc, err = hc.AcquireConn(timeout, connClose)
+		start = time.Time{} // the next connection is judged at its own instant
 	}
 	if err != nil {
 		return false, err
@@ -294,7 +296,8 @@ func ambiguousFraming(br *bufio.Reader) bool {
 		}
 		b, _ := br.Peek(br.Buffered())
 		if block, ok := headerBlock(b); ok {
-			return hasField(block, "content-length") && hasField(block, "transfer-encoding")
+			cl, te := framingFields(block)
+			return cl && te
 		}
 	}
 	return false
@@ -322,15 +325,22 @@ func headerBlock(b []byte) ([]byte, bool) {
 	return nil, false
 }
 
-// hasField reports whether a header block has a field of the given lower-case name.
-func hasField(block []byte, name string) bool {
-	for line := range bytes.SplitSeq(block, []byte("\n")) {
-		key, _, ok := bytes.Cut(line, []byte(":"))
-		if ok && bytes.EqualFold(bytes.TrimRight(key, " \t"), []byte(name)) {
-			return true
+// framingFields reports whether a header block has a Content-Length field and a
+// Transfer-Encoding field: a line whose name (before its first ':', without trailing blanks)
+// equals the name under bytes.EqualFold. One pass over the block for both.
+func framingFields(block []byte) (contentLength, transferEncoding bool) {
+	for {
+		line, rest, more := bytes.Cut(block, []byte("\n"))
+		if key, _, ok := bytes.Cut(line, []byte(":")); ok {
+			key = bytes.TrimRight(key, " \t")
+			contentLength = contentLength || bytes.EqualFold(key, []byte("content-length"))
+			transferEncoding = transferEncoding || bytes.EqualFold(key, []byte("transfer-encoding"))
 		}
+		if !more || contentLength && transferEncoding {
+			return contentLength, transferEncoding
+		}
+		block = rest
 	}
-	return false
 }
 
 func isTimeout(err error) bool {

@@ -253,11 +253,17 @@ func (t modelTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request
 // pooled one that has been idle for less than upstream_idle_timeout and on which the model has
 // neither closed, reset nor sent anything since its last answer. fasthttp closes idle
 // connections too, but only when its cleaner next runs.
-func (t modelTransport) usable(c net.Conn, lastUse time.Time) bool {
+//
+// now is the clock read just before the connection was taken (the call's start), or zero. It
+// stands for the present only for a connection that was already in the pool then (last used
+// before now): one handed over after a wait for a free connection is judged at a new reading.
+func (t modelTransport) usable(c net.Conn, lastUse, now time.Time) bool {
 	if lastUse.IsZero() {
 		return true // just dialled
 	}
-	now := time.Now()
+	if now.IsZero() || lastUse.After(now) {
+		now = time.Now()
+	}
 	if t.poolIdle > 0 && now.Sub(lastUse) >= t.poolIdle {
 		return false
 	}

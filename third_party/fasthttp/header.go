@@ -1818,6 +1818,13 @@ func (h *ResponseHeader) Del(key string) {
 	h.del(h.bufK)
 }
 
+// DelCanonical deletes header with the given key, assuming that key is in
+// canonical form (as SetCanonical and PeekCanonical do): unlike Del, it
+// neither copies nor normalizes the key.
+func (h *ResponseHeader) DelCanonical(key []byte) {
+	h.del(key)
+}
+
 // DelBytes deletes header with the given key.
 func (h *ResponseHeader) DelBytes(key []byte) {
 	h.bufK = append(h.bufK[:0], key...)
@@ -1855,6 +1862,13 @@ func (h *ResponseHeader) del(key []byte) {
 func (h *RequestHeader) Del(key string) {
 	h.bufK = getHeaderKeyBytes(h.bufK, key, h.disableNormalizing)
 	h.del(h.bufK)
+}
+
+// DelCanonical deletes header with the given key, assuming that key is in
+// canonical form (as SetCanonical and PeekCanonical do): unlike Del, it
+// neither copies nor normalizes the key.
+func (h *RequestHeader) DelCanonical(key []byte) {
+	h.del(key)
 }
 
 // DelBytes deletes header with the given key.
@@ -2561,6 +2575,12 @@ func (h *RequestHeader) PeekAll(key string) [][]byte {
 	return h.peekAll(h.bufK)
 }
 
+// PeekAllCanonical is PeekAll for a key in canonical form (as PeekCanonical
+// takes it): the key is neither copied nor normalized.
+func (h *RequestHeader) PeekAllCanonical(key []byte) [][]byte {
+	return h.peekAll(key)
+}
+
 func (h *RequestHeader) peekAll(key []byte) [][]byte {
 	h.mulHeader = h.mulHeader[:0]
 	switch string(key) {
@@ -2616,6 +2636,12 @@ func (h *RequestHeader) peekAll(key []byte) [][]byte {
 func (h *ResponseHeader) PeekAll(key string) [][]byte {
 	h.bufK = getHeaderKeyBytes(h.bufK, key, h.disableNormalizing)
 	return h.peekAll(h.bufK)
+}
+
+// PeekAllCanonical is PeekAll for a key in canonical form (as PeekCanonical
+// takes it): the key is neither copied nor normalized.
+func (h *ResponseHeader) PeekAllCanonical(key []byte) [][]byte {
+	return h.peekAll(key)
 }
 
 func (h *ResponseHeader) peekAll(key []byte) [][]byte {

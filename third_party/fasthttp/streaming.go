@@ -179,8 +179,14 @@ func (rs *requestStream) bodyOverflows(limit int) bool {
 
 // discard reads and drops what is left of the body, so that the reader ends
 // where the next request starts. It gives up after limit bytes and reports
-// whether the end of the body was reached.
+// whether the end of the body was reached. A stream already at its end (the
+// usual case: the handler read the body whole) reports true without copying,
+// as the copy would: its first Read returns io.EOF.
 func (rs *requestStream) discard(limit int) bool {
+	if rs.reader != nil && (rs.eof || rs.contentLength >= 0 && rs.totalBytesRead == rs.contentLength) {
+		rs.eof = true
+		return true
+	}
 	_, err := io.CopyN(io.Discard, rs, int64(limit)+1)
 	return err == io.EOF
 }
