@@ -199,6 +199,16 @@ func (h *harness) chooseLoadgen() error {
 	return nil
 }
 
+// launch starts a peer under name and, when it came up, checks and warms it (checkAndWarm).
+func (h *harness) launch(ctx context.Context, name string, start func() *peer) *peer {
+	p := start()
+	p.name = name
+	if p.status == statusOK {
+		h.checkAndWarm(ctx, p)
+	}
+	return p
+}
+
 // startPeers starts every selected peer and checks each; a peer that fails its check is stopped
 // and reported, never measured.
 func (h *harness) startPeers(ctx context.Context) []*peer {
@@ -208,12 +218,7 @@ func (h *harness) startPeers(ctx context.Context) []*peer {
 			return
 		}
 		h.progress.say("starting " + name)
-		p := start()
-		p.name = name
-		if p.status == statusOK {
-			h.checkAndWarm(ctx, p)
-		}
-		peers = append(peers, p)
+		peers = append(peers, h.launch(ctx, name, start))
 	}
 	add("upstream alone", h.ceilingPeer)
 	add("floor (fasthttp)", func() *peer { return h.floorPeer(ctx) })

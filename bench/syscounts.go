@@ -244,12 +244,7 @@ func (h *harness) startSyscountPeers(ctx context.Context) []*peer {
 			return
 		}
 		fmt.Fprintf(h.opts.progressOut, "starting %s\n", name)
-		p := start()
-		p.name = name
-		if p.status == statusOK {
-			h.checkAndWarm(ctx, p)
-		}
-		peers = append(peers, p)
+		peers = append(peers, h.launch(ctx, name, start))
 	}
 	add("upstream alone", h.ceilingPeer)
 	add("floor (fasthttp)", func() *peer { return h.floorPeer(ctx) })
@@ -455,16 +450,7 @@ func perRequestColumns(counts []float64, colOf []int, requests int64) []float64 
 // countedWrkScript sends t's requests and stops each wrk thread once it has had quota answers,
 // leaving a file behind so that the harness knows to interrupt wrk (which otherwise sleeps out its
 // -d); done() prints the answers counted and the errors.
-const countedWrkScript = `
-local function slurp(path)
-  local f = assert(io.open(path, "rb"))
-  local s = f:read("*all")
-  f:close()
-  return s
-end
-wrk.method = "POST"
-wrk.body = slurp(%q)
-wrk.headers["Content-Type"] = %q
+const countedWrkScript = wrkRequestFromFiles + `
 local cred = %q
 if cred ~= "" then wrk.headers["Authorization"] = cred end
 local quota = %d

@@ -15,20 +15,24 @@ import (
 	"time"
 )
 
-// wrkScript sets wrk's request from files (the body may be megabytes, the credentials a
-// thousand tokens), sends the credentials in turn (each wrk thread its own share, so that no two
-// threads send the same token at once) and prints the summary as one line the harness parses.
-const wrkScript = `
+// wrkRequestFromFiles is the start of the harness's wrk scripts: a POST whose body is read from
+// a file (the first %q) with a Content-Type (the second).
+const wrkRequestFromFiles = `
 local function slurp(path)
   local f = assert(io.open(path, "rb"))
   local s = f:read("*all")
   f:close()
   return s
 end
-
 wrk.method = "POST"
 wrk.body = slurp(%q)
 wrk.headers["Content-Type"] = %q
+`
+
+// wrkScript sets wrk's request from files (the body may be megabytes, the credentials a
+// thousand tokens), sends the credentials in turn (each wrk thread its own share, so that no two
+// threads send the same token at once) and prints the summary as one line the harness parses.
+const wrkScript = wrkRequestFromFiles + `
 local creds = {}
 for line in io.lines(%q) do
   if line ~= "" then creds[#creds + 1] = line end
